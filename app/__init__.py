@@ -1,0 +1,1 @@
+"""Rafale: an LLM request gateway."""

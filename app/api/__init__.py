@@ -1,0 +1,1 @@
+"""The HTTP front end: the only package that imports fastapi / sse_starlette."""

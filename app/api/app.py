@@ -1,0 +1,55 @@
+"""The app factory: a lifespan that owns the broker connection and provider clients."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from app.api import errors
+from app.api.middleware import GuardMiddleware
+from app.api.routes_chat import router as chat_router
+from app.api.routes_ops import router as ops_router
+from app.api.services import Services
+from app.broker import Broker
+from app.fleet import Fleet
+from app.generation import Limits
+from app.logs import setup_logging
+from app.providers.registry import Registry
+from app.relay import Relay
+from app.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        setup_logging(settings.log_level, "api")
+        broker = Broker(settings, "api")
+        fleet = Fleet(broker)
+        broker.on_ready(fleet.start)
+        registry = Registry(settings)
+        relay = Relay(broker)
+        app.state.services = Services(settings, broker, relay, registry, fleet,
+                                      Limits.from_settings(settings))
+        if registry.default_model.startswith("mock/"):
+            log.warning("no provider key is set: answering with the offline mock provider")
+        broker.start()
+        try:
+            yield
+        finally:
+            await relay.close()
+            await registry.aclose()
+            await broker.close()
+
+    app = FastAPI(title="Rafale", version="0.1.0", lifespan=lifespan)
+    errors.install(app)
+    app.include_router(chat_router)
+    app.include_router(ops_router)
+    app.add_middleware(GuardMiddleware, max_body_bytes=settings.max_body_bytes)
+    return app

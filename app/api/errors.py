@@ -1,0 +1,64 @@
+"""Every error leaves in OpenAI's envelope; FastAPI's own `{"detail": ...}` never does."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from app.errors import InvalidRequest, NotFound, RafaleError
+
+log = logging.getLogger(__name__)
+
+
+def error_response(exc: RafaleError) -> JSONResponse:
+    headers = {}
+    if exc.retry_after is not None:
+        headers["retry-after"] = str(max(1, round(exc.retry_after)))
+    return JSONResponse(exc.envelope(), status_code=exc.status, headers=headers)
+
+
+def describe_validation(errors: list[Any]) -> InvalidRequest:
+    """The first problem, phrased for a person, with OpenAI's `param` and `code`."""
+    err = errors[0]
+    loc = [str(p) for p in err.get("loc", ()) if p != "body"]
+    param = ".".join(loc) or None
+    kind = err.get("type", "")
+    if kind == "json_invalid":
+        ctx = err.get("ctx", {}).get("error", "")
+        return InvalidRequest(f"The body is not valid JSON ({ctx})", code="invalid_json")
+    if kind == "missing":
+        return InvalidRequest(f"Missing required parameter: '{param}'", param=param,
+                              code="missing_required_parameter")
+    msg = str(err.get("msg", "invalid value")).removeprefix("Value error, ")
+    code = "invalid_type" if kind.endswith(("_type", "_parsing")) else "invalid_value"
+    where = f"Invalid '{param}': " if param else ""
+    return InvalidRequest(f"{where}{msg}", param=param, code=code)
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(RafaleError)
+    async def _rafale(_: Request, exc: RafaleError) -> JSONResponse:
+        return error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return error_response(describe_validation(list(exc.errors())))
+
+    @app.exception_handler(HTTPException)
+    async def _http(request: Request, exc: HTTPException) -> JSONResponse:
+        if exc.status_code == 404:
+            return error_response(NotFound(f"Unknown route: {request.method} {request.url.path}"))
+        err = RafaleError(str(exc.detail))
+        err.status = exc.status_code
+        err.type = "invalid_request_error" if exc.status_code < 500 else "server_error"
+        return error_response(err)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("request %s failed", getattr(request.state, "request_id", "?"))
+        return error_response(RafaleError("The server had an error processing your request"))

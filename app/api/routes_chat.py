@@ -1,0 +1,119 @@
+"""Chat routes: queued (`/chat/async` + `/stream/{id}`) and direct (`/chat`)."""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi.responses import JSONResponse
+from sse_starlette import EventSourceResponse, ServerSentEvent
+
+from app.api.services import Services, services
+from app.errors import NotFound, RafaleError
+from app.generation import stream_with_retries
+from app.providers.base import ChatParams
+from app.schemas import ChatBody, ChatRequest, Task
+
+router = APIRouter()
+Svc = Annotated[Services, Depends(services)]
+_SESSION_ID = re.compile(r"^[0-9a-f]{32}$")
+
+
+def event_stream(svc: Services, events: AsyncIterator[ServerSentEvent]) -> EventSourceResponse:
+    return EventSourceResponse(
+        events,
+        ping=int(svc.settings.sse_ping_interval),
+        send_timeout=svc.settings.stream_send_timeout,
+        headers={"cache-control": "no-store"},
+    )
+
+
+async def enqueue_chat(svc: Services, body: ChatRequest, request_id: str) -> tuple[str, str]:
+    """Validate, declare the session, publish the task. Returns (session_id, model)."""
+    model = body.model or svc.registry.default_model
+    svc.registry.split(model)  # an unknown or unconfigured model fails here, not in a worker
+    session_id = uuid.uuid4().hex
+    queue = svc.broker.topology.session_queue(svc.owner_tag, session_id)
+    task = Task(
+        task_id=session_id,
+        model=model,
+        body=ChatBody(messages=body.to_messages(), temperature=body.temperature,
+                      max_tokens=body.max_tokens),
+        reply_to=queue,
+        deadline=time.time() + svc.settings.session_ttl,
+        request_id=request_id,
+    )
+    await svc.broker.submit_task(task.model_dump_json().encode(), task_id=session_id,
+                                 session_queue=queue)
+    return session_id, model
+
+
+@router.post("/chat/async", status_code=202)
+async def chat_async(body: ChatRequest, request: Request, svc: Svc) -> JSONResponse:
+    session_id, model = await enqueue_chat(svc, body, request.state.request_id)
+    return JSONResponse(
+        {"status": "queued", "session_id": session_id, "stream_url": f"/stream/{session_id}",
+         "model": model},
+        status_code=202,
+    )
+
+
+@router.get("/stream/{session_id}")
+async def stream(
+    session_id: str,
+    svc: Svc,
+    last_event_id: Annotated[str | None, Header()] = None,
+    last_event_id_q: Annotated[str | None, Query(alias="last_event_id")] = None,
+) -> EventSourceResponse:
+    if not _SESSION_ID.match(session_id):
+        raise NotFound("No such session", param="session_id", code="session_not_found")
+    queue = svc.broker.topology.session_queue(svc.owner_tag, session_id)
+    await svc.relay.open(queue)  # 404 / 409 / 503 before the stream starts
+
+    async def events() -> AsyncIterator[ServerSentEvent]:
+        async with aclosing(svc.relay.events(queue, last_event_id or last_event_id_q)) as evs:
+            async for ev in evs:
+                yield ServerSentEvent(data=ev.data, event=ev.type, id=ev.sse_id)
+
+    return event_stream(svc, events())
+
+
+def _sse(event: dict[str, Any]) -> ServerSentEvent:
+    return ServerSentEvent(data=orjson.dumps(event).decode(), event=event["type"],
+                           id=str(event["seq"]))
+
+
+@router.post("/chat")
+async def chat_direct(body: ChatRequest, svc: Svc) -> EventSourceResponse:
+    """The same events as `/stream`, straight from the provider, without the queue."""
+    model = body.model or svc.registry.default_model
+    provider_name, provider_model = svc.registry.split(model)
+    provider = svc.registry.get(provider_name)
+    params = ChatParams(provider_model, body.to_messages(), body.temperature, body.max_tokens)
+
+    async def events() -> AsyncIterator[ServerSentEvent]:
+        seq = 0
+        finish: str | None = None
+        usage = None
+        try:
+            async with aclosing(stream_with_retries(provider, params, svc.limits)) as deltas:
+                async for delta in deltas:
+                    if delta.content:
+                        yield _sse({"type": "chunk", "seq": seq, "attempt": 1,
+                                    "content": delta.content})
+                        seq += 1
+                    if delta.finish_reason:
+                        finish, usage = delta.finish_reason, delta.usage
+        except RafaleError as exc:
+            yield _sse({**exc.as_event(), "seq": seq, "attempt": 1})
+            return
+        yield _sse({"type": "done", "seq": seq, "attempt": 1, "finish_reason": finish or "stop",
+                    "usage": usage, "model": model})
+
+    return event_stream(svc, events())

@@ -1,0 +1,245 @@
+"""RabbitMQ for every process: one robust connection, the topology, confirmed publishes and
+session queues.
+
+Hot-path calls go straight to aiormq (the channel under aio-pika's robust wrapper): it lets a
+session declare ride in the same round trip as the task publish (`nowait`), and it keeps
+per-stream objects out of aio-pika's reconnect bookkeeping, which would otherwise redeclare
+every short-lived session queue after a reconnect."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import aio_pika
+import aiormq
+from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
+from pamqp.commands import Basic
+
+from app.errors import BrokerUnavailable
+from app.settings import Settings
+
+log = logging.getLogger(__name__)
+
+RECONNECT_INTERVAL = 1.0
+_BROKER_ERRORS = (aiormq.exceptions.AMQPError, ConnectionError, OSError, RuntimeError)
+
+
+@dataclass(frozen=True, slots=True)
+class QueueInfo:
+    messages: int  # ready messages (unacknowledged ones are not counted by the broker here)
+    consumers: int
+
+
+class Topology:
+    """Names and arguments of every queue and exchange, in one place."""
+
+    def __init__(self, s: Settings) -> None:
+        self.tasks = s.queue("llm_tasks")
+        self.dead = s.queue("llm_tasks.dead")
+        # A second copy of each dead-lettered task, consumed by workers to tell the waiting
+        # client; the parked copy in `dead` stays for the operator.
+        self.dead_notify = s.queue("llm_tasks.dead.notify")
+        self.dead_exchange = s.queue("dead")
+        self.heartbeat_exchange = s.queue("heartbeat")
+        self.session_prefix = s.queue("session.")
+        self.task_args: dict[str, Any] = {
+            # Quorum queues count deliveries (x-delivery-count) and park poison after the limit;
+            # classic queues in RabbitMQ 3.x have no such limit.
+            "x-queue-type": "quorum",
+            "x-delivery-limit": s.task_max_deliveries - 1,
+            "x-dead-letter-exchange": self.dead_exchange,
+        }
+        self.session_args: dict[str, Any] = {
+            "x-expires": int(s.session_ttl * 1000),
+            # Bounded so a client that never reads cannot grow the broker without limit; the
+            # worker's publish is nacked and it stops generating.
+            "x-max-length": 10_000,
+            "x-overflow": "reject-publish",
+        }
+
+    def session_queue(self, owner_tag: str, session_id: str) -> str:
+        return f"{self.session_prefix}{owner_tag}.{session_id}"
+
+
+class Broker:
+    def __init__(self, settings: Settings, role: str) -> None:
+        self.settings = settings
+        self.role = role
+        self.topology = Topology(settings)
+        self.conn: AbstractRobustConnection | None = None
+        self.last_error: str | None = "not connected yet"
+        self._pub: AbstractRobustChannel | None = None
+        self._probe: aiormq.abc.AbstractChannel | None = None
+        self._probe_lock = asyncio.Lock()
+        self._ready = asyncio.Event()
+        self._connect_task: asyncio.Task[None] | None = None
+        self._on_ready: list[Callable[[], Awaitable[None]]] = []
+
+    # --- lifecycle
+
+    def start(self) -> None:
+        """Connect in the background: a process starts (and answers 503) with no broker up."""
+        self._connect_task = asyncio.create_task(self._connect(), name="broker-connect")
+
+    def on_ready(self, callback: Callable[[], Awaitable[None]]) -> None:
+        """Run once after the first connection (consumers, extra channels)."""
+        self._on_ready.append(callback)
+
+    async def wait_ready(self) -> None:
+        await self._ready.wait()
+
+    async def _connect(self) -> None:
+        name = f"rafale-{self.role}-{socket.gethostname()}-{os.getpid()}"
+        while True:
+            try:
+                conn = await aio_pika.connect_robust(
+                    self.settings.rabbitmq_url,
+                    reconnect_interval=RECONNECT_INTERVAL,
+                    client_properties={"connection_name": name},
+                )
+                break
+            except _BROKER_ERRORS as exc:
+                self.last_error = f"cannot connect to RabbitMQ: {exc or type(exc).__name__}"
+                log.warning("%s; retrying in %.0fs", self.last_error, RECONNECT_INTERVAL)
+                await asyncio.sleep(RECONNECT_INTERVAL)
+        self.conn = conn
+        conn.close_callbacks.add(self._on_lost)
+        conn.reconnect_callbacks.add(self._on_reconnect)
+        self._pub = await conn.channel(publisher_confirms=True, on_return_raises=True)
+        await self.declare_topology(self._pub)
+        self.last_error = None
+        log.info("connected to RabbitMQ as %s", name)
+        for cb in self._on_ready:
+            await cb()
+        self._ready.set()
+
+    def _on_lost(self, *_: Any) -> None:
+        self.last_error = "connection to RabbitMQ lost; reconnecting"
+        self._probe = None
+        log.warning(self.last_error)
+
+    def _on_reconnect(self, *_: Any) -> None:
+        self.last_error = None
+        log.info("reconnected to RabbitMQ")
+
+    async def close(self) -> None:
+        if self._connect_task is not None:
+            self._connect_task.cancel()
+        if self.conn is not None:
+            await self.conn.close()
+
+    @property
+    def connected(self) -> bool:
+        conn = self.conn
+        return (
+            conn is not None
+            and not conn.is_closed
+            and conn.transport is not None
+            and not conn.transport.connection.is_closed
+        )
+
+    def _raw_connection(self) -> aiormq.abc.AbstractConnection:
+        if not self.connected or self.conn is None or self.conn.transport is None:
+            raise BrokerUnavailable(
+                self.last_error or "RabbitMQ is not connected", retry_after=RECONNECT_INTERVAL
+            )
+        return self.conn.transport.connection
+
+    async def channel(self, **kwargs: Any) -> AbstractRobustChannel:
+        if self.conn is None:
+            raise BrokerUnavailable(self.last_error or "RabbitMQ is not connected")
+        return await self.conn.channel(**kwargs)
+
+    async def declare_topology(self, ch: AbstractRobustChannel) -> None:
+        t = self.topology
+        dead_x = await ch.declare_exchange(t.dead_exchange, aio_pika.ExchangeType.FANOUT,
+                                           durable=True)
+        await ch.declare_queue(t.tasks, durable=True, arguments=t.task_args)
+        for name in (t.dead, t.dead_notify):
+            q = await ch.declare_queue(name, durable=True)
+            await q.bind(dead_x)
+        await ch.declare_exchange(t.heartbeat_exchange, aio_pika.ExchangeType.FANOUT)
+
+    # --- publishing
+
+    async def _pub_channel(self) -> aiormq.abc.AbstractChannel:
+        self._raw_connection()  # fail fast with 503 instead of waiting for a reconnect
+        assert self._pub is not None
+        return await self._pub.get_underlay_channel()
+
+    async def submit_task(self, body: bytes, *, task_id: str, session_queue: str | None) -> None:
+        """Declare the session queue (if any) and publish the task; returns once the broker
+        has the task on disk. The declare is `nowait` and precedes the publish on the same
+        channel, so the broker applies it first and one round trip covers both."""
+        try:
+            async with asyncio.timeout(self.settings.publish_timeout):
+                ch = await self._pub_channel()
+                if session_queue is not None:
+                    await ch.queue_declare(
+                        session_queue, arguments=self.topology.session_args, nowait=True
+                    )
+                confirm = await ch.basic_publish(
+                    body,
+                    routing_key=self.topology.tasks,
+                    mandatory=True,
+                    properties=Basic.Properties(
+                        delivery_mode=2, content_type="application/json", message_id=task_id
+                    ),
+                )
+        except TimeoutError:
+            raise BrokerUnavailable("RabbitMQ did not confirm the task in time",
+                                    retry_after=1) from None
+        except BrokerUnavailable:
+            raise
+        except _BROKER_ERRORS as exc:
+            raise BrokerUnavailable(f"RabbitMQ refused the task: {exc}", retry_after=1) from None
+        if not isinstance(confirm, Basic.Ack):
+            raise BrokerUnavailable("RabbitMQ did not accept the task", retry_after=1)
+
+    # --- queue inspection and cleanup (on a channel of its own: a 404/406 closes it)
+
+    async def _probe_channel(self) -> aiormq.abc.AbstractChannel:
+        ch = self._probe
+        if ch is None or ch.is_closed:
+            ch = self._probe = await self._raw_connection().channel()
+        return ch
+
+    async def queue_info(self, name: str) -> QueueInfo | None:
+        """Message and consumer counts, or None when the queue does not exist."""
+        async with self._probe_lock:
+            try:
+                ch = await self._probe_channel()
+                ok = await ch.queue_declare(name, passive=True,
+                                            timeout=self.settings.publish_timeout)
+            except aiormq.exceptions.ChannelNotFoundEntity:
+                self._probe = None
+                return None
+            except BrokerUnavailable:
+                raise
+            except (*_BROKER_ERRORS, TimeoutError) as exc:
+                self._probe = None
+                raise BrokerUnavailable(f"RabbitMQ: {exc}", retry_after=1) from None
+        assert ok is not None
+        return QueueInfo(ok.message_count or 0, ok.consumer_count or 0)
+
+    async def delete_queue(self, name: str, *, if_unused: bool = False) -> bool:
+        """Delete a queue; with `if_unused`, only when nobody consumes it. True if deleted."""
+        async with self._probe_lock:
+            try:
+                ch = await self._probe_channel()
+                await ch.queue_delete(name, if_unused=if_unused,
+                                      timeout=self.settings.publish_timeout)
+                return True
+            except aiormq.exceptions.ChannelPreconditionFailed:
+                self._probe = None
+                return False
+            except (*_BROKER_ERRORS, TimeoutError, BrokerUnavailable) as exc:
+                self._probe = None
+                log.warning("could not delete queue %s: %s", name, exc)
+                return False

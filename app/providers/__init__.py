@@ -1,0 +1,1 @@
+"""Provider adapters behind one protocol, and the registry that resolves model names."""

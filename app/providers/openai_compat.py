@@ -1,0 +1,123 @@
+"""Any OpenAI-compatible server (OpenAI, DeepSeek, vLLM, Ollama) through the `openai` SDK.
+
+The SDK's own retries are off: the worker is the one retry layer (see app/generation.py)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+import openai
+
+from app.errors import (
+    ProviderAuthError,
+    ProviderBadRequest,
+    ProviderError,
+    ProviderQuotaExceeded,
+    ProviderRateLimited,
+    ProviderTimeout,
+    ProviderUnavailable,
+)
+from app.providers.base import ChatParams, Completion, Delta
+
+
+def _retry_after(headers: Mapping[str, str]) -> float | None:
+    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
+        raw = headers.get(name)
+        if raw:
+            try:
+                return max(0.0, float(raw) * scale)
+            except ValueError:
+                continue
+    return None
+
+
+def map_error(provider: str, exc: Exception) -> ProviderError:
+    """Translate an SDK exception into Rafale's tree, keeping the provider's message."""
+    if isinstance(exc, openai.APITimeoutError):
+        return ProviderTimeout(f"{provider}: request timed out")
+    if isinstance(exc, openai.APIConnectionError):
+        return ProviderUnavailable(f"{provider}: connection failed: {exc}")
+    if isinstance(exc, openai.APIStatusError):
+        status = exc.status_code
+        body = exc.body if isinstance(exc.body, dict) else {}
+        msg = f"{provider} answered {status}: {body.get('message') or exc.message}"
+        code = body.get("code")
+        if status == 429:
+            if code == "insufficient_quota":
+                return ProviderQuotaExceeded(msg)
+            return ProviderRateLimited(msg, retry_after=_retry_after(exc.response.headers))
+        if status in (401, 403):
+            return ProviderAuthError(msg)
+        if status in (408, 409) or status >= 500:
+            return ProviderUnavailable(msg, retry_after=_retry_after(exc.response.headers))
+        return ProviderBadRequest(msg)
+    return ProviderUnavailable(f"{provider}: {type(exc).__name__}: {exc}")
+
+
+class OpenAICompatProvider:
+    def __init__(
+        self,
+        name: str,
+        *,
+        api_key: str,
+        base_url: str,
+        connect_timeout: float,
+        read_timeout: float,
+    ) -> None:
+        self.name = name
+        self.client = openai.AsyncOpenAI(
+            api_key=api_key or "unused",
+            base_url=base_url,
+            max_retries=0,
+            timeout=openai.Timeout(read_timeout, connect=connect_timeout),
+        )
+
+    def _kwargs(self, params: ChatParams) -> dict[str, Any]:
+        kw: dict[str, Any] = {"model": params.model, "messages": params.messages}
+        if params.temperature is not None:
+            kw["temperature"] = params.temperature
+        if params.max_tokens is not None:
+            kw["max_tokens"] = params.max_tokens
+        kw.update(params.extra)
+        return kw
+
+    async def stream(self, params: ChatParams) -> AsyncIterator[Delta]:
+        try:
+            stream = await self.client.chat.completions.create(
+                **self._kwargs(params), stream=True, stream_options={"include_usage": True}
+            )
+        except openai.OpenAIError as exc:
+            raise map_error(self.name, exc) from None
+        finish: str | None = None
+        usage: dict[str, Any] | None = None
+        try:
+            async for chunk in stream:
+                if chunk.usage is not None:
+                    usage = chunk.usage.model_dump(exclude_none=True)
+                for choice in chunk.choices[:1]:
+                    if choice.finish_reason:
+                        finish = choice.finish_reason
+                    if choice.delta.content:
+                        yield Delta(choice.delta.content)
+        except Exception as exc:  # the SDK lets raw transport errors out mid-stream
+            raise map_error(self.name, exc) from None
+        finally:
+            # Closing the response is what tells the provider to stop generating.
+            await stream.close()
+        yield Delta(finish_reason=finish or "stop", usage=usage)
+
+    async def complete(self, params: ChatParams) -> Completion:
+        try:
+            resp = await self.client.chat.completions.create(**self._kwargs(params))
+        except openai.OpenAIError as exc:
+            raise map_error(self.name, exc) from None
+        choice = resp.choices[0]
+        return Completion(
+            choice.message.content or "",
+            choice.finish_reason,
+            resp.usage.model_dump(exclude_none=True) if resp.usage else None,
+        )
+
+    async def aclose(self) -> None:
+        await self.client.close()

@@ -1,0 +1,107 @@
+"""Wire messages between API and workers (Task, Event) and the shared chat request model.
+
+Everything on the broker is JSON with a `schema_version`; nothing is pickled."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+SCHEMA_VERSION = 1
+
+Role = Literal["system", "user", "assistant", "tool", "developer"]
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    role: Role
+    content: str
+
+
+class ChatRequest(BaseModel):
+    """Body of `POST /chat/async` and `POST /chat`."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    message: str | None = Field(None, min_length=1)
+    messages: list[ChatMessage] | None = Field(None, min_length=1)
+    model: str | None = Field(None, min_length=1, max_length=200)
+    temperature: float | None = Field(None, ge=0, le=2)
+    max_tokens: int | None = Field(None, ge=1, le=1_000_000)
+    system: str | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ChatRequest:
+        if (self.message is None) == (self.messages is None):
+            raise ValueError("give either `message` (a string) or `messages` (a list), not both")
+        return self
+
+    def to_messages(self) -> list[dict[str, str]]:
+        msgs: list[dict[str, str]] = []
+        if self.system:
+            msgs.append({"role": "system", "content": self.system})
+        if self.message is not None:
+            msgs.append({"role": "user", "content": self.message})
+        else:
+            msgs.extend(m.model_dump() for m in self.messages or ())
+        return msgs
+
+
+class ChatBody(BaseModel):
+    """The provider-facing part of a chat task."""
+
+    messages: list[dict[str, Any]]
+    temperature: float | None = None
+    max_tokens: int | None = None
+
+
+class Task(BaseModel):
+    """API → worker, on `llm_tasks`."""
+
+    schema_version: int = SCHEMA_VERSION
+    kind: Literal["chat"] = "chat"
+    task_id: str
+    owner: str = ""
+    model: str
+    body: ChatBody
+    reply_to: str  # the session queue
+    deadline: float  # epoch seconds; past it nobody waits for the answer
+    request_id: str = ""
+
+
+EventType = Literal["chunk", "done", "error", "reset"]
+
+
+class Event(BaseModel):
+    """Worker → session queue → SSE `data:`. `seq` counts from 0 within one `attempt`."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    type: EventType
+    seq: int
+    attempt: int = 1
+    content: str | None = None
+    finish_reason: str | None = None
+    usage: dict[str, Any] | None = None
+    model: str | None = None
+    message: str | None = None
+    code: str | None = None
+    error_type: str | None = None
+    status: int | None = None
+
+    def sse_id(self) -> str:
+        """`<seq>` on a first attempt, `<attempt>-<seq>` on a redelivered one (seq restarts)."""
+        return str(self.seq) if self.attempt == 1 else f"{self.attempt}-{self.seq}"
+
+
+def parse_event_id(value: str | None) -> tuple[int, int] | None:
+    """`Last-Event-ID` back to (attempt, seq); None when absent or unreadable."""
+    if not value:
+        return None
+    attempt, _, seq = value.strip().rpartition("-")
+    try:
+        return (int(attempt) if attempt else 1, int(seq))
+    except ValueError:
+        return None

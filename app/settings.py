@@ -1,0 +1,117 @@
+"""One Settings class for every process (API, workers, CLI), read from env and `.env`."""
+
+from __future__ import annotations
+
+import sys
+from functools import lru_cache
+from typing import Annotated
+
+from pydantic import AliasChoices, Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PositiveFloat = Annotated[float, Field(gt=0)]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False
+    )
+
+    # --- broker and topology
+    rabbitmq_url: str = Field(
+        "amqp://guest:guest@127.0.0.1:5672/",
+        validation_alias=AliasChoices("RABBITMQ_URL", "RABBIT_MQ"),
+    )
+    rafale_namespace: str = Field("rafale", pattern=r"^[A-Za-z0-9_.\-]{1,64}$")
+    session_ttl: PositiveFloat = 300.0  # seconds an unused session queue lives
+    # A task that kills this many workers is parked in the dead-letter queue.
+    task_max_deliveries: int = Field(3, ge=1, le=100)
+    publish_timeout: PositiveFloat = 5.0
+
+    # --- HTTP front end
+    host: str = "0.0.0.0"
+    port: int = Field(8007, ge=1, le=65535)
+    uvicorn_workers: int = Field(2, ge=1, le=64)
+    max_body_bytes: int = Field(1_048_576, ge=1024)
+    sse_ping_interval: PositiveFloat = 15.0
+    # A client that drops mid-stream has this long to reconnect (to any replica) before its
+    # session is deleted, which tells the worker to stop the provider call.
+    stream_resume_grace: float = Field(1.0, ge=0)
+    stream_send_timeout: PositiveFloat = 30.0
+
+    # --- workers
+    llm_workers: int = Field(2, ge=1, le=256)
+    worker_concurrency: int = Field(64, ge=1, le=10_000)
+    shutdown_grace: float = Field(20.0, ge=0)
+    # Tokens arriving faster than this are coalesced into one chunk event; the first goes at once.
+    stream_flush_interval: float = Field(0.02, ge=0, le=1)
+    heartbeat_interval: PositiveFloat = 5.0
+
+    # --- providers
+    default_model: str = ""  # empty: derived from which provider keys are set
+    openai_api_key: str = ""
+    openai_base_url: str = "https://api.openai.com/v1"
+    deepseek_api_key: str = ""
+    deepseek_base_url: str = "https://api.deepseek.com/v1"
+    provider_connect_timeout: PositiveFloat = 5.0
+    provider_first_byte_timeout: PositiveFloat = 60.0
+    provider_idle_timeout: PositiveFloat = 30.0
+    # Must stay under RabbitMQ's consumer timeout (30 min by default).
+    provider_total_timeout: float = Field(600.0, gt=0, lt=1800)
+    provider_max_attempts: int = Field(3, ge=1, le=20)
+    retry_backoff_base: float = Field(0.5, ge=0)
+    retry_backoff_max: float = Field(8.0, ge=0)
+    mock_tokens: int = Field(24, ge=1, le=100_000)
+    mock_delay: float = Field(0.02, ge=0, le=60)  # seconds between mock tokens
+    # Fault injection for operators and tests: model `mock/crash` kills the worker process.
+    mock_crash_enabled: bool = False
+
+    log_level: str = Field("INFO", pattern=r"(?i)^(DEBUG|INFO|WARNING|ERROR|CRITICAL)$")
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        if not self.rabbitmq_url.startswith(("amqp://", "amqps://")):
+            raise ValueError("RABBITMQ_URL must start with amqp:// or amqps://")
+        return self
+
+    def queue(self, name: str) -> str:
+        """A broker name in this deployment's namespace."""
+        return f"{self.rafale_namespace}.{name}"
+
+    @property
+    def resolved_default_model(self) -> str:
+        if self.default_model:
+            return self.default_model
+        if self.openai_api_key:
+            return "openai/gpt-4o-mini"
+        if self.deepseek_api_key:
+            return "deepseek/deepseek-chat"
+        return "mock/echo"
+
+
+def describe_error(exc: ValidationError) -> str:
+    """One line per bad setting, named as the operator writes it (upper case env name)."""
+    lines = []
+    for err in exc.errors():
+        name = ".".join(str(p) for p in err["loc"]).upper() or "settings"
+        lines.append(f"invalid setting {name}: {err['msg']}")
+    return "\n".join(lines)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
+
+
+def main() -> int:
+    """`python -m app.settings`: validate the configuration before a process starts."""
+    try:
+        Settings()
+    except ValidationError as exc:
+        print(describe_error(exc), file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Fake providers: real local HTTP servers speaking each provider's wire protocol."""

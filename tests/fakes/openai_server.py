@@ -1,0 +1,177 @@
+"""A fake OpenAI-compatible server: `POST /v1/chat/completions` with real SSE streaming.
+
+The behaviour is chosen by the requested model name, so concurrent tests never share state:
+
+- `ok-<n>-<ms>`       n tokens, ms apart (default `ok` = 8 tokens, no delay)
+- `slow-<ms>`         8 tokens spread over ms in total
+- `flaky429-<k>`      429 (retry-after-ms: 50) for the first k calls with that prompt, then ok
+- `fail500`           500 forever
+- `stall`             one token, then silence (the connection stays open)
+- `silent`            headers, then nothing at all
+- `long`              a token every 50 ms for a minute (for disconnect tests)
+
+`text_for(model, prompt)` returns exactly what a stream will contain. Every call is recorded
+(`calls`), with when the client went away."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+
+@dataclass
+class Call:
+    model: str
+    prompt: str
+    body: dict[str, Any]
+    started: float = field(default_factory=time.monotonic)
+    finished: float | None = None  # stream completed normally
+    closed_by_client: float | None = None  # we noticed the client went away
+    status: int = 200
+
+
+def _parse(model: str) -> tuple[str, list[int]]:
+    name, *args = model.split("-")
+    return name, [int(a) for a in args if a.isdigit()]
+
+
+def tokens_for(model: str, prompt: str) -> list[str]:
+    kind, args = _parse(model)
+    count = 8
+    if kind == "ok" and args:
+        count = args[0]
+    elif kind == "long":
+        count = 1200
+    words = prompt.split() or ["empty"]
+    return [f"{'' if i == 0 else ' '}t{i}:{words[i % len(words)]}" for i in range(count)]
+
+
+def text_for(model: str, prompt: str) -> str:
+    return "".join(tokens_for(model, prompt))
+
+
+class FakeOpenAI:
+    def __init__(self) -> None:
+        self.calls: list[Call] = []
+        self._attempts: dict[tuple[str, str], int] = defaultdict(int)
+        self.runner: web.AppRunner | None = None
+        self.port = 0
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def calls_for(self, prompt: str) -> list[Call]:
+        return [c for c in self.calls if c.prompt == prompt]
+
+    async def start(self, port: int = 0) -> None:
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", self.chat)
+        self.runner = web.AppRunner(app, access_log=None, handler_cancellation=True,
+                                    shutdown_timeout=1)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", port)
+        await site.start()
+        server = site._server
+        assert server is not None
+        self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+
+    async def chat(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        model = body["model"]
+        prompt = next((m["content"] for m in reversed(body["messages"])
+                       if m["role"] == "user"), "")
+        call = Call(model, prompt, body)
+        self.calls.append(call)
+        kind, args = _parse(model)
+        key = (model, prompt)
+        self._attempts[key] += 1
+        if kind == "flaky429" and self._attempts[key] <= (args[0] if args else 1):
+            call.status = 429
+            return _error(429, "Rate limit reached", "rate_limit_exceeded",
+                          {"retry-after-ms": "50"})
+        if kind == "fail500":
+            call.status = 500
+            return _error(500, "The server had an error", None)
+        tokens = tokens_for(model, prompt)
+        gap = {"ok": (args[1] / 1000 if len(args) > 1 else 0.0), "slow": (
+            (args[0] / 1000) / len(tokens) if args else 0.1), "long": 0.05}.get(kind, 0.0)
+        if not body.get("stream"):
+            await asyncio.sleep(gap * len(tokens))
+            call.finished = time.monotonic()
+            return web.json_response(_completion(model, "".join(tokens)))
+        resp = web.StreamResponse(headers={"content-type": "text/event-stream"})
+        await resp.prepare(request)
+        try:
+            if kind == "silent":
+                await asyncio.sleep(3600)
+            for i, tok in enumerate(tokens):
+                if gap:
+                    await asyncio.sleep(gap)
+                await resp.write(_sse(_chunk(model, tok, role=i == 0)))
+                if kind == "stall":
+                    await asyncio.sleep(3600)
+            await resp.write(_sse(_chunk(model, None, finish="stop")))
+            usage = {"prompt_tokens": len(prompt.split()), "completion_tokens": len(tokens),
+                     "total_tokens": len(prompt.split()) + len(tokens)}
+            await resp.write(_sse({**_chunk(model, None), "choices": [], "usage": usage}))
+            await resp.write(b"data: [DONE]\n\n")
+            call.finished = time.monotonic()
+        except (ConnectionResetError, asyncio.CancelledError):
+            call.closed_by_client = time.monotonic()
+            raise
+        return resp
+
+
+def _sse(obj: dict[str, Any]) -> bytes:
+    return b"data: " + json.dumps(obj).encode() + b"\n\n"
+
+
+def _chunk(model: str, content: str | None, *, role: bool = False,
+           finish: str | None = None) -> dict[str, Any]:
+    delta: dict[str, Any] = {}
+    if role:
+        delta["role"] = "assistant"
+    if content is not None:
+        delta["content"] = content
+    return {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": int(time.time()),
+            "model": model, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+
+
+def _completion(model: str, text: str) -> dict[str, Any]:
+    return {"id": "chatcmpl-fake", "object": "chat.completion", "created": int(time.time()),
+            "model": model, "choices": [{"index": 0, "finish_reason": "stop",
+                                         "message": {"role": "assistant", "content": text}}],
+            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}
+
+
+def _error(status: int, message: str, code: str | None,
+           headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_response(
+        {"error": {"message": message, "type": "server_error" if status >= 500 else
+                   "rate_limit_error", "param": None, "code": code}},
+        status=status, headers=headers,
+    )
+
+
+async def _serve_forever(port: int) -> None:
+    fake = FakeOpenAI()
+    await fake.start(port)
+    print(f"fake OpenAI on {fake.base_url}", flush=True)
+    await asyncio.Event().wait()
+
+
+if __name__ == "__main__":
+    import sys
+
+    asyncio.run(_serve_forever(int(sys.argv[1]) if len(sys.argv) > 1 else 0))

@@ -1,0 +1,93 @@
+"""What a client sees when the provider misbehaves, and that nothing hangs or repeats."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import httpx
+
+from tests.conftest import FAST
+from tests.fakes.openai_server import FakeOpenAI, text_for
+from tests.sse import collect, iter_sse, text_of
+from tests.test_streaming import enqueue
+
+
+async def test_429_then_200_is_retried_and_complete(client: httpx.AsyncClient,
+                                                    fake: FakeOpenAI) -> None:
+    sid = await enqueue(client, "rate limited once", "openai/flaky429-2")
+    events = await collect(client, "GET", f"/stream/{sid}")
+    assert events[-1].event == "done"
+    assert text_of(events) == text_for("flaky429-2", "rate limited once")
+    assert [c.status for c in fake.calls_for("rate limited once")] == [429, 429, 200]
+
+
+async def test_500_forever_ends_in_one_error_after_bounded_attempts(
+    client: httpx.AsyncClient, fake: FakeOpenAI
+) -> None:
+    sid = await enqueue(client, "always broken", "openai/fail500")
+    events = await collect(client, "GET", f"/stream/{sid}")
+    assert [e.event for e in events] == ["error"]
+    err = events[0].data
+    assert err["status"] == 502 and err["error_type"] == "provider_error"
+    assert "500" in err["message"]
+    assert len(fake.calls_for("always broken")) == FAST["provider_max_attempts"]
+
+
+async def test_stalled_stream_ends_in_error_within_idle_timeout(client: httpx.AsyncClient) -> None:
+    sid = await enqueue(client, "stalls after one", "openai/stall")
+    started = time.monotonic()
+    events = await collect(client, "GET", f"/stream/{sid}")
+    elapsed = time.monotonic() - started
+    assert [e.event for e in events] == ["chunk", "error"]
+    assert events[-1].data["code"] == "provider_timeout"
+    assert elapsed < FAST["provider_idle_timeout"] + 2, elapsed
+
+
+async def test_silent_provider_is_retried_then_errors(client: httpx.AsyncClient,
+                                                     fake: FakeOpenAI) -> None:
+    sid = await enqueue(client, "never answers", "openai/silent")
+    events = await collect(client, "GET", f"/stream/{sid}")
+    assert [e.event for e in events] == ["error"]
+    assert events[0].data["code"] == "provider_timeout"
+    # A timeout before the first chunk is retryable, so every attempt was made.
+    assert len(fake.calls_for("never answers")) == FAST["provider_max_attempts"]
+
+
+async def test_client_disconnect_closes_provider_connection(client: httpx.AsyncClient,
+                                                            fake: FakeOpenAI) -> None:
+    sid = await enqueue(client, "walk away", "openai/long")
+    async with client.stream("GET", f"/stream/{sid}") as r:
+        async for ev in iter_sse(r):
+            if ev.event == "chunk" and int(ev.id or 0) >= 3:
+                break
+    left = time.monotonic()
+    call = fake.calls_for("walk away")[0]
+    deadline = left + 5
+    while call.closed_by_client is None and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    assert call.closed_by_client is not None, "provider call still running 5 s after client left"
+    assert call.closed_by_client - left < 2.0, call.closed_by_client - left
+    assert call.finished is None
+
+
+async def test_direct_mode_disconnect_closes_provider_connection(
+    client: httpx.AsyncClient, fake: FakeOpenAI
+) -> None:
+    async with client.stream("POST", "/chat", json={"message": "direct walk away",
+                                                    "model": "openai/long"}) as r:
+        async for ev in iter_sse(r):
+            if ev.event == "chunk":
+                break
+    left = time.monotonic()
+    call = fake.calls_for("direct walk away")[0]
+    while call.closed_by_client is None and time.monotonic() < left + 5:
+        await asyncio.sleep(0.05)
+    assert call.closed_by_client is not None and call.closed_by_client - left < 2.0
+
+
+async def test_direct_mode_reports_provider_errors_as_events(client: httpx.AsyncClient) -> None:
+    events = await collect(client, "POST", "/chat",
+                           json={"message": "direct broken", "model": "openai/fail500"})
+    assert [e.event for e in events] == ["error"]
+    assert events[0].data["status"] == 502

@@ -1,0 +1,129 @@
+"""The queued streaming path end to end: real RabbitMQ, real workers, a fake provider."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import httpx
+
+from tests.fakes.openai_server import FakeOpenAI, text_for
+from tests.harness import Stack
+from tests.sse import collect, text_of
+
+
+async def enqueue(client: httpx.AsyncClient, message: str, model: str, **extra: object) -> str:
+    r = await client.post("/chat/async", json={"message": message, "model": model, **extra})
+    assert r.status_code == 202, r.text
+    body = r.json()
+    assert body["status"] == "queued"
+    assert body["stream_url"] == f"/stream/{body['session_id']}"
+    return str(body["session_id"])
+
+
+def assert_contiguous(events: list, start: int = 0) -> None:
+    ids = [int(e.id) for e in events]
+    assert ids == list(range(start, start + len(ids))), ids
+    assert [e.data["seq"] for e in events] == ids
+
+
+async def test_async_stream_delivers_exact_provider_text(client: httpx.AsyncClient,
+                                                         fake: FakeOpenAI) -> None:
+    model = "openai/ok-30-2"
+    sid = await enqueue(client, "exact text please", model)
+    events = await collect(client, "GET", f"/stream/{sid}")
+    assert events[-1].event == "done", events[-1]
+    assert events[-1].data["finish_reason"] == "stop"
+    assert events[-1].data["usage"]["completion_tokens"] == 30
+    assert text_of(events) == text_for("ok-30-2", "exact text please")
+    assert all(e.data["type"] == e.event for e in events)
+    assert_contiguous(events)
+    # The session is deleted once its answer was delivered.
+    r = await client.get(f"/stream/{sid}")
+    assert r.status_code == 404
+    assert r.json()["error"]["code"] == "session_not_found"
+
+
+async def test_fast_tokens_are_coalesced_but_first_goes_alone(client: httpx.AsyncClient) -> None:
+    sid = await enqueue(client, "coalesce", "openai/ok-400-0")
+    events = await collect(client, "GET", f"/stream/{sid}")
+    chunks = [e for e in events if e.event == "chunk"]
+    assert text_of(events) == text_for("ok-400-0", "coalesce")
+    assert chunks[0].data["content"] == "t0:coalesce"
+    assert len(chunks) < 100, f"{len(chunks)} chunk events for 400 tokens"
+
+
+async def test_fifty_parallel_requests_overlap_across_two_workers(
+    client: httpx.AsyncClient, stack: Stack
+) -> None:
+    model = "openai/slow-1000"  # every answer takes 1 s at the provider
+
+    async def one(i: int) -> str:
+        sid = await enqueue(client, f"parallel {i}", model)
+        return text_of(await collect(client, "GET", f"/stream/{sid}"))
+
+    started = time.monotonic()
+    texts = await asyncio.gather(*(one(i) for i in range(50)))
+    elapsed = time.monotonic() - started
+    assert texts == [text_for("slow-1000", f"parallel {i}") for i in range(50)]
+    print(f"\n50 requests x 1 s provider time: {elapsed:.2f} s, speed-up {50 / elapsed:.1f}x")
+    assert elapsed < 10, f"took {elapsed:.1f}s"
+
+
+async def test_client_connecting_late_gets_every_chunk(client: httpx.AsyncClient) -> None:
+    sid = await enqueue(client, "late reader", "openai/ok-20-1")
+    await asyncio.sleep(5)  # the scenario itself: the client shows up 5 s later
+    events = await collect(client, "GET", f"/stream/{sid}")
+    assert events[-1].event == "done"
+    assert text_of(events) == text_for("ok-20-1", "late reader")
+    assert_contiguous(events)
+
+
+async def test_stream_resumes_after_reconnect_without_gap_or_duplicate(
+    client: httpx.AsyncClient,
+) -> None:
+    model = "ok-40-20"
+    sid = await enqueue(client, "resume me", f"openai/{model}")
+    first = await collect(client, "GET", f"/stream/{sid}", limit=5)
+    assert [e.event for e in first] == ["chunk"] * 5
+    rest = await collect(client, "GET", f"/stream/{sid}",
+                         headers={"Last-Event-ID": first[-1].id or ""})
+    assert rest[-1].event == "done"
+    assert_contiguous(first + rest)
+    assert text_of(first + rest) == text_for(model, "resume me")
+
+
+async def test_unknown_session_is_404(client: httpx.AsyncClient) -> None:
+    for sid in ("0" * 32, "not-a-session", "../../etc"):
+        r = await client.get(f"/stream/{sid}")
+        assert r.status_code == 404, (sid, r.text)
+        assert r.json()["error"]["type"] == "invalid_request_error"
+
+
+async def test_direct_chat_streams_the_same_events(client: httpx.AsyncClient) -> None:
+    events = await collect(client, "POST", "/chat",
+                           json={"message": "direct", "model": "openai/ok-12-1"})
+    assert events[-1].event == "done"
+    assert text_of(events) == text_for("ok-12-1", "direct")
+    assert_contiguous(events)
+
+
+async def test_mock_provider_is_deterministic(client: httpx.AsyncClient) -> None:
+    texts = []
+    for _ in range(2):
+        sid = await enqueue(client, "same prompt", "mock/echo", max_tokens=7)
+        events = await collect(client, "GET", f"/stream/{sid}")
+        assert events[-1].data["finish_reason"] == "length"
+        texts.append(text_of(events))
+    assert texts[0] == texts[1]
+    assert texts[0].startswith("Echo: same prompt")
+    assert len(texts[0].split()) == 7
+
+
+async def test_round_trip_endpoint_reports_timing(client: httpx.AsyncClient) -> None:
+    r = await client.get("/test")
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["ok"] is True
+    assert body["text"].startswith("Echo: ping")
+    assert 0 < body["first_chunk_ms"] <= body["total_ms"]

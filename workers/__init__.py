@@ -1,0 +1,1 @@
+"""The worker fleet: `python -m workers` supervises LLM_WORKERS consumer processes."""

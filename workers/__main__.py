@@ -1,0 +1,107 @@
+"""`python -m workers`: a small supervisor that keeps LLM_WORKERS worker processes running.
+
+Each child (`python -m workers --child`) is one asyncio process serving up to
+WORKER_CONCURRENCY tasks. A child that dies (OOM kill, a poison task) is restarted with
+backoff; SIGTERM/SIGINT are forwarded so children drain within SHUTDOWN_GRACE."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import subprocess
+import sys
+import time
+from types import FrameType
+
+from pydantic import ValidationError
+
+from app.logs import setup_logging
+from app.settings import Settings, describe_error
+
+log = logging.getLogger("workers")
+
+
+def run_child(settings: Settings) -> int:
+    from workers.consumer import Worker
+
+    async def main() -> None:
+        worker = Worker(settings)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, worker.stop)
+        await worker.run()
+
+    try:
+        import uvloop
+
+        uvloop.run(main())
+    except ImportError:
+        asyncio.run(main())
+    return 0
+
+
+def supervise(settings: Settings) -> int:
+    children: dict[int, tuple[subprocess.Popen[bytes], float, float]] = {}
+    stopping = False
+
+    def spawn(slot: int, delay: float = 0.0) -> None:
+        proc = subprocess.Popen([sys.executable, "-m", "workers", "--child"])
+        children[slot] = (proc, time.monotonic(), delay)
+        log.info("worker slot %d: started pid %d", slot, proc.pid)
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+        for proc, _, _ in children.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    for slot in range(settings.llm_workers):
+        spawn(slot)
+    restarts: dict[int, tuple[float, float]] = {}  # slot -> (when, delay)
+    while not stopping:
+        now = time.monotonic()
+        for slot, (proc, started, delay) in list(children.items()):
+            code = proc.poll()
+            if code is None or slot in restarts:
+                continue
+            # Back off when a child dies young (a crash loop), reset when it lived a while.
+            delay = 0.0 if now - started > 30 else min(max(delay * 2, 0.5), 10.0)
+            log.warning("worker slot %d: pid %d exited with %s; restarting in %.1fs",
+                        slot, proc.pid, code, delay)
+            restarts[slot] = (now + delay, delay)
+        for slot, (when, delay) in list(restarts.items()):
+            if now >= when:
+                del restarts[slot]
+                spawn(slot, delay)
+        time.sleep(0.1)
+    deadline = time.monotonic() + settings.shutdown_grace + 10
+    for proc, _, _ in children.values():
+        try:
+            proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            log.warning("worker pid %d did not stop in time; killing it", proc.pid)
+            proc.kill()
+            proc.wait()
+    return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m workers")
+    parser.add_argument("--child", action="store_true", help="run one worker process")
+    args = parser.parse_args()
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        print(describe_error(exc), file=sys.stderr)
+        return 2
+    setup_logging(settings.log_level, "worker" if args.child else "supervisor")
+    return run_child(settings) if args.child else supervise(settings)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

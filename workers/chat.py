@@ -1,0 +1,78 @@
+"""The chat handler: one task in, its events out to the session queue."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from contextlib import aclosing
+from typing import Any
+
+import aiormq
+
+from app.errors import RafaleError
+from app.generation import Limits, stream_with_retries
+from app.providers.base import ChatParams
+from app.providers.registry import Registry
+from app.schemas import Task
+from workers.stream import SessionStream
+
+log = logging.getLogger(__name__)
+
+
+async def run_chat(
+    task: Task,
+    attempt: int,
+    channel: aiormq.abc.AbstractChannel,
+    registry: Registry,
+    limits: Limits,
+    flush_interval: float,
+) -> None:
+    """Stream the answer to `task.reply_to`. Returns once the final event is confirmed (or the
+    session turned out to be gone); never raises for provider failures, which become events."""
+    out = SessionStream(channel, task.reply_to, task_id=task.task_id, attempt=attempt,
+                        flush_interval=flush_interval)
+    tid = task.task_id
+    try:
+        if attempt > 1:
+            log.info("task %s: redelivered (attempt %d); resetting the stream", tid, attempt)
+            out.publish({"type": "reset", "message": "the answer restarts: a worker was lost"})
+        remaining = task.deadline - time.time()
+        if remaining <= 0:
+            log.info("task %s: expired before a worker took it", tid)
+            await out.finish(RafaleError("the task expired in the queue",
+                                         code="task_expired").as_event())
+            return
+        finish: str | None = None
+        usage: dict[str, Any] | None = None
+        try:
+            provider_name, model = registry.split(task.model)
+            params = ChatParams(
+                model, task.body.messages, task.body.temperature, task.body.max_tokens
+            )
+            deadline = asyncio.get_running_loop().time() + remaining
+            stream = stream_with_retries(
+                registry.get(provider_name), params, limits, deadline=deadline, label=f"task {tid}"
+            )
+            async with aclosing(stream):
+                async for delta in stream:
+                    if delta.content:
+                        out.add(delta.content)
+                    if delta.finish_reason:
+                        finish, usage = delta.finish_reason, delta.usage
+                    if out.gone:
+                        log.info("task %s: session gone; stopping the provider call", tid)
+                        return
+        except RafaleError as exc:
+            log.info("task %s: failed: %s", tid, exc.message)
+            await out.finish(exc.as_event())
+            return
+        delivered = await out.finish(
+            {"type": "done", "finish_reason": finish or "stop", "usage": usage,
+             "model": task.model}
+        )
+        if not delivered:
+            log.info("task %s: finished but nobody was listening", tid)
+    except BaseException:
+        out.cancel()
+        raise

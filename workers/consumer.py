@@ -1,0 +1,171 @@
+"""One worker process: consume tasks with bounded concurrency, ack when durable, drain on
+SIGTERM, and tell the API side it is alive."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+from typing import Any
+
+import aiormq
+import orjson
+from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustChannel
+from pydantic import ValidationError
+
+from app.broker import Broker
+from app.errors import TaskParked
+from app.generation import Limits
+from app.providers.registry import Registry
+from app.schemas import Task
+from app.settings import Settings
+from workers.chat import run_chat
+from workers.stream import SessionStream
+
+log = logging.getLogger(__name__)
+
+
+class Worker:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.broker = Broker(settings, "worker")
+        self.registry = Registry(settings)
+        self.limits = Limits.from_settings(settings)
+        self.worker_id = f"{socket.gethostname()}-{os.getpid()}"
+        self.inflight: dict[asyncio.Task[Any], AbstractIncomingMessage] = {}
+        self.stopping = False
+        self._stop = asyncio.Event()
+        self._pub: AbstractRobustChannel | None = None
+        self._tasks_queue: AbstractQueue | None = None
+        self._consumer_tag: str | None = None
+        self._heartbeat: asyncio.Task[None] | None = None
+
+    async def run(self) -> None:
+        self.broker.on_ready(self._start)
+        self.broker.start()
+        await self._stop.wait()
+        await self._shutdown()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def _start(self) -> None:
+        s = self.settings
+        t = self.broker.topology
+        assert self.broker.conn is not None
+        # A broken connection means the broker will redeliver everything we hold: stop those
+        # handlers now rather than finish work somebody else is about to redo.
+        self.broker.conn.close_callbacks.add(self._on_connection_lost)
+        self._pub = await self.broker.channel(publisher_confirms=True, on_return_raises=True)
+        consume = await self.broker.channel(publisher_confirms=False)
+        await consume.set_qos(prefetch_count=s.worker_concurrency)
+        self._tasks_queue = await consume.declare_queue(t.tasks, durable=True,
+                                                        arguments=t.task_args)
+        self._consumer_tag = await self._tasks_queue.consume(self._on_task)
+        notify = await consume.declare_queue(t.dead_notify, durable=True)
+        await notify.consume(self._on_dead_task)
+        self._heartbeat = asyncio.create_task(self._beat(), name="heartbeat")
+        log.info("worker %s consuming %s (concurrency %d)", self.worker_id, t.tasks,
+                 s.worker_concurrency)
+
+    def _on_connection_lost(self, *_: Any) -> None:
+        for handler in list(self.inflight):
+            handler.cancel()
+
+    async def _on_task(self, message: AbstractIncomingMessage) -> None:
+        if self.stopping:
+            await message.nack(requeue=True)
+            return
+        try:
+            task = Task.model_validate_json(message.body)
+        except ValidationError as exc:
+            log.error("task %s is malformed, dead-lettering it: %s", message.message_id, exc)
+            await message.reject(requeue=False)
+            return
+        headers = message.headers or {}
+        attempt = int(str(headers.get("x-delivery-count") or 0)) + 1
+        me = asyncio.current_task()
+        assert me is not None
+        self.inflight[me] = message
+        try:
+            assert self._pub is not None
+            channel = await self._pub.get_underlay_channel()
+            await run_chat(task, attempt, channel, self.registry, self.limits,
+                           self.settings.stream_flush_interval)
+            await message.ack()
+        except asyncio.CancelledError:
+            if self.stopping and self.broker.connected:
+                # Shutdown ran past SHUTDOWN_GRACE: give the task back for another worker.
+                await asyncio.shield(self._requeue(message))
+            raise
+        finally:
+            self.inflight.pop(me, None)
+
+    async def _requeue(self, message: AbstractIncomingMessage) -> None:
+        try:
+            await message.nack(requeue=True)
+        except (aiormq.exceptions.AMQPError, ConnectionError, RuntimeError) as exc:
+            log.warning("could not requeue %s (%s); the broker will redeliver it",
+                        message.message_id, exc)
+
+    async def _on_dead_task(self, message: AbstractIncomingMessage) -> None:
+        """A task was parked after killing workers: tell its client instead of letting it wait."""
+        try:
+            task = Task.model_validate_json(message.body)
+        except ValidationError:
+            await message.ack()
+            return
+        assert self._pub is not None
+        out = SessionStream(
+            await self._pub.get_underlay_channel(), task.reply_to, task_id=task.task_id,
+            attempt=self.settings.task_max_deliveries + 1, flush_interval=0,
+        )
+        err = TaskParked(
+            f"the task failed on {self.settings.task_max_deliveries} workers and was moved to "
+            "the dead-letter queue"
+        )
+        log.error("task %s: dead-lettered after %d deliveries", task.task_id,
+                  self.settings.task_max_deliveries)
+        await out.finish(err.as_event())
+        await message.ack()
+
+    async def _beat(self) -> None:
+        s = self.settings
+        while True:
+            body = orjson.dumps({
+                "worker": self.worker_id, "host": socket.gethostname(), "pid": os.getpid(),
+                "in_flight": len(self.inflight), "concurrency": s.worker_concurrency,
+                "ts": time.time(),
+            })
+            try:
+                assert self._pub is not None
+                ch = await self._pub.get_underlay_channel()
+                await ch.basic_publish(body, exchange=self.broker.topology.heartbeat_exchange)
+            except (aiormq.exceptions.AMQPError, ConnectionError, RuntimeError) as exc:
+                log.debug("heartbeat not sent: %s", exc)
+            await asyncio.sleep(s.heartbeat_interval)
+
+    async def _shutdown(self) -> None:
+        self.stopping = True
+        grace = self.settings.shutdown_grace
+        log.info("worker %s stopping: %d task(s) in flight, grace %.0fs", self.worker_id,
+                 len(self.inflight), grace)
+        if self._tasks_queue is not None and self._consumer_tag is not None:
+            try:
+                await self._tasks_queue.cancel(self._consumer_tag)
+            except (aiormq.exceptions.AMQPError, ConnectionError, RuntimeError) as exc:
+                log.warning("could not cancel the consumer: %s", exc)
+        if self.inflight:
+            _, late = await asyncio.wait(list(self.inflight), timeout=grace)
+            for handler in late:
+                handler.cancel()
+            if late:
+                log.warning("requeueing %d task(s) still running after %.0fs", len(late), grace)
+                await asyncio.wait(late, timeout=5)
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+        await self.registry.aclose()
+        await self.broker.close()
+        log.info("worker %s stopped", self.worker_id)

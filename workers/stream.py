@@ -1,0 +1,113 @@
+"""Publishing one task's events to its session queue, coalescing fast tokens.
+
+The first token goes out at once. After that at most one publish is in flight per stream and
+tokens that arrive meanwhile (or within STREAM_FLUSH_INTERVAL of the last flush) are joined into
+one chunk event, so a fast provider does not become one broker message per token."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from typing import Any
+
+import aiormq
+import orjson
+from pamqp.commands import Basic
+
+
+class SessionStream:
+    def __init__(
+        self,
+        channel: aiormq.abc.AbstractChannel,
+        queue: str,
+        *,
+        task_id: str,
+        attempt: int,
+        flush_interval: float,
+    ) -> None:
+        self.channel = channel
+        self.queue = queue
+        self.task_id = task_id
+        self.attempt = attempt
+        self.flush_interval = flush_interval
+        self.seq = 0
+        # True once the broker returned or refused an event: nobody will read this session.
+        self.gone = False
+        self._loop = asyncio.get_running_loop()
+        self._buf: list[str] = []
+        self._pending: set[asyncio.Future[Any]] = set()
+        self._timer: asyncio.TimerHandle | None = None
+        self._last_flush = -math.inf
+
+    def publish(self, event: dict[str, Any]) -> None:
+        event["seq"] = self.seq
+        event["attempt"] = self.attempt
+        props = Basic.Properties(
+            content_type="application/json",
+            # Unique per message: aiormq matches a returned (unroutable) message by its id.
+            message_id=f"{self.task_id}.{self.attempt}.{self.seq}",
+        )
+        self.seq += 1
+        fut = asyncio.ensure_future(
+            self.channel.basic_publish(
+                orjson.dumps(event), routing_key=self.queue, mandatory=True, properties=props
+            )
+        )
+        self._pending.add(fut)
+        fut.add_done_callback(self._published)
+
+    def _published(self, fut: asyncio.Future[Any]) -> None:
+        self._pending.discard(fut)
+        if fut.cancelled():
+            return
+        if fut.exception() is not None:
+            # PublishError: the session queue is gone; DeliveryError: it is full (not read).
+            self.gone = True
+        elif self._buf and self._timer is None and not self._pending:
+            self._schedule()
+
+    def add(self, text: str) -> None:
+        self._buf.append(text)
+        if self._timer is None and not self._pending:
+            self._schedule()
+
+    def _schedule(self) -> None:
+        delay = self._last_flush + self.flush_interval - self._loop.time()
+        if delay <= 0:
+            self._flush()
+        else:
+            self._timer = self._loop.call_later(delay, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        if self._buf and not self._pending:
+            self._flush()
+
+    def _flush(self) -> None:
+        text = "".join(self._buf)
+        self._buf.clear()
+        self._last_flush = self._loop.time()
+        self.publish({"type": "chunk", "content": text})
+
+    async def finish(self, event: dict[str, Any]) -> bool:
+        """Flush what is buffered, publish the final event and wait for every confirm.
+        Returns False when the session turned out to be gone."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._buf:
+            self._flush()
+        self.publish(event)
+        await self.drain()
+        return not self.gone
+
+    async def drain(self) -> None:
+        while self._pending:
+            await asyncio.gather(*self._pending, return_exceptions=True)
+
+    def cancel(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        for fut in self._pending:
+            fut.cancel()
+
