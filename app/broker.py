@@ -27,7 +27,7 @@ from app.settings import Settings
 log = logging.getLogger(__name__)
 
 RECONNECT_INTERVAL = 1.0
-_BROKER_ERRORS = (aiormq.exceptions.AMQPError, ConnectionError, OSError, RuntimeError)
+BROKER_ERRORS = (aiormq.exceptions.AMQPError, ConnectionError, OSError, RuntimeError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +104,7 @@ class Broker:
                     client_properties={"connection_name": name},
                 )
                 break
-            except _BROKER_ERRORS as exc:
+            except BROKER_ERRORS as exc:
                 self.last_error = f"cannot connect to RabbitMQ: {exc or type(exc).__name__}"
                 log.warning("%s; retrying in %.0fs", self.last_error, RECONNECT_INTERVAL)
                 await asyncio.sleep(RECONNECT_INTERVAL)
@@ -181,8 +181,11 @@ class Broker:
             async with asyncio.timeout(self.settings.publish_timeout):
                 ch = await self._pub_channel()
                 if session_queue is not None:
+                    # Durable, so a client can resume after a broker restart: the redelivered
+                    # task then streams `reset` and the whole answer into the same queue.
                     await ch.queue_declare(
-                        session_queue, arguments=self.topology.session_args, nowait=True
+                        session_queue, durable=True, arguments=self.topology.session_args,
+                        nowait=True,
                     )
                 confirm = await ch.basic_publish(
                     body,
@@ -197,7 +200,7 @@ class Broker:
                                     retry_after=1) from None
         except BrokerUnavailable:
             raise
-        except _BROKER_ERRORS as exc:
+        except BROKER_ERRORS as exc:
             raise BrokerUnavailable(f"RabbitMQ refused the task: {exc}", retry_after=1) from None
         if not isinstance(confirm, Basic.Ack):
             raise BrokerUnavailable("RabbitMQ did not accept the task", retry_after=1)
@@ -222,7 +225,7 @@ class Broker:
                 return None
             except BrokerUnavailable:
                 raise
-            except (*_BROKER_ERRORS, TimeoutError) as exc:
+            except (*BROKER_ERRORS, TimeoutError) as exc:
                 self._probe = None
                 raise BrokerUnavailable(f"RabbitMQ: {exc}", retry_after=1) from None
         assert ok is not None
@@ -239,7 +242,7 @@ class Broker:
             except aiormq.exceptions.ChannelPreconditionFailed:
                 self._probe = None
                 return False
-            except (*_BROKER_ERRORS, TimeoutError, BrokerUnavailable) as exc:
+            except (*BROKER_ERRORS, TimeoutError, BrokerUnavailable) as exc:
                 self._probe = None
                 log.warning("could not delete queue %s: %s", name, exc)
                 return False

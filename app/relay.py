@@ -16,8 +16,8 @@ import aiormq
 import orjson
 from aio_pika.abc import AbstractRobustChannel
 
-from app.broker import Broker
-from app.errors import BrokerUnavailable, NotFound, SessionBusy
+from app.broker import BROKER_ERRORS, Broker
+from app.errors import BrokerUnavailable, NotFound, RafaleError, SessionBusy
 from app.schemas import parse_event_id
 
 log = logging.getLogger(__name__)
@@ -80,8 +80,8 @@ class Relay:
         resume = parse_event_id(last_event_id)
         inbox: asyncio.Queue[aiormq.abc.DeliveredMessage | _Lost] = asyncio.Queue()
         ch = await self._consume_channel()
-        lost = _Lost()
-        on_close = lambda _f: inbox.put_nowait(lost)  # noqa: E731
+        marker = _Lost()
+        on_close = lambda _f: inbox.put_nowait(marker)  # noqa: E731
         ch.closing.add_done_callback(on_close)
 
         async def deliver(message: aiormq.abc.DeliveredMessage) -> None:
@@ -89,20 +89,37 @@ class Relay:
 
         try:
             ok = await ch.basic_consume(queue, deliver, no_ack=False)
-        except aiormq.exceptions.AMQPError as exc:
+        except BROKER_ERRORS as exc:
             ch.closing.remove_done_callback(on_close)
             raise BrokerUnavailable(f"cannot read the session: {exc}", retry_after=1) from None
         tag = ok.consumer_tag or ""
-        finished = False
+        finished = lost = False
         attempt = 0
         pending_ack = 0
+        idle_limit = self.broker.settings.session_ttl
         try:
             while True:
-                item = await inbox.get()
+                try:
+                    async with asyncio.timeout(idle_limit):
+                        item = await inbox.get()
+                except TimeoutError:
+                    # Nothing for a whole session TTL: the task is lost or parked; say so
+                    # instead of pinging forever.
+                    err = RafaleError(f"no event for {idle_limit:g}s; giving up on this session",
+                                      code="session_timeout").as_event()
+                    yield Relayed(orjson.dumps({**err, "seq": 0, "attempt": attempt}).decode(),
+                                  "error", "timeout", True)
+                    finished = True
+                    return
                 if isinstance(item, _Lost):
-                    return  # the client reconnects with Last-Event-ID to another channel
+                    lost = True
+                    return  # the client resumes with Last-Event-ID once the broker is back
                 if pending_ack:
-                    await ch.basic_ack(pending_ack, wait=False)
+                    try:
+                        await ch.basic_ack(pending_ack, wait=False)
+                    except BROKER_ERRORS:
+                        lost = True
+                        return  # the channel died; the client resumes with Last-Event-ID
                 pending_ack = item.delivery_tag or 0
                 ev = orjson.loads(item.body)
                 ev_attempt, seq, etype = ev.get("attempt", 1), ev["seq"], ev["type"]
@@ -122,13 +139,13 @@ class Relay:
             if finished:
                 # Deleting the queue also cancels our consumer: one round trip for both.
                 self._spawn(self._delete(ch, queue))
-            else:
+            elif not lost:
                 self._spawn(self._abandon(ch, tag, queue, pending_ack, inbox))
 
     async def _delete(self, ch: aiormq.abc.AbstractChannel, queue: str) -> None:
         try:
             await ch.queue_delete(queue)
-        except (aiormq.exceptions.AMQPError, ConnectionError) as exc:
+        except BROKER_ERRORS as exc:
             log.debug("session %s delete failed: %s", queue, exc)
 
     async def _abandon(
@@ -153,7 +170,7 @@ class Relay:
                         tags.append(item.delivery_tag)
                 for t in tags:
                     await ch.basic_nack(t, requeue=True, wait=False)
-        except (aiormq.exceptions.AMQPError, ConnectionError) as exc:
+        except BROKER_ERRORS as exc:
             log.debug("cancel of %s failed: %s", tag, exc)
         await asyncio.sleep(self.broker.settings.stream_resume_grace)
         await self.broker.delete_queue(queue, if_unused=True)

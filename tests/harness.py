@@ -44,7 +44,7 @@ class Stack:
 
     def _spawn(self, role: str, args: list[str]) -> None:
         ARTIFACTS.mkdir(exist_ok=True)
-        log = open(ARTIFACTS / f"{self.name}-{role}.log", "ab")  # noqa: SIM115
+        log = open(ARTIFACTS / f"{self.name}-{role}.log", "ab")
         self.procs[role] = subprocess.Popen(
             [sys.executable, *args], cwd=ROOT, env=self.env, stdout=log, stderr=log,
             start_new_session=True,
@@ -64,9 +64,9 @@ class Stack:
             return []
         return [c.pid for c in psutil.Process(sup.pid).children()]
 
-    async def wait_ready(self, want_workers: bool = True, timeout: float = 30) -> None:
+    async def wait_ready(self, want_workers: bool = True, within: float = 30) -> None:
         """Poll until the API answers and (if asked) workers consume; fail with the reason."""
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + within
         last: Any = "no answer"
         async with httpx.AsyncClient(base_url=self.url, timeout=2) as client:
             while time.monotonic() < deadline:
@@ -82,7 +82,7 @@ class Stack:
                 except httpx.HTTPError as exc:
                     last = repr(exc)
                 await asyncio.sleep(0.1)
-        raise TimeoutError(f"{self.name} not ready after {timeout}s: {last}")
+        raise TimeoutError(f"{self.name} not ready after {within}s: {last}")
 
     def log_tail(self, role: str, lines: int = 30) -> str:
         path = ARTIFACTS / f"{self.name}-{role}.log"

@@ -63,6 +63,8 @@ async def run_chat(
                     if out.gone:
                         log.info("task %s: session gone; stopping the provider call", tid)
                         return
+                    if out.broken is not None:
+                        raise out.broken
         except RafaleError as exc:
             log.info("task %s: failed: %s", tid, exc.message)
             await out.finish(exc.as_event())

@@ -10,12 +10,11 @@ import socket
 import time
 from typing import Any
 
-import aiormq
 import orjson
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustChannel
 from pydantic import ValidationError
 
-from app.broker import Broker
+from app.broker import BROKER_ERRORS, Broker
 from app.errors import TaskParked
 from app.generation import Limits
 from app.providers.registry import Registry
@@ -91,6 +90,7 @@ class Worker:
         self.inflight[me] = message
         try:
             assert self._pub is not None
+            await self._pub.ready()  # after a reconnect, deliveries can beat the channel restore
             channel = await self._pub.get_underlay_channel()
             await run_chat(task, attempt, channel, self.registry, self.limits,
                            self.settings.stream_flush_interval)
@@ -100,13 +100,19 @@ class Worker:
                 # Shutdown ran past SHUTDOWN_GRACE: give the task back for another worker.
                 await asyncio.shield(self._requeue(message))
             raise
+        except BROKER_ERRORS as exc:
+            # Events could not be published: let the broker redeliver the task (it counts
+            # toward the delivery limit, so a permanent fault still ends in the dead letters).
+            log.warning("task %s: broker error while streaming (%s); requeueing", task.task_id,
+                        exc)
+            await asyncio.shield(self._requeue(message))
         finally:
             self.inflight.pop(me, None)
 
     async def _requeue(self, message: AbstractIncomingMessage) -> None:
         try:
             await message.nack(requeue=True)
-        except (aiormq.exceptions.AMQPError, ConnectionError, RuntimeError) as exc:
+        except BROKER_ERRORS as exc:
             log.warning("could not requeue %s (%s); the broker will redeliver it",
                         message.message_id, exc)
 
@@ -143,7 +149,7 @@ class Worker:
                 assert self._pub is not None
                 ch = await self._pub.get_underlay_channel()
                 await ch.basic_publish(body, exchange=self.broker.topology.heartbeat_exchange)
-            except (aiormq.exceptions.AMQPError, ConnectionError, RuntimeError) as exc:
+            except BROKER_ERRORS as exc:
                 log.debug("heartbeat not sent: %s", exc)
             await asyncio.sleep(s.heartbeat_interval)
 
@@ -155,7 +161,7 @@ class Worker:
         if self._tasks_queue is not None and self._consumer_tag is not None:
             try:
                 await self._tasks_queue.cancel(self._consumer_tag)
-            except (aiormq.exceptions.AMQPError, ConnectionError, RuntimeError) as exc:
+            except BROKER_ERRORS as exc:
                 log.warning("could not cancel the consumer: %s", exc)
         if self.inflight:
             _, late = await asyncio.wait(list(self.inflight), timeout=grace)

@@ -12,6 +12,7 @@ from typing import Any
 
 import aiormq
 import orjson
+from aiormq.exceptions import DeliveryError, PublishError
 from pamqp.commands import Basic
 
 
@@ -33,6 +34,9 @@ class SessionStream:
         self.seq = 0
         # True once the broker returned or refused an event: nobody will read this session.
         self.gone = False
+        # Set when a publish failed for another reason (channel lost): the task must not be
+        # acked, so the broker redelivers it.
+        self.broken: BaseException | None = None
         self._loop = asyncio.get_running_loop()
         self._buf: list[str] = []
         self._pending: set[asyncio.Future[Any]] = set()
@@ -60,9 +64,12 @@ class SessionStream:
         self._pending.discard(fut)
         if fut.cancelled():
             return
-        if fut.exception() is not None:
-            # PublishError: the session queue is gone; DeliveryError: it is full (not read).
+        exc = fut.exception()
+        if isinstance(exc, (PublishError, DeliveryError)):
+            # Returned: the session queue is gone; nacked: it is full because nobody reads it.
             self.gone = True
+        elif exc is not None:
+            self.broken = exc
         elif self._buf and self._timer is None and not self._pending:
             self._schedule()
 
@@ -99,6 +106,8 @@ class SessionStream:
             self._flush()
         self.publish(event)
         await self.drain()
+        if self.broken is not None:
+            raise self.broken
         return not self.gone
 
     async def drain(self) -> None:

@@ -28,7 +28,6 @@ async def _send_error(send: Send, exc: PayloadTooLarge, request_id: bytes) -> No
             (b"content-type", b"application/json"),
             (b"content-length", str(len(body)).encode()),
             (b"x-request-id", request_id),
-            (b"connection", b"close"),
         ],
     })
     await send({"type": "http.response.body", "body": body})
@@ -61,19 +60,26 @@ class GuardMiddleware:
             return
 
         seen = 0
-        started = False
+        started = exceeded = False
 
         async def limited_receive() -> Message:
-            nonlocal seen
+            nonlocal seen, exceeded
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max:
+                    exceeded = True
                     raise _TooLarge
             return message
 
         async def send_with_id(message: Message) -> None:
             nonlocal started
+            if exceeded:
+                # The framework turned our exception into its own error; answer 413 instead.
+                if message["type"] == "http.response.start":
+                    started = True
+                    await _send_error(send, too_large, request_id)
+                return
             if message["type"] == "http.response.start":
                 started = True
                 headers: list[Any] = list(message.get("headers", []))

@@ -34,6 +34,7 @@ class Call:
     finished: float | None = None  # stream completed normally
     closed_by_client: float | None = None  # we noticed the client went away
     status: int = 200
+    gone: asyncio.Event = field(default_factory=asyncio.Event)  # set when the client left
 
 
 def _parse(model: str) -> tuple[str, list[int]]:
@@ -129,6 +130,7 @@ class FakeOpenAI:
             call.finished = time.monotonic()
         except (ConnectionResetError, asyncio.CancelledError):
             call.closed_by_client = time.monotonic()
+            call.gone.set()
             raise
         return resp
 

@@ -1,0 +1,110 @@
+"""Malformed, oversized and nonsensical requests get a clear 4xx in OpenAI's envelope."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import httpx
+import pytest
+
+from tests.harness import ROOT
+
+
+def assert_error(r: httpx.Response, status: int, *, code: str | None = None,
+                 param: str | None = None) -> dict:
+    assert r.status_code == status, r.text
+    err = r.json()["error"]
+    assert set(err) == {"message", "type", "param", "code"}
+    assert err["message"]
+    if code is not None:
+        assert err["code"] == code, err
+    if param is not None:
+        assert err["param"] == param, err
+    assert r.headers["x-request-id"]
+    return err
+
+
+@pytest.mark.parametrize("path", ["/chat/async", "/chat"])
+async def test_malformed_json(client: httpx.AsyncClient, path: str) -> None:
+    r = await client.post(path, content=b'{"message": "unterminated',
+                          headers={"content-type": "application/json"})
+    err = assert_error(r, 400, code="invalid_json")
+    assert "JSON" in err["message"]
+
+
+@pytest.mark.parametrize("path", ["/chat/async", "/chat"])
+@pytest.mark.parametrize(
+    ("body", "code", "param"),
+    [
+        ({}, "invalid_value", None),
+        ({"model": "mock/echo"}, "invalid_value", None),
+        ({"message": ""}, "invalid_value", "message"),
+        ({"message": 123}, "invalid_type", "message"),
+        ({"messages": "hello"}, "invalid_type", "messages"),
+        ({"messages": []}, "invalid_value", "messages"),
+        ({"messages": [{"role": "wizard", "content": "x"}]}, "invalid_value", "messages.0.role"),
+        ({"messages": [{"role": "user"}]}, "missing_required_parameter", "messages.0.content"),
+        ({"message": "hi", "temperature": "hot"}, "invalid_type", "temperature"),
+        ({"message": "hi", "temperature": 9}, "invalid_value", "temperature"),
+        ({"message": "hi", "max_tokens": 0}, "invalid_value", "max_tokens"),
+        ({"message": "hi", "messages": [{"role": "user", "content": "x"}]}, "invalid_value", None),
+        ([1, 2], "invalid_type", None),
+    ],
+)
+async def test_invalid_bodies(client: httpx.AsyncClient, path: str, body: object, code: str,
+                              param: str | None) -> None:
+    r = await client.post(path, json=body)
+    assert_error(r, 400, code=code, param=param)
+
+
+async def test_unknown_provider_model_is_refused_before_queueing(
+    client: httpx.AsyncClient,
+) -> None:
+    r = await client.post("/chat/async", json={"message": "hi", "model": "deepseek/chat"})
+    err = assert_error(r, 400, code="provider_not_configured", param="model")
+    assert "DEEPSEEK_API_KEY" in err["message"]
+
+
+@pytest.mark.parametrize("path", ["/chat/async", "/chat"])
+async def test_ten_megabyte_body_is_refused_before_reading(client: httpx.AsyncClient,
+                                                            path: str) -> None:
+    big = b'{"message": "' + b"x" * (10 * 1024 * 1024) + b'"}'
+    r = await client.post(path, content=big, headers={"content-type": "application/json"})
+    assert_error(r, 413, code="payload_too_large")
+
+
+async def test_oversized_chunked_body_is_refused(client: httpx.AsyncClient) -> None:
+    async def body():  # type: ignore[no-untyped-def]
+        yield b'{"message": "'
+        for _ in range(40):
+            yield b"x" * 65536
+        yield b'"}'
+
+    r = await client.post("/chat/async", content=body(),
+                          headers={"content-type": "application/json"})
+    assert_error(r, 413, code="payload_too_large")
+
+
+async def test_unknown_route_and_method_use_the_envelope(client: httpx.AsyncClient) -> None:
+    assert_error(await client.get("/nope"), 404)
+    assert_error(await client.get("/chat/async"), 405)
+
+
+async def test_request_id_is_echoed_or_made(client: httpx.AsyncClient) -> None:
+    r = await client.get("/health", headers={"x-request-id": "trace-123"})
+    assert r.headers["x-request-id"] == "trace-123"
+    r = await client.get("/health", headers={"x-request-id": "bad id\twith junk"})
+    assert r.headers["x-request-id"].startswith("req_")
+
+
+def test_bad_setting_fails_at_start_naming_it() -> None:
+    for name, value in [("WORKER_CONCURRENCY", "lots"), ("PORT", "99999"),
+                        ("RABBITMQ_URL", "http://x"), ("PROVIDER_TOTAL_TIMEOUT", "7200")]:
+        proc = subprocess.run(
+            [sys.executable, "-m", "app.settings"], cwd=ROOT, capture_output=True, text=True,
+            env={"PATH": "/usr/bin:/bin", name: value}, timeout=30,
+        )
+        assert proc.returncode == 2, (name, proc.stderr)
+        shown = "RABBITMQ_URL" if name == "RABBITMQ_URL" else name
+        assert shown in proc.stderr, proc.stderr
