@@ -80,6 +80,7 @@ class Broker:
         self._ready = asyncio.Event()
         self._connect_task: asyncio.Task[None] | None = None
         self._on_ready: list[Callable[[], Awaitable[None]]] = []
+        self._closing = False
 
     # --- lifecycle
 
@@ -120,8 +121,10 @@ class Broker:
         self._ready.set()
 
     def _on_lost(self, *_: Any) -> None:
-        self.last_error = "connection to RabbitMQ lost; reconnecting"
         self._probe = None
+        if self._closing:
+            return
+        self.last_error = "connection to RabbitMQ lost; reconnecting"
         log.warning(self.last_error)
 
     def _on_reconnect(self, *_: Any) -> None:
@@ -129,6 +132,7 @@ class Broker:
         log.info("reconnected to RabbitMQ")
 
     async def close(self) -> None:
+        self._closing = True
         if self._connect_task is not None:
             self._connect_task.cancel()
         if self.conn is not None:

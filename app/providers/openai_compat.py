@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import openai
+import orjson
 
 from app.errors import (
     ProviderAuthError,
@@ -71,6 +72,7 @@ class OpenAICompatProvider:
             base_url=base_url,
             max_retries=0,
             timeout=openai.Timeout(read_timeout, connect=connect_timeout),
+            http_client=openai.DefaultAioHttpClient(),
         )
 
     def _kwargs(self, params: ChatParams) -> dict[str, Any]:
@@ -83,28 +85,39 @@ class OpenAICompatProvider:
         return kw
 
     async def stream(self, params: ChatParams) -> AsyncIterator[Delta]:
-        try:
-            stream = await self.client.chat.completions.create(
-                **self._kwargs(params), stream=True, stream_options={"include_usage": True}
-            )
-        except openai.OpenAIError as exc:
-            raise map_error(self.name, exc) from None
+        # The SDK builds the request and maps HTTP errors; the SSE body is parsed here with
+        # orjson instead of one pydantic model per chunk, which measured 4x cheaper per stream
+        # (bench/README: 3.4 -> 0.8 ms CPU for 20 chunks, with the aiohttp transport).
         finish: str | None = None
         usage: dict[str, Any] | None = None
         try:
-            async for chunk in stream:
-                if chunk.usage is not None:
-                    usage = chunk.usage.model_dump(exclude_none=True)
-                for choice in chunk.choices[:1]:
-                    if choice.finish_reason:
-                        finish = choice.finish_reason
-                    if choice.delta.content:
-                        yield Delta(choice.delta.content)
-        except Exception as exc:  # the SDK lets raw transport errors out mid-stream
+            async with self.client.chat.completions.with_streaming_response.create(
+                **self._kwargs(params), stream=True, stream_options={"include_usage": True}
+            ) as response:
+                async for line in response.iter_lines():
+                    if not line.startswith("data:"):
+                        continue  # blank separators, `: keep-alive` comments
+                    data = line[5:].strip()
+                    if data == "[DONE]":
+                        break
+                    chunk = orjson.loads(data)
+                    if "error" in chunk:  # a failure after the first byte comes as data
+                        err = chunk["error"] or {}
+                        raise ProviderUnavailable(
+                            f"{self.name} failed mid-stream: {err.get('message', err)}"
+                        )
+                    if chunk.get("usage"):
+                        usage = chunk["usage"]
+                    for choice in (chunk.get("choices") or ())[:1]:
+                        if choice.get("finish_reason"):
+                            finish = choice["finish_reason"]
+                        content = (choice.get("delta") or {}).get("content")
+                        if content:
+                            yield Delta(content)
+        except ProviderError:
+            raise
+        except Exception as exc:  # SDK status errors, and raw transport errors mid-stream
             raise map_error(self.name, exc) from None
-        finally:
-            # Closing the response is what tells the provider to stop generating.
-            await stream.close()
         yield Delta(finish_reason=finish or "stop", usage=usage)
 
     async def complete(self, params: ChatParams) -> Completion:

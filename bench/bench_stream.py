@@ -1,0 +1,276 @@
+"""Streaming benchmark: prints latency percentiles, throughput, CPU per request and memory.
+
+    .venv/bin/python -m bench.bench_stream [--requests 3000] [--streams 1500]
+
+Everything runs on 127.0.0.1: a fake OpenAI server that streams 20 chunks 5 ms apart (its own
+process), Rafale's API (UVICORN_WORKERS=2) and workers (LLM_WORKERS=2), RabbitMQ, and aiohttp
+load clients (several processes, so the load generator is not the bottleneck)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing as mp
+import os
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import psutil
+
+from tests.harness import ROOT, free_port, start_stack
+
+MODEL = "ok-20-5"  # 20 chunks, 5 ms apart
+
+
+@dataclass
+class StreamResult:
+    ttfc: float
+    total: float
+    ok: bool
+
+
+def pct(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    values = sorted(values)
+    return values[min(len(values) - 1, int(len(values) * p / 100))]
+
+
+async def read_sse(resp: aiohttp.ClientResponse, started: float) -> StreamResult:
+    ttfc = None
+    ok = False
+    async for line in resp.content:
+        if line.startswith(b"event: chunk") and ttfc is None:
+            ttfc = time.perf_counter() - started
+        elif line.startswith(b"event: done"):
+            ok = True
+            break
+        elif line.startswith(b"event: error"):
+            break
+    return StreamResult(ttfc or float("nan"), time.perf_counter() - started, ok)
+
+
+async def _enqueue_load(url: str, n: int, concurrency: int, model: str) -> list[float]:
+    lat: list[float] = []
+    body = json.dumps({"message": "bench", "model": model, "max_tokens": 1}).encode()
+    headers = {"content-type": "application/json"}
+    left = n
+
+    async def client(s: aiohttp.ClientSession) -> None:
+        nonlocal left
+        while left > 0:
+            left -= 1
+            t = time.perf_counter()
+            async with s.post(f"{url}/chat/async", data=body, headers=headers) as r:
+                await r.read()
+                if r.status == 202:
+                    lat.append(time.perf_counter() - t)
+
+    conn = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=conn) as s:
+        await asyncio.gather(*(client(s) for _ in range(concurrency)))
+    return lat
+
+
+async def _stream_load(url: str, n: int, concurrency: int, mode: str, provider: str
+                       ) -> list[StreamResult]:
+    out: list[StreamResult] = []
+    left = n
+    headers = {"content-type": "application/json"}
+
+    async def one(s: aiohttp.ClientSession) -> StreamResult:
+        body = json.dumps({"message": f"bench {uuid.uuid4().hex[:6]}",
+                           "model": f"openai/{MODEL}"}).encode()
+        t = time.perf_counter()
+        if mode == "direct-provider":
+            payload = json.dumps({"model": MODEL, "stream": True, "messages": [
+                {"role": "user", "content": "bench"}]}).encode()
+            async with s.post(f"{provider}/chat/completions", data=payload,
+                              headers=headers) as r:
+                ttfc = None
+                async for line in r.content:
+                    if ttfc is None and line.startswith(b"data: "):
+                        ttfc = time.perf_counter() - t
+                    if line.startswith(b"data: [DONE]"):
+                        break
+                return StreamResult(ttfc or float("nan"), time.perf_counter() - t, True)
+        if mode == "direct":
+            async with s.post(f"{url}/chat", data=body, headers=headers) as r:
+                return await read_sse(r, t)
+        async with s.post(f"{url}/chat/async", data=body, headers=headers) as r:
+            sid = (await r.json())["session_id"]
+        async with s.get(f"{url}/stream/{sid}") as r:
+            return await read_sse(r, t)
+
+    async def client(s: aiohttp.ClientSession) -> None:
+        nonlocal left
+        while left > 0:
+            left -= 1
+            out.append(await one(s))
+
+    conn = aiohttp.TCPConnector(limit=0)
+    timeout = aiohttp.ClientTimeout(total=120)
+    async with aiohttp.ClientSession(connector=conn, timeout=timeout) as s:
+        await asyncio.gather(*(client(s) for _ in range(concurrency)))
+    return out
+
+
+def _worker(kind: str, args: tuple[Any, ...], q: Any) -> None:
+    try:
+        import uvloop
+        uvloop.install()
+    except ImportError:
+        pass
+    fn = _enqueue_load if kind == "enqueue" else _stream_load
+    q.put(asyncio.run(fn(*args)))  # type: ignore[operator]
+
+
+def run_clients(kind: str, procs: int, n: int, concurrency: int, *extra: Any) -> tuple[list, float]:
+    """Split the load over `procs` client processes; returns (results, wall seconds)."""
+    ctx = mp.get_context("fork")
+    q = ctx.Queue()
+    per_n, per_c = n // procs, max(1, concurrency // procs)
+    ps = [ctx.Process(target=_worker, args=(kind, (*extra[:1], per_n, per_c, *extra[1:]), q))
+          for _ in range(procs)]
+    t = time.perf_counter()
+    for p in ps:
+        p.start()
+    results: list = []
+    for _ in ps:
+        results.extend(q.get())
+    wall = time.perf_counter() - t
+    for p in ps:
+        p.join()
+    return results, wall
+
+
+class CpuMeter:
+    """CPU seconds used by a set of processes (and their children) between start and stop."""
+
+    def __init__(self, pids: list[int]) -> None:
+        self.procs = []
+        for pid in pids:
+            p = psutil.Process(pid)
+            self.procs.extend([p, *p.children(recursive=True)])
+        self.start = self._total()
+
+    def _total(self) -> float:
+        total = 0.0
+        for p in self.procs:
+            try:
+                t = p.cpu_times()
+                total += t.user + t.system
+            except psutil.NoSuchProcess:
+                pass
+        return total
+
+    def used(self) -> float:
+        return self._total() - self.start
+
+    def peak_rss_mb(self) -> float:
+        peak = 0
+        for p in self.procs:
+            try:
+                with open(f"/proc/{p.pid}/status") as f:
+                    for line in f:
+                        if line.startswith("VmHWM:"):
+                            peak = max(peak, int(line.split()[1]))
+            except OSError:
+                pass
+        return peak / 1024
+
+
+def rabbit_pid() -> int:
+    for p in psutil.process_iter(["name"]):
+        if p.info["name"] == "beam.smp":
+            return p.pid
+    raise RuntimeError("RabbitMQ (beam.smp) is not running")
+
+
+def summarize_streams(label: str, res: list[StreamResult], wall: float) -> dict[str, Any]:
+    ok = [r for r in res if r.ok]
+    row = {
+        "label": label, "n": len(res), "failed": len(res) - len(ok),
+        "ttfc_p50_ms": round(pct([r.ttfc for r in ok], 50) * 1000, 2),
+        "ttfc_p99_ms": round(pct([r.ttfc for r in ok], 99) * 1000, 2),
+        "total_p50_ms": round(pct([r.total for r in ok], 50) * 1000, 1),
+        "streams_per_s": round(len(ok) / wall, 1),
+    }
+    print(f"  {label:<34} n={row['n']:<5} failed={row['failed']:<3} "
+          f"ttfc p50={row['ttfc_p50_ms']:>7.2f} ms p99={row['ttfc_p99_ms']:>7.2f} ms  "
+          f"total p50={row['total_p50_ms']:>6.1f} ms  {row['streams_per_s']:>6.1f} streams/s")
+    return row
+
+
+async def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--requests", type=int, default=4000, help="/chat/async requests")
+    ap.add_argument("--streams", type=int, default=1500, help="streams at 50 concurrent")
+    ap.add_argument("--clients", type=int, default=2, help="load client processes")
+    args = ap.parse_args()
+
+    fake_port = free_port()
+    fake = subprocess.Popen([sys.executable, "-m", "tests.fakes.openai_server", str(fake_port)],
+                            cwd=ROOT, stdout=subprocess.DEVNULL)
+    provider = f"http://127.0.0.1:{fake_port}/v1"
+    ns = f"bench-{uuid.uuid4().hex[:6]}"
+    stack = await start_stack(
+        "bench", ns, api_workers=2, llm_workers=2, worker_concurrency=200,
+        openai_api_key="sk-bench", openai_base_url=provider, session_ttl=60,
+        log_level="WARNING", mock_delay=0,
+    )
+    try:
+        print(f"Rafale benchmark on {os.cpu_count()} cores (everything shares them)\n")
+        url = stack.url
+        # Warm up connections, imports and caches.
+        run_clients("stream", 1, 100, 10, url, "queue", provider)
+
+        print("1. POST /chat/async at 100 concurrent clients (2 API processes)")
+        lat, wall = run_clients("enqueue", args.clients, args.requests, 100, url, "mock/echo")
+        print(f"  n={len(lat)} p50={pct(lat, 50) * 1000:.2f} ms p99={pct(lat, 99) * 1000:.2f} ms"
+              f"  {len(lat) / wall:.0f} req/s\n")
+
+        print("2. Time to first chunk and total, 20 chunks x 5 ms from the provider")
+        rows = []
+        for label, mode in (("provider directly", "direct-provider"), ("Rafale direct (/chat)",
+                            "direct"), ("Rafale queue (async + stream)", "queue")):
+            res, wall = run_clients("stream", 1, 200, 1, url, mode, provider)
+            rows.append(summarize_streams(f"{label}, 1 stream", res, wall))
+        print()
+        print("3. 50 concurrent streams")
+        for label, mode in (("provider directly", "direct-provider"),
+                            ("Rafale queue (async + stream)", "queue")):
+            n = args.streams
+            res, wall = run_clients("stream", args.clients, n, 50, url, mode, provider)
+            rows.append(summarize_streams(f"{label}, 50 concurrent", res, wall))
+        print()
+
+        print("4. CPU per streamed request (queue mode, 50 concurrent) and peak memory")
+        api_cpu = CpuMeter([stack.procs["api"].pid])
+        worker_cpu = CpuMeter([stack.procs["workers"].pid])
+        rabbit_cpu = CpuMeter([rabbit_pid()])
+        res, wall = run_clients("stream", args.clients, args.streams, 50, url, "queue", provider)
+        n = sum(r.ok for r in res)
+        a, w, r = api_cpu.used(), worker_cpu.used(), rabbit_cpu.used()
+        print(f"  streams={n} in {wall:.1f} s ({n / wall:.0f}/s)")
+        print(f"  API      {a / n * 1000:6.2f} ms CPU/stream   peak RSS "
+              f"{api_cpu.peak_rss_mb():.0f} MB (all API processes' max)")
+        print(f"  workers  {w / n * 1000:6.2f} ms CPU/stream   peak RSS "
+              f"{worker_cpu.peak_rss_mb():.0f} MB")
+        print(f"  API+workers {(a + w) / n * 1000:6.2f} ms CPU/stream")
+        print(f"  RabbitMQ {r / n * 1000:6.2f} ms CPU/stream")
+    finally:
+        stack.stop()
+        fake.terminate()
+        fake.wait()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

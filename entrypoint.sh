@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Run one Rafale role: api | worker | all (API plus the worker fleet in one container/host).
+set -euo pipefail
+
+role="${1:-all}"
+PY="${PYTHON:-python}"
+
+# Fail at start, naming the bad setting, rather than half-starting.
+"$PY" -m app.settings
+
+api() {
+  exec "$PY" -m uvicorn app.main:app \
+    --host "${HOST:-0.0.0.0}" --port "${PORT:-8007}" \
+    --workers "${UVICORN_WORKERS:-2}" --loop uvloop --http httptools \
+    --no-access-log --timeout-graceful-shutdown "${SHUTDOWN_GRACE:-20}"
+}
+
+worker() {
+  # The supervisor spawns LLM_WORKERS processes, restarts crashed ones and drains on SIGTERM.
+  exec "$PY" -m workers
+}
+
+case "$role" in
+  api) api ;;
+  worker) worker ;;
+  all)
+    (api) &
+    api_pid=$!
+    (worker) &
+    worker_pid=$!
+    stop() {
+      kill -TERM "$api_pid" "$worker_pid" 2>/dev/null || true
+    }
+    trap stop TERM INT
+    # Whichever exits first (or a signal) stops the other; keep the first exit code.
+    set +e
+    wait -n "$api_pid" "$worker_pid"
+    code=$?
+    stop
+    wait "$api_pid" "$worker_pid" 2>/dev/null
+    exit "$code"
+    ;;
+  *)
+    echo "usage: $0 [api|worker|all]" >&2
+    exit 2
+    ;;
+esac

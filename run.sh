@@ -1,0 +1,208 @@
+#!/usr/bin/env bash
+# Rafale without Docker: ./run.sh start|stop|restart|status|logs|test
+# and, where a Docker engine exists: ./run.sh docker-start|docker-stop|docker-logs
+set -euo pipefail
+
+cd "$(dirname "$0")"
+ROOT="$PWD"
+VENV="$ROOT/.venv"
+PY="$VENV/bin/python"
+RUN_DIR="$ROOT/.run"
+LOG_DIR="$ROOT/logs"
+PID_FILE="$RUN_DIR/rafale.pid"
+
+if [ -f .env ]; then
+  set -a
+  # shellcheck disable=SC1091
+  . ./.env
+  set +a
+fi
+PORT="${PORT:-8007}"
+export RABBITMQ_URL="${RABBITMQ_URL:-${RABBIT_MQ:-amqp://guest:guest@127.0.0.1:5672/}}"
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
+
+# Create the venv and install; reinstall only when pyproject.toml changed since the last time.
+ensure_venv() {
+  local extras="$1" stamp="$VENV/.installed-$1"
+  if [ ! -x "$PY" ]; then
+    local sys_py
+    sys_py="$(command -v python3.12 || command -v python3.11 || command -v python3)"
+    "$sys_py" -c 'import sys; sys.exit(sys.version_info < (3, 11))' || {
+      echo "Rafale needs Python 3.11 or newer (found $("$sys_py" --version))" >&2; exit 1; }
+    say "creating $VENV"
+    "$sys_py" -m venv "$VENV"
+  fi
+  if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+    say "installing Rafale${extras:+ with [$extras]}"
+    "$PY" -m pip install -q --upgrade pip
+    if [ -n "$extras" ]; then
+      "$PY" -m pip install -q -e ".[$extras]"
+    else
+      "$PY" -m pip install -q -e .
+    fi
+    touch "$stamp"
+  fi
+}
+
+broker_reachable() {
+  "$PY" - "$RABBITMQ_URL" <<'PYEOF'
+import socket, sys
+from urllib.parse import urlsplit
+u = urlsplit(sys.argv[1])
+try:
+    socket.create_connection((u.hostname or "127.0.0.1", u.port or 5672), timeout=2).close()
+except OSError:
+    sys.exit(1)
+PYEOF
+}
+
+broker_is_local() {
+  "$PY" - "$RABBITMQ_URL" <<'PYEOF'
+import sys
+from urllib.parse import urlsplit
+sys.exit(0 if (urlsplit(sys.argv[1]).hostname or "127.0.0.1") in ("127.0.0.1", "localhost", "::1") else 1)
+PYEOF
+}
+
+# Use RABBITMQ_URL if it answers; else start a local rabbitmq-server if one is installed;
+# else say exactly what to do.
+ensure_broker() {
+  broker_reachable && return 0
+  if broker_is_local && command -v rabbitmq-server >/dev/null 2>&1; then
+    say "starting the local RabbitMQ (rabbitmq-server -detached)"
+    rabbitmq-server -detached >/dev/null 2>&1 || true
+    for _ in $(seq 1 60); do
+      broker_reachable && return 0
+      sleep 1
+    done
+    # A node that is up with its app stopped (rabbitmqctl stop_app) only needs the app.
+    rabbitmqctl start_app >/dev/null 2>&1 || true
+    for _ in $(seq 1 30); do
+      broker_reachable && return 0
+      sleep 1
+    done
+  fi
+  cat >&2 <<MSG
+RabbitMQ is not reachable at $RABBITMQ_URL. Either:
+  - install and start it:   sudo apt-get install -y rabbitmq-server && sudo rabbitmq-server -detached
+  - or run it in Docker:    docker run -d --name rabbitmq -p 5672:5672 rabbitmq:3.13-management
+  - or point Rafale at one: export RABBITMQ_URL=amqp://user:pass@host:5672/
+MSG
+  exit 1
+}
+
+running_pid() {
+  [ -f "$PID_FILE" ] || return 1
+  local pid
+  pid="$(cat "$PID_FILE")"
+  kill -0 "$pid" 2>/dev/null && echo "$pid"
+}
+
+cmd_start() {
+  if pid="$(running_pid)"; then
+    echo "Rafale is already running (pid $pid); ./run.sh restart to restart it"
+    return 0
+  fi
+  ensure_venv ""
+  ensure_broker
+  mkdir -p "$RUN_DIR" "$LOG_DIR"
+  say "starting Rafale on port $PORT (log: logs/rafale.log)"
+  PATH="$VENV/bin:$PATH" PYTHON="$PY" setsid nohup ./entrypoint.sh all >>"$LOG_DIR/rafale.log" 2>&1 &
+  echo $! >"$PID_FILE"
+  for _ in $(seq 1 60); do
+    if "$PY" -c "import urllib.request,sys; urllib.request.urlopen('http://127.0.0.1:$PORT/health', timeout=1)" 2>/dev/null; then
+      cat <<MSG
+
+Rafale is up.
+  API docs:    http://127.0.0.1:$PORT/docs
+  health:      http://127.0.0.1:$PORT/health/full
+  try it:      scripts/chat_async.sh "Hello, Rafale"
+  stop it:     ./run.sh stop
+MSG
+      return 0
+    fi
+    if ! running_pid >/dev/null; then
+      echo "Rafale exited during start; the end of logs/rafale.log:" >&2
+      tail -n 30 "$LOG_DIR/rafale.log" >&2
+      exit 1
+    fi
+    sleep 0.5
+  done
+  echo "Rafale did not answer on port $PORT within 30 s; see logs/rafale.log" >&2
+  exit 1
+}
+
+cmd_stop() {
+  local pid
+  if ! pid="$(running_pid)"; then
+    echo "Rafale is not running"
+    rm -f "$PID_FILE"
+    return 0
+  fi
+  say "stopping Rafale (pid $pid)"
+  kill -TERM "$pid"  # entrypoint.sh forwards it to the API and the worker supervisor
+  local grace="${SHUTDOWN_GRACE:-20}"
+  for _ in $(seq 1 $(( (${grace%.*} + 5) * 2 ))); do
+    kill -0 "$pid" 2>/dev/null || { rm -f "$PID_FILE"; echo "stopped"; return 0; }
+    sleep 0.5
+  done
+  echo "still running after the grace period; killing it"
+  kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
+  rm -f "$PID_FILE"
+}
+
+cmd_status() {
+  if pid="$(running_pid)"; then
+    echo "Rafale is running (pid $pid) on port $PORT"
+    curl -s "http://127.0.0.1:$PORT/health/full" && echo
+  else
+    echo "Rafale is not running"
+    return 3
+  fi
+}
+
+cmd_logs() {
+  [ -f "$LOG_DIR/rafale.log" ] || { echo "no logs yet"; return 0; }
+  if [ -t 1 ]; then tail -n 100 -f "$LOG_DIR/rafale.log"; else tail -n 200 "$LOG_DIR/rafale.log"; fi
+}
+
+cmd_test() {
+  ensure_venv dev
+  # Browser tests (the chat page) drive Debian's chromium; install it when we can.
+  if [ ! -x /usr/bin/chromium ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    say "installing chromium for the browser tests"
+    (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) \
+      || echo "warning: could not install chromium; browser tests will be skipped" >&2
+  fi
+  ensure_broker
+  export RAFALE_NAMESPACE="${RAFALE_NAMESPACE:-test-$(date +%s)-$$}"
+  export PYTHONUNBUFFERED=1
+  say "ruff"
+  "$VENV/bin/ruff" check app workers tests bench
+  say "mypy"
+  "$VENV/bin/mypy"
+  say "pytest (namespace $RAFALE_NAMESPACE)"
+  "$PY" -m pytest "$@"
+}
+
+docker_ok() {
+  command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1 || {
+    echo "No Docker engine here; use ./run.sh start instead" >&2; exit 1; }
+}
+
+case "${1:-}" in
+  start) cmd_start ;;
+  stop) cmd_stop ;;
+  restart) cmd_stop; cmd_start ;;
+  status) cmd_status ;;
+  logs) cmd_logs ;;
+  test) shift; cmd_test "$@" ;;
+  docker-start) docker_ok; docker compose up -d --build && echo "chat page: http://127.0.0.1:$PORT/" ;;
+  docker-stop) docker_ok; docker compose down ;;
+  docker-logs) docker_ok; docker compose logs -f ;;
+  *)
+    echo "usage: $0 start|stop|restart|status|logs|test [pytest args]|docker-start|docker-stop|docker-logs" >&2
+    exit 2
+    ;;
+esac

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Stream an answer straight from the provider, without the queue: scripts/chat_direct.sh "Hi" [model]
+set -euo pipefail
+. "$(dirname "$0")/_common.sh"
+msg="${1:-Hello, Rafale}"
+model="${2:-}"
+body="{\"message\": $(json_str "$msg")${model:+, \"model\": $(json_str "$model")}}"
+curl -sS -N -X POST "$BASE_URL/chat" "${AUTH[@]}" -H 'content-type: application/json' -d "$body"
