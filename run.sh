@@ -26,10 +26,15 @@ say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 ensure_venv() {
   local extras="$1" stamp="$VENV/.installed-$1"
   if [ ! -x "$PY" ]; then
-    local sys_py
-    sys_py="$(command -v python3.12 || command -v python3.11 || command -v python3)"
-    "$sys_py" -c 'import sys; sys.exit(sys.version_info < (3, 11))' || {
-      echo "Rafale needs Python 3.11 or newer (found $("$sys_py" --version))" >&2; exit 1; }
+    local sys_py="" candidate
+    # Try each name for real: a pyenv shim exists even when its version is not selected.
+    for candidate in python3.12 python3.11 python3; do
+      if "$candidate" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+        sys_py="$candidate"
+        break
+      fi
+    done
+    [ -n "$sys_py" ] || { echo "Rafale needs Python 3.11 or newer (python3.11 or python3)" >&2; exit 1; }
     say "creating $VENV"
     "$sys_py" -m venv "$VENV"
   fi
