@@ -13,7 +13,6 @@ import asyncio
 import json
 import multiprocessing as mp
 import os
-import statistics
 import subprocess
 import sys
 import time
@@ -209,7 +208,7 @@ def summarize_streams(label: str, res: list[StreamResult], wall: float) -> dict[
     return row
 
 
-async def main() -> None:
+def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--requests", type=int, default=4000, help="/chat/async requests")
     ap.add_argument("--streams", type=int, default=1500, help="streams at 50 concurrent")
@@ -221,11 +220,11 @@ async def main() -> None:
                             cwd=ROOT, stdout=subprocess.DEVNULL)
     provider = f"http://127.0.0.1:{fake_port}/v1"
     ns = f"bench-{uuid.uuid4().hex[:6]}"
-    stack = await start_stack(
+    stack = asyncio.run(start_stack(
         "bench", ns, api_workers=2, llm_workers=2, worker_concurrency=200,
         openai_api_key="sk-bench", openai_base_url=provider, session_ttl=60,
         log_level="WARNING", mock_delay=0,
-    )
+    ))
     try:
         print(f"Rafale benchmark on {os.cpu_count()} cores (everything shares them)\n")
         url = stack.url
@@ -273,4 +272,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    main()
