@@ -137,13 +137,15 @@ class Relay:
         finally:
             ch.closing.remove_done_callback(on_close)
             if finished:
-                # Deleting the queue also cancels our consumer: one round trip for both.
-                self._spawn(self._delete(ch, queue))
+                self._spawn(self._delete(ch, tag, queue))
             elif not lost:
                 self._spawn(self._abandon(ch, tag, queue, pending_ack, inbox))
 
-    async def _delete(self, ch: aiormq.abc.AbstractChannel, queue: str) -> None:
+    async def _delete(self, ch: aiormq.abc.AbstractChannel, tag: str, queue: str) -> None:
         try:
+            # Cancel first (nowait: no extra round trip) so the broker does not have to cancel
+            # the consumer itself when the queue goes, which aiormq logs as a warning.
+            await ch.basic_cancel(tag, nowait=True)
             await ch.queue_delete(queue)
         except BROKER_ERRORS as exc:
             log.debug("session %s delete failed: %s", queue, exc)

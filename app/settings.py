@@ -44,7 +44,7 @@ class Settings(BaseSettings):
     worker_concurrency: int = Field(64, ge=1, le=10_000)
     shutdown_grace: float = Field(20.0, ge=0)
     # Tokens arriving faster than this are coalesced into one chunk event; the first goes at once.
-    stream_flush_interval: float = Field(0.02, ge=0, le=1)
+    stream_flush_interval: float = Field(0.05, ge=0, le=1)
     heartbeat_interval: PositiveFloat = 5.0
 
     # --- providers

@@ -33,6 +33,7 @@ class StreamResult:
     ttfc: float
     total: float
     ok: bool
+    events: int = 0
 
 
 def pct(values: list[float], p: float) -> float:
@@ -45,15 +46,18 @@ def pct(values: list[float], p: float) -> float:
 async def read_sse(resp: aiohttp.ClientResponse, started: float) -> StreamResult:
     ttfc = None
     ok = False
+    events = 0
     async for line in resp.content:
-        if line.startswith(b"event: chunk") and ttfc is None:
-            ttfc = time.perf_counter() - started
+        if line.startswith(b"event: chunk"):
+            events += 1
+            if ttfc is None:
+                ttfc = time.perf_counter() - started
         elif line.startswith(b"event: done"):
             ok = True
             break
         elif line.startswith(b"event: error"):
             break
-    return StreamResult(ttfc or float("nan"), time.perf_counter() - started, ok)
+    return StreamResult(ttfc or float("nan"), time.perf_counter() - started, ok, events)
 
 
 async def _enqueue_load(url: str, n: int, concurrency: int, model: str) -> list[float]:
@@ -201,10 +205,12 @@ def summarize_streams(label: str, res: list[StreamResult], wall: float) -> dict[
         "ttfc_p99_ms": round(pct([r.ttfc for r in ok], 99) * 1000, 2),
         "total_p50_ms": round(pct([r.total for r in ok], 50) * 1000, 1),
         "streams_per_s": round(len(ok) / wall, 1),
+        "chunk_events": round(sum(r.events for r in ok) / max(1, len(ok)), 1),
     }
     print(f"  {label:<34} n={row['n']:<5} failed={row['failed']:<3} "
           f"ttfc p50={row['ttfc_p50_ms']:>7.2f} ms p99={row['ttfc_p99_ms']:>7.2f} ms  "
-          f"total p50={row['total_p50_ms']:>6.1f} ms  {row['streams_per_s']:>6.1f} streams/s")
+          f"total p50={row['total_p50_ms']:>6.1f} ms  {row['streams_per_s']:>6.1f} streams/s"
+          + (f"  {row['chunk_events']} chunk events/stream" if row["chunk_events"] else ""))
     return row
 
 
@@ -213,8 +219,14 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=4000, help="/chat/async requests")
     ap.add_argument("--streams", type=int, default=1500, help="streams at 50 concurrent")
     ap.add_argument("--clients", type=int, default=2, help="load client processes")
+    ap.add_argument("--only", choices=["enqueue", "latency", "concurrent", "cpu"], action="append",
+                    help="run only these sections (repeatable)")
+    ap.add_argument("--set", action="append", default=[], metavar="SETTING=VALUE",
+                    help="a Rafale setting for this run, e.g. --set stream_flush_interval=0.05")
     args = ap.parse_args()
 
+    sections = set(args.only or ["enqueue", "latency", "concurrent", "cpu"])
+    overrides = dict(kv.split("=", 1) for kv in args.set)
     fake_port = free_port()
     fake = subprocess.Popen([sys.executable, "-m", "tests.fakes.openai_server", str(fake_port)],
                             cwd=ROOT, stdout=subprocess.DEVNULL)
@@ -223,52 +235,77 @@ def main() -> None:
     stack = asyncio.run(start_stack(
         "bench", ns, api_workers=2, llm_workers=2, worker_concurrency=200,
         openai_api_key="sk-bench", openai_base_url=provider, session_ttl=60,
-        log_level="WARNING", mock_delay=0,
+        log_level="WARNING", mock_delay=0, **overrides,
     ))
     try:
-        print(f"Rafale benchmark on {os.cpu_count()} cores (everything shares them)\n")
+        print(f"Rafale benchmark on {os.cpu_count()} cores (everything shares them)"
+              f"{' with ' + str(overrides) if overrides else ''}\n")
         url = stack.url
         # Warm up connections, imports and caches.
         run_clients("stream", 1, 100, 10, url, "queue", provider)
-
-        print("1. POST /chat/async at 100 concurrent clients (2 API processes)")
-        lat, wall = run_clients("enqueue", args.clients, args.requests, 100, url, "mock/echo")
-        print(f"  n={len(lat)} p50={pct(lat, 50) * 1000:.2f} ms p99={pct(lat, 99) * 1000:.2f} ms"
-              f"  {len(lat) / wall:.0f} req/s\n")
-
-        print("2. Time to first chunk and total, 20 chunks x 5 ms from the provider")
-        rows = []
-        for label, mode in (("provider directly", "direct-provider"), ("Rafale direct (/chat)",
-                            "direct"), ("Rafale queue (async + stream)", "queue")):
-            res, wall = run_clients("stream", 1, 200, 1, url, mode, provider)
-            rows.append(summarize_streams(f"{label}, 1 stream", res, wall))
-        print()
-        print("3. 50 concurrent streams")
-        for label, mode in (("provider directly", "direct-provider"),
-                            ("Rafale queue (async + stream)", "queue")):
-            n = args.streams
-            res, wall = run_clients("stream", args.clients, n, 50, url, mode, provider)
-            rows.append(summarize_streams(f"{label}, 50 concurrent", res, wall))
-        print()
-
-        print("4. CPU per streamed request (queue mode, 50 concurrent) and peak memory")
-        api_cpu = CpuMeter([stack.procs["api"].pid])
-        worker_cpu = CpuMeter([stack.procs["workers"].pid])
-        rabbit_cpu = CpuMeter([rabbit_pid()])
-        res, wall = run_clients("stream", args.clients, args.streams, 50, url, "queue", provider)
-        n = sum(r.ok for r in res)
-        a, w, r = api_cpu.used(), worker_cpu.used(), rabbit_cpu.used()
-        print(f"  streams={n} in {wall:.1f} s ({n / wall:.0f}/s)")
-        print(f"  API      {a / n * 1000:6.2f} ms CPU/stream   peak RSS "
-              f"{api_cpu.peak_rss_mb():.0f} MB (all API processes' max)")
-        print(f"  workers  {w / n * 1000:6.2f} ms CPU/stream   peak RSS "
-              f"{worker_cpu.peak_rss_mb():.0f} MB")
-        print(f"  API+workers {(a + w) / n * 1000:6.2f} ms CPU/stream")
-        print(f"  RabbitMQ {r / n * 1000:6.2f} ms CPU/stream")
+        if "enqueue" in sections:
+            bench_enqueue(stack, url, args)
+        if "latency" in sections:
+            bench_latency(url, provider)
+        if "concurrent" in sections:
+            bench_concurrent(url, provider, args)
+        if "cpu" in sections:
+            bench_cpu(stack, url, provider, args)
     finally:
-        stack.stop()
+        asyncio.run(stack.remove())
         fake.terminate()
         fake.wait()
+
+
+def bench_enqueue(stack: Any, url: str, args: argparse.Namespace) -> None:
+    print("1. POST /chat/async at 100 concurrent clients (2 API processes)")
+    api_cpu = CpuMeter([stack.procs["api"].pid])
+    rabbit_cpu = CpuMeter([rabbit_pid()])
+    lat, wall = run_clients("enqueue", args.clients, args.requests, 100, url, "mock/echo")
+    n = len(lat)
+    print(f"  n={n} p50={pct(lat, 50) * 1000:.2f} ms p99={pct(lat, 99) * 1000:.2f} ms"
+          f"  {n / wall:.0f} req/s   CPU per request: API {api_cpu.used() / n * 1000:.2f} ms,"
+          f" RabbitMQ {rabbit_cpu.used() / n * 1000:.2f} ms (incl. the workers' answers)")
+    lat, wall = run_clients("enqueue", 1, 300, 1, url, "mock/echo")
+    print(f"  one client at a time: p50={pct(lat, 50) * 1000:.2f} ms "
+          f"p99={pct(lat, 99) * 1000:.2f} ms\n")
+
+
+def bench_latency(url: str, provider: str) -> None:
+    print("2. Time to first chunk and total, 20 chunks x 5 ms from the provider")
+    for label, mode in (("provider directly", "direct-provider"),
+                        ("Rafale direct (/chat)", "direct"),
+                        ("Rafale queue (async + stream)", "queue")):
+        res, wall = run_clients("stream", 1, 200, 1, url, mode, provider)
+        summarize_streams(f"{label}, 1 stream", res, wall)
+    print()
+
+
+def bench_concurrent(url: str, provider: str, args: argparse.Namespace) -> None:
+    print("3. 50 concurrent streams")
+    for label, mode in (("provider directly", "direct-provider"),
+                        ("Rafale direct (/chat)", "direct"),
+                        ("Rafale queue (async + stream)", "queue")):
+        res, wall = run_clients("stream", args.clients, args.streams, 50, url, mode, provider)
+        summarize_streams(f"{label}, 50 concurrent", res, wall)
+    print()
+
+
+def bench_cpu(stack: Any, url: str, provider: str, args: argparse.Namespace) -> None:
+    print("4. CPU per streamed request (queue mode, 50 concurrent) and peak memory")
+    api_cpu = CpuMeter([stack.procs["api"].pid])
+    worker_cpu = CpuMeter([stack.procs["workers"].pid])
+    rabbit_cpu = CpuMeter([rabbit_pid()])
+    res, wall = run_clients("stream", args.clients, args.streams, 50, url, "queue", provider)
+    n = sum(r.ok for r in res)
+    a, w, r = api_cpu.used(), worker_cpu.used(), rabbit_cpu.used()
+    print(f"  streams={n} in {wall:.1f} s ({n / wall:.0f}/s)")
+    print(f"  API         {a / n * 1000:6.2f} ms CPU/stream   peak RSS "
+          f"{api_cpu.peak_rss_mb():.0f} MB (largest API process)")
+    print(f"  workers     {w / n * 1000:6.2f} ms CPU/stream   peak RSS "
+          f"{worker_cpu.peak_rss_mb():.0f} MB (largest worker process)")
+    print(f"  API+workers {(a + w) / n * 1000:6.2f} ms CPU/stream")
+    print(f"  RabbitMQ    {r / n * 1000:6.2f} ms CPU/stream")
 
 
 if __name__ == "__main__":

@@ -59,7 +59,7 @@ async def stack(namespace: str, fake: FakeOpenAI) -> AsyncIterator[Stack]:
     """The shared stack: one API process, two worker processes, the fake provider."""
     s = await start_stack("main", namespace, **FAST, **provider_env(fake))
     yield s
-    s.stop()
+    await s.remove()
 
 
 @pytest.fixture
@@ -75,7 +75,7 @@ async def make_stack(namespace: str, fake: FakeOpenAI) -> AsyncIterator[StackFac
 
     yield factory
     for s in made:
-        s.stop()
+        await s.remove()
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiormq
 import httpx
 import psutil
 
@@ -101,6 +102,19 @@ class Stack:
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
+
+    async def remove(self) -> None:
+        """Stop the processes and delete the namespace's durable topology, so a test run leaves
+        the broker as it found it (quorum queues left behind keep costing the broker CPU)."""
+        self.stop()
+        url = self.env.get("RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/")
+        conn = await aiormq.connect(url)
+        ch = await conn.channel()
+        for q in ("llm_tasks", "llm_tasks.dead", "llm_tasks.dead.notify"):
+            await ch.queue_delete(f"{self.namespace}.{q}")
+        for x in ("dead", "heartbeat"):
+            await ch.exchange_delete(f"{self.namespace}.{x}")
+        await conn.close()
 
 
 def make_env(name: str, namespace: str, port: int, **overrides: Any) -> dict[str, str]:

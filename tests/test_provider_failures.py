@@ -8,7 +8,7 @@ import time
 import httpx
 
 from tests.conftest import FAST
-from tests.fakes.openai_server import FakeOpenAI, text_for
+from tests.fakes.openai_server import FakeOpenAI, text_for, tokens_for
 from tests.sse import collect, iter_sse, text_of
 from tests.test_streaming import enqueue
 
@@ -88,3 +88,15 @@ async def test_direct_mode_reports_provider_errors_as_events(client: httpx.Async
                            json={"message": "direct broken", "model": "openai/fail500"})
     assert [e.event for e in events] == ["error"]
     assert events[0].data["status"] == 502
+
+
+async def test_failure_after_first_chunk_is_an_error_not_a_retry(client: httpx.AsyncClient,
+                                                                 fake: FakeOpenAI) -> None:
+    sid = await enqueue(client, "breaks midway", "openai/midfail")
+    events = await collect(client, "GET", f"/stream/{sid}")
+    kinds = [e.event for e in events]
+    assert kinds[-1] == "error" and set(kinds[:-1]) == {"chunk"}, kinds
+    assert text_of(events) == "".join(tokens_for("midfail", "breaks midway")[:3])
+    assert "mid-stream" in events[-1].data["message"]
+    # Text already reached the client, so the worker must not retry (it would repeat it).
+    assert len(fake.calls_for("breaks midway")) == 1

@@ -28,6 +28,7 @@ class Services:
     owner_tag: str = "anon"
 
 
-def services(request: Request) -> Services:
+async def services(request: Request) -> Services:
+    # async: a plain `def` dependency would run in the thread pool on every request.
     svc: Services = request.app.state.services
     return svc

@@ -9,6 +9,7 @@ The behaviour is chosen by the requested model name, so concurrent tests never s
 - `stall`             one token, then silence (the connection stays open)
 - `silent`            headers, then nothing at all
 - `long`              a token every 50 ms for a minute (for disconnect tests)
+- `midfail`           3 tokens, then an OpenAI `data: {"error": ...}` line (a failure mid-stream)
 
 `text_for(model, prompt)` returns exactly what a stream will contain. Every call is recorded
 (`calls`), with when the client went away."""
@@ -120,6 +121,10 @@ class FakeOpenAI:
                 if gap:
                     await asyncio.sleep(gap)
                 await resp.write(_sse(_chunk(model, tok, role=i == 0)))
+                if kind == "midfail" and i == 2:
+                    await resp.write(_sse({"error": {"message": "The server had an error while "
+                                           "processing your request", "type": "server_error"}}))
+                    return resp
                 if kind == "stall":
                     await asyncio.sleep(3600)
             await resp.write(_sse(_chunk(model, None, finish="stop")))
