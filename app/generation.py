@@ -12,7 +12,7 @@ import random
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 
-from app.errors import ProviderTimeout, ProviderUnavailable, RafaleError
+from app.errors import ProviderTimeout, RafaleError
 from app.providers.base import ChatParams, Delta, Provider
 from app.settings import Settings
 
@@ -97,15 +97,10 @@ async def stream_with_retries(
             if loop.time() + delay >= end:
                 raise
             log.warning("%s attempt %d failed (%s); retrying in %.2fs", label, attempt, exc, delay)
-            await asyncio.sleep(delay)
-        except (OSError, ConnectionError) as exc:  # a provider adapter leaked a raw I/O error
-            err = ProviderUnavailable(f"{provider.name}: {exc}")
-            if started or attempt >= limits.max_attempts:
-                raise err from exc
-            await asyncio.sleep(backoff(attempt, limits, None))
         finally:
             # Closing the iterator closes the provider's HTTP response, which stops generation.
             aclose = getattr(it, "aclose", None)
             if aclose is not None:
                 await aclose()
+        await asyncio.sleep(delay)
 
