@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,6 +49,21 @@ async def collect(client: httpx.AsyncClient, method: str, url: str, *,
         async for ev in iter_sse(r):
             out.append(ev)
             if ev.event in ("done", "error") or (limit is not None and len(out) >= limit):
+                break
+    return out
+
+
+async def collect_acting(client: httpx.AsyncClient, url: str, *, after: int,
+                         action: Callable[[], object]) -> list[SSE]:
+    """Read a stream to its end (done/error), running `action` once after the `after`-th event:
+    the moment a fault is injected mid-stream."""
+    out: list[SSE] = []
+    async with client.stream("GET", url) as r:
+        async for ev in iter_sse(r):
+            out.append(ev)
+            if len(out) == after:
+                action()
+            if ev.event in ("done", "error"):
                 break
     return out
 

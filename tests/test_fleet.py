@@ -14,7 +14,7 @@ import psutil
 from tests.conftest import StackFactory
 from tests.fakes.openai_server import FakeOpenAI, text_for
 from tests.harness import Stack
-from tests.sse import SSE, collect, iter_sse, text_of
+from tests.sse import collect, collect_acting, text_of
 from tests.test_streaming import enqueue
 
 
@@ -52,15 +52,15 @@ async def test_killed_worker_mid_stream_is_replaced_and_client_sees_reset(
     model = "ok-60-30"  # ~1.8 s of streaming
     async with httpx.AsyncClient(base_url=stack.url, timeout=30) as client:
         sid = await enqueue(client, "survive a crash", f"openai/{model}")
-        events: list[SSE] = []
-        async with client.stream("GET", f"/stream/{sid}") as r:
-            async for ev in iter_sse(r):
-                events.append(ev)
-                if len(events) == 5:
-                    victim = worker_holding_call(stack, fake)
-                    os.kill(victim, signal.SIGKILL)
-                if ev.event in ("done", "error"):
-                    break
+        killed: list[int] = []
+
+        def kill_the_busy_worker() -> None:
+            killed.append(worker_holding_call(stack, fake))
+            os.kill(killed[0], signal.SIGKILL)
+
+        events = await collect_acting(client, f"/stream/{sid}", after=5,
+                                      action=kill_the_busy_worker)
+        victim = killed[0]
         kinds = [e.event for e in events]
         assert "reset" in kinds, kinds
         assert kinds[-1] == "done", kinds
@@ -96,14 +96,10 @@ async def test_sigterm_lets_in_flight_streams_finish(make_stack: StackFactory) -
     model = "ok-30-40"  # ~1.2 s
     async with httpx.AsyncClient(base_url=stack.url, timeout=30) as client:
         sid = await enqueue(client, "finish me", f"openai/{model}")
-        events: list[SSE] = []
-        async with client.stream("GET", f"/stream/{sid}") as r:
-            async for ev in iter_sse(r):
-                events.append(ev)
-                if len(events) == 3:
-                    stack.procs["workers"].send_signal(signal.SIGTERM)
-                if ev.event in ("done", "error"):
-                    break
+        events = await collect_acting(
+            client, f"/stream/{sid}", after=3,
+            action=lambda: stack.procs["workers"].send_signal(signal.SIGTERM),
+        )
         assert [e.event for e in events].count("reset") == 0
         assert events[-1].event == "done"
         assert text_of(events) == text_for(model, "finish me")
@@ -117,16 +113,14 @@ async def test_sigterm_past_grace_requeues_for_another_worker(
     model = "ok-40-50"  # 2 s: longer than the grace
     async with httpx.AsyncClient(base_url=stack.url, timeout=30) as client:
         sid = await enqueue(client, "hand me over", f"openai/{model}")
-        events: list[SSE] = []
-        async with client.stream("GET", f"/stream/{sid}") as r:
-            async for ev in iter_sse(r):
-                events.append(ev)
-                if len(events) == 3:
-                    stack.procs["workers"].send_signal(signal.SIGTERM)
-                    assert stack.procs["workers"].wait(timeout=15) == 0
-                    stack.start_workers()  # a replacement fleet picks the task up
-                if ev.event in ("done", "error"):
-                    break
+
+        def replace_the_fleet() -> None:
+            stack.procs["workers"].send_signal(signal.SIGTERM)
+            assert stack.procs["workers"].wait(timeout=15) == 0
+            stack.start_workers()  # a replacement fleet picks the task up
+
+        events = await collect_acting(client, f"/stream/{sid}", after=3,
+                                      action=replace_the_fleet)
         kinds = [e.event for e in events]
         assert "reset" in kinds and kinds[-1] == "done", kinds
         assert text_of(events) == text_for(model, "hand me over")
