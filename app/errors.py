@@ -37,7 +37,17 @@ class RafaleError(Exception):
             "code": self.code,
             "error_type": self.type,
             "status": self.status,
+            "retry_after": self.retry_after,
         }
+
+    @classmethod
+    def from_event(cls, event: dict[str, Any]) -> RafaleError:
+        """The error a worker reported in an event, to answer an HTTP request with."""
+        err = cls(str(event.get("message") or "the request failed"), code=event.get("code"),
+                  retry_after=event.get("retry_after"))
+        err.status = int(event.get("status") or 500)
+        err.type = str(event.get("error_type") or "server_error")
+        return err
 
     def envelope(self) -> dict[str, Any]:
         return {

@@ -55,6 +55,8 @@ class ChatBody(BaseModel):
     messages: list[dict[str, Any]]
     temperature: float | None = None
     max_tokens: int | None = None
+    # Other OpenAI parameters (top_p, stop, seed, response_format, ...) passed to the provider.
+    extra: dict[str, Any] = Field(default_factory=dict)
 
 
 class Task(BaseModel):

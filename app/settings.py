@@ -53,6 +53,9 @@ class Settings(BaseSettings):
     openai_base_url: str = "https://api.openai.com/v1"
     deepseek_api_key: str = ""
     deepseek_base_url: str = "https://api.deepseek.com/v1"
+    # What `GET /v1/models` lists per provider (comma-separated); other names still route.
+    openai_models: str = "gpt-4o-mini,gpt-4o,gpt-4.1-mini,gpt-4.1"
+    deepseek_models: str = "deepseek-chat,deepseek-reasoner"
     provider_connect_timeout: PositiveFloat = 5.0
     provider_first_byte_timeout: PositiveFloat = 60.0
     provider_idle_timeout: PositiveFloat = 30.0

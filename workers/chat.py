@@ -48,7 +48,8 @@ async def run_chat(
         try:
             provider_name, model = registry.split(task.model)
             params = ChatParams(
-                model, task.body.messages, task.body.temperature, task.body.max_tokens
+                model, task.body.messages, task.body.temperature, task.body.max_tokens,
+                task.body.extra,
             )
             deadline = asyncio.get_running_loop().time() + remaining
             stream = stream_with_retries(

@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from app.api import errors
 from app.api.middleware import GuardMiddleware
 from app.api.routes_chat import router as chat_router
+from app.api.routes_openai import router as openai_router
 from app.api.routes_ops import router as ops_router
 from app.api.services import Services
 from app.broker import Broker
@@ -51,5 +52,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     errors.install(app)
     app.include_router(chat_router)
     app.include_router(ops_router)
+    app.include_router(openai_router)
     app.add_middleware(GuardMiddleware, max_body_bytes=settings.max_body_bytes)
     return app

@@ -34,29 +34,33 @@ def event_stream(svc: Services, events: AsyncIterator[ServerSentEvent]) -> Event
     )
 
 
-async def enqueue_chat(svc: Services, body: ChatRequest, request_id: str) -> tuple[str, str]:
-    """Validate, declare the session, publish the task. Returns (session_id, model)."""
-    model = body.model or svc.registry.default_model
+async def enqueue_chat(svc: Services, model: str, body: ChatBody, request_id: str) -> str:
+    """Validate the model, declare the session, publish the task. Returns the session id."""
     svc.registry.split(model)  # an unknown or unconfigured model fails here, not in a worker
     session_id = uuid.uuid4().hex
     queue = svc.broker.topology.session_queue(svc.owner_tag, session_id)
     task = Task(
         task_id=session_id,
         model=model,
-        body=ChatBody(messages=body.to_messages(), temperature=body.temperature,
-                      max_tokens=body.max_tokens),
+        body=body,
         reply_to=queue,
         deadline=time.time() + svc.settings.session_ttl,
         request_id=request_id,
     )
     await svc.broker.submit_task(task.model_dump_json().encode(), task_id=session_id,
                                  session_queue=queue)
-    return session_id, model
+    return session_id
+
+
+def chat_body(body: ChatRequest) -> ChatBody:
+    return ChatBody(messages=body.to_messages(), temperature=body.temperature,
+                    max_tokens=body.max_tokens)
 
 
 @router.post("/chat/async", status_code=202)
 async def chat_async(body: ChatRequest, request: Request, svc: Svc) -> JSONResponse:
-    session_id, model = await enqueue_chat(svc, body, request.state.request_id)
+    model = body.model or svc.registry.default_model
+    session_id = await enqueue_chat(svc, model, chat_body(body), request.state.request_id)
     return JSONResponse(
         {"status": "queued", "session_id": session_id, "stream_url": f"/stream/{session_id}",
          "model": model},

@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 from app.api.routes_chat import enqueue_chat
 from app.api.services import Services, services
 from app.errors import BrokerUnavailable, RafaleError
-from app.schemas import ChatRequest
+from app.schemas import ChatBody
 
 router = APIRouter()
 Svc = Annotated[Services, Depends(services)]
@@ -76,8 +76,8 @@ async def round_trip(
 ) -> JSONResponse:
     """One real trip through the queue and a worker: enqueue a tiny prompt, read its stream."""
     started = time.perf_counter()
-    body = ChatRequest(message="ping", model=model, max_tokens=3)
-    session_id, _ = await enqueue_chat(svc, body, request.state.request_id)
+    body = ChatBody(messages=[{"role": "user", "content": "ping"}], max_tokens=3)
+    session_id = await enqueue_chat(svc, model, body, request.state.request_id)
     queued = time.perf_counter()
     queue = svc.broker.topology.session_queue(svc.owner_tag, session_id)
     first: float | None = None

@@ -4,6 +4,7 @@ The SDK's own retries are off: the worker is the one retry layer (see app/genera
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
@@ -20,6 +21,11 @@ from app.errors import (
     ProviderUnavailable,
 )
 from app.providers.base import ChatParams, Completion, Delta
+
+# What `chat.completions.create` accepts by name, read once from the SDK itself.
+_SDK_PARAMS = frozenset(
+    inspect.signature(openai.resources.chat.completions.AsyncCompletions.create).parameters
+) - {"self", "stream", "stream_options", "extra_body", "extra_headers", "extra_query", "timeout"}
 
 
 def _retry_after(headers: Mapping[str, str]) -> float | None:
@@ -81,7 +87,15 @@ class OpenAICompatProvider:
             kw["temperature"] = params.temperature
         if params.max_tokens is not None:
             kw["max_tokens"] = params.max_tokens
-        kw.update(params.extra)
+        # Parameters the SDK does not name (vLLM's top_k, ...) travel in extra_body.
+        extra_body = {}
+        for key, value in params.extra.items():
+            if key in _SDK_PARAMS:
+                kw[key] = value
+            else:
+                extra_body[key] = value
+        if extra_body:
+            kw["extra_body"] = extra_body
         return kw
 
     async def stream(self, params: ChatParams) -> AsyncIterator[Delta]:

@@ -57,7 +57,18 @@ class Registry:
                 f"provider `{prefix}` is not configured: set {KNOWN[prefix]}", param="model",
                 code="provider_not_configured",
             )
+        if prefix == "mock" and rest not in MockProvider.models:
+            raise ModelNotFound(f"The model `{model}` does not exist", param="model")
         return prefix, rest
+
+    def models(self) -> list[tuple[str, str]]:
+        """(model id, owner) for every model this deployment routes by name; any other name
+        of a configured provider is passed to it as is."""
+        s = self.settings
+        listed = {"openai": s.openai_models, "deepseek": s.deepseek_models,
+                  "mock": ",".join(MockProvider.models[:1])}
+        return [(f"{p}/{m.strip()}", p) for p in self.configured()
+                for m in listed[p].split(",") if m.strip()]
 
     def get(self, name: str) -> Provider:
         provider = self._providers.get(name)

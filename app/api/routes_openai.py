@@ -1,0 +1,197 @@
+"""OpenAI's wire format in front of the queue: `/v1/chat/completions` and `/v1/models`.
+
+A completion is a queued chat task like any other; this route reads the session's events itself
+and renders them as OpenAI objects, so the official SDK works against Rafale unchanged."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import aclosing
+from typing import Annotated, Any, Literal
+
+import orjson
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+from sse_starlette import EventSourceResponse, ServerSentEvent
+
+from app.api.routes_chat import enqueue_chat
+from app.api.services import Services, services
+from app.errors import InvalidRequest, RafaleError
+from app.relay import Relayed
+from app.schemas import ChatBody
+
+router = APIRouter(prefix="/v1")
+Svc = Annotated[Services, Depends(services)]
+
+# Fields Rafale reads itself; everything else in the body goes to the provider as is.
+_OWN_FIELDS = {"model", "messages", "stream", "stream_options", "temperature", "max_tokens",
+               "max_completion_tokens", "n"}
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    role: Literal["system", "developer", "user", "assistant", "tool", "function"]
+    content: str | list[dict[str, Any]] | None = None
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    include_usage: bool = False
+
+
+class CompletionRequest(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    model: str = Field(min_length=1, max_length=200)
+    messages: list[Message] = Field(min_length=1)
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, ge=0, le=1)
+    max_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    n: int | None = Field(None, ge=1)
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    metadata: dict[str, str] | None = None
+
+    def to_body(self) -> ChatBody:
+        extra = {k: v for k, v in self.model_dump(exclude_none=True).items()
+                 if k not in _OWN_FIELDS}
+        return ChatBody(
+            messages=[m.model_dump(exclude_none=True) for m in self.messages],
+            temperature=self.temperature,
+            # OpenAI's newer limit wins when both are given.
+            max_tokens=self.max_completion_tokens or self.max_tokens,
+            extra=extra,
+        )
+
+
+def _chunk(base: dict[str, Any], delta: dict[str, Any], finish: str | None,
+           with_usage: bool) -> str:
+    out = {**base, "choices": [{"index": 0, "delta": delta, "logprobs": None,
+                                "finish_reason": finish}]}
+    if with_usage:
+        out["usage"] = None
+    return orjson.dumps(out).decode()
+
+
+def _error_data(exc: RafaleError) -> str:
+    return orjson.dumps(exc.envelope()).decode()
+
+
+@router.post("/chat/completions", response_model=None)
+async def chat_completions(body: CompletionRequest, request: Request,
+                           svc: Svc) -> JSONResponse | EventSourceResponse:
+    if body.n not in (None, 1):
+        raise InvalidRequest("n > 1 is not supported by Rafale yet", param="n",
+                             code="invalid_value")
+    session_id = await enqueue_chat(svc, body.model, body.to_body(), request.state.request_id)
+    queue = svc.broker.topology.session_queue(svc.owner_tag, session_id)
+    await svc.relay.open(queue)
+    events = svc.relay.events(queue, None)
+    base = {"id": f"chatcmpl-{session_id}", "object": "chat.completion.chunk",
+            "created": int(time.time()), "model": body.model, "system_fingerprint": None}
+    if not body.stream:
+        async with aclosing(events) as evs:
+            return JSONResponse(await _complete(evs, base))
+
+    # Wait for the first event before answering, so a failure that happens before any text
+    # (bad key at the provider, rate limit, ...) still gets a real HTTP status.
+    first = await anext(events, None)
+    if first is None or first.type == "error":
+        await events.aclose()
+        if first is None:
+            raise _interrupted()
+        raise RafaleError.from_event(orjson.loads(first.data))
+    usage_wanted = bool(body.stream_options and body.stream_options.include_usage)
+    return EventSourceResponse(
+        _stream(first, events, base, usage_wanted),
+        ping=int(svc.settings.sse_ping_interval),
+        send_timeout=svc.settings.stream_send_timeout,
+        headers={"cache-control": "no-cache"},
+    )
+
+
+async def _complete(events: AsyncIterator[Relayed], base: dict[str, Any]) -> dict[str, Any]:
+    parts: list[str] = []
+    async for ev in events:
+        data = orjson.loads(ev.data)
+        if ev.type == "chunk":
+            parts.append(data["content"])
+        elif ev.type == "reset":
+            parts.clear()
+        elif ev.type == "error":
+            raise RafaleError.from_event(data)
+        elif ev.type == "done":
+            return {
+                **base,
+                "object": "chat.completion",
+                "choices": [{"index": 0, "logprobs": None,
+                             "finish_reason": data.get("finish_reason") or "stop",
+                             "message": {"role": "assistant", "content": "".join(parts),
+                                         "refusal": None}}],
+                "usage": data.get("usage"),
+            }
+    raise _interrupted()
+
+
+def _interrupted() -> RafaleError:
+    err = RafaleError("the answer was interrupted (the broker connection dropped); retry",
+                      code="stream_interrupted", retry_after=1)
+    err.status = 503
+    return err
+
+
+async def _stream(first: Relayed, events: AsyncGenerator[Relayed, None], base: dict[str, Any],
+                  with_usage: bool) -> AsyncIterator[ServerSentEvent]:
+    """OpenAI's chunk stream: no `id:` lines (the SDK would choke on them), `[DONE]` last."""
+    sent_text = finished = False
+    yield ServerSentEvent(data=_chunk(base, {"role": "assistant", "content": ""}, None,
+                                      with_usage))
+    async with aclosing(events) as evs:
+        ev: Relayed | None = first
+        while ev is not None:
+            data = orjson.loads(ev.data)
+            if ev.type == "chunk":
+                sent_text = True
+                yield ServerSentEvent(data=_chunk(base, {"content": data["content"]}, None,
+                                                  with_usage))
+            elif ev.type == "reset" and sent_text:
+                # Text already reached the client and OpenAI's format cannot take it back.
+                err = RafaleError("the worker serving this answer was lost; retry the request",
+                                  code="worker_lost")
+                yield ServerSentEvent(data=_error_data(err))
+                finished = True
+                break
+            elif ev.type == "error":
+                yield ServerSentEvent(data=_error_data(RafaleError.from_event(data)))
+                finished = True
+                break
+            elif ev.type == "done":
+                yield ServerSentEvent(data=_chunk(base, {}, data.get("finish_reason") or "stop",
+                                                  with_usage))
+                if with_usage and data.get("usage"):
+                    yield ServerSentEvent(data=orjson.dumps(
+                        {**base, "choices": [], "usage": data["usage"]}).decode())
+                finished = True
+                break
+            ev = await anext(evs, None)
+    if not finished:
+        yield ServerSentEvent(data=_error_data(_interrupted()))
+    yield ServerSentEvent(data="[DONE]")
+
+
+# `created` is required by the SDK's Model type; Rafale does not know when a provider made a model.
+MODELS_CREATED = 1_700_000_000
+
+
+@router.get("/models")
+async def list_models(svc: Svc) -> dict[str, Any]:
+    return {"object": "list",
+            "data": [{"id": mid, "object": "model", "created": MODELS_CREATED, "owned_by": owner}
+                     for mid, owner in svc.registry.models()]}

@@ -1,0 +1,138 @@
+"""The official `openai` SDK against Rafale's `/v1` front door, through the queue and workers."""
+
+from __future__ import annotations
+
+import httpx
+import openai
+import pytest
+
+from tests.fakes.openai_server import FakeOpenAI, text_for
+from tests.harness import Stack
+
+
+@pytest.fixture
+def sdk(stack: Stack) -> openai.OpenAI:
+    # No SDK retries: each test sees exactly what Rafale answered.
+    return openai.OpenAI(base_url=f"{stack.url}/v1", api_key="any-key", max_retries=0)
+
+
+@pytest.fixture
+def asdk(stack: Stack) -> openai.AsyncOpenAI:
+    return openai.AsyncOpenAI(base_url=f"{stack.url}/v1", api_key="any-key", max_retries=0)
+
+
+async def test_async_client_non_streaming_completion(asdk: openai.AsyncOpenAI) -> None:
+    r = await asdk.chat.completions.create(
+        model="openai/ok-12-0", messages=[{"role": "user", "content": "sdk plain"}])
+    assert r.object == "chat.completion"
+    assert r.id.startswith("chatcmpl-")
+    assert r.model == "openai/ok-12-0"
+    assert r.choices[0].message.role == "assistant"
+    assert r.choices[0].message.content == text_for("ok-12-0", "sdk plain")
+    assert r.choices[0].finish_reason == "stop"
+    assert r.usage is not None and r.usage.completion_tokens == 12
+
+
+@pytest.mark.parametrize("include_usage", [False, True])
+async def test_async_client_streaming_matches_openai_chunks(asdk: openai.AsyncOpenAI,
+                                                          include_usage: bool) -> None:
+    stream = await asdk.chat.completions.create(
+        model="openai/ok-30-2", messages=[{"role": "user", "content": "sdk stream"}],
+        stream=True, stream_options={"include_usage": include_usage})
+    chunks = [c async for c in stream]
+    assert len({c.id for c in chunks}) == 1
+    assert all(c.object == "chat.completion.chunk" for c in chunks)
+    assert chunks[0].choices[0].delta.role == "assistant"
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == text_for("ok-30-2", "sdk stream")
+    with_choices = [c for c in chunks if c.choices]
+    assert [c.choices[0].finish_reason for c in with_choices][-1] == "stop"
+    assert all(c.choices[0].finish_reason is None for c in with_choices[:-1])
+    if include_usage:
+        assert chunks[-1].choices == [] and chunks[-1].usage is not None
+        assert chunks[-1].usage.completion_tokens == 30
+        assert all(c.usage is None for c in chunks[:-1])
+    else:
+        assert all(c.usage is None for c in chunks)
+
+
+def test_sync_client_streams_and_lists_models(sdk: openai.OpenAI) -> None:
+    ids = [m.id for m in sdk.models.list()]
+    assert "mock/echo" in ids and "openai/gpt-4o-mini" in ids
+    stream = sdk.chat.completions.create(
+        model="mock/echo", stream=True, max_tokens=4,
+        messages=[{"role": "user", "content": [{"type": "text", "text": "array parts"}]}])
+    text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+    assert text == "Echo: array parts Rafale"
+
+
+async def test_passthrough_parameters_reach_the_provider(asdk: openai.AsyncOpenAI,
+                                                        fake: FakeOpenAI) -> None:
+    await asdk.chat.completions.create(
+        model="openai/ok-3-0", messages=[{"role": "user", "content": "params through"}],
+        top_p=0.5, stop=["x"], seed=7, user="u1", max_completion_tokens=9,
+        response_format={"type": "json_object"}, extra_body={"top_k": 3})
+    body = fake.calls_for("params through")[0].body
+    assert body["top_p"] == 0.5 and body["stop"] == ["x"] and body["seed"] == 7
+    assert body["user"] == "u1" and body["top_k"] == 3 and body["max_tokens"] == 9
+    assert body["response_format"] == {"type": "json_object"}
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "exc", "code", "param"),
+    [
+        ({"model": "mock/nope"}, openai.NotFoundError, "model_not_found", "model"),
+        ({"messages": []}, openai.BadRequestError, "invalid_value", "messages"),
+        ({"messages": [{"role": "wizard", "content": "x"}]}, openai.BadRequestError,
+         "invalid_value", "messages.0.role"),
+        ({"temperature": "hot"}, openai.BadRequestError, "invalid_type", "temperature"),
+        ({"n": 2}, openai.BadRequestError, "invalid_value", "n"),
+        ({"model": "deepseek/deepseek-chat"}, openai.BadRequestError,
+         "provider_not_configured", "model"),
+    ],
+)
+def test_request_errors_raise_the_matching_sdk_exception(
+    sdk: openai.OpenAI, kwargs: dict, exc: type[Exception], code: str, param: str
+) -> None:
+    args = {"model": "mock/echo", "messages": [{"role": "user", "content": "x"}], **kwargs}
+    with pytest.raises(exc) as info:
+        sdk.chat.completions.create(**args)
+    assert info.value.code == code  # type: ignore[attr-defined]
+    assert info.value.param == param  # type: ignore[attr-defined]
+
+
+# The fake provider lives on the test's event loop: provider-backed calls use the async client.
+@pytest.mark.parametrize("stream", [False, True])
+async def test_provider_failures_map_to_openai_statuses(asdk: openai.AsyncOpenAI,
+                                                        stream: bool) -> None:
+    msgs = [{"role": "user", "content": f"fail {stream}"}]
+    with pytest.raises(openai.RateLimitError) as limited:
+        await asdk.chat.completions.create(model="openai/flaky429-9", messages=msgs,
+                                           stream=stream)
+    assert limited.value.code == "rate_limit_exceeded"
+    assert limited.value.response.headers.get("retry-after")
+    with pytest.raises(openai.InternalServerError) as broken:
+        await asdk.chat.completions.create(model="openai/fail500", messages=msgs, stream=stream)
+    assert broken.value.status_code == 502
+
+
+async def test_failure_after_first_byte_arrives_as_a_stream_error(
+    asdk: openai.AsyncOpenAI,
+) -> None:
+    stream = await asdk.chat.completions.create(
+        model="openai/midfail", messages=[{"role": "user", "content": "sdk midfail"}],
+        stream=True)
+    got = []
+    with pytest.raises(openai.APIError) as info:
+        async for chunk in stream:
+            got.append(chunk)
+    assert "mid-stream" in str(info.value)
+    assert any(c.choices and c.choices[0].delta.content for c in got)
+
+
+async def test_fastapi_detail_never_reaches_a_client(stack: Stack) -> None:
+    async with httpx.AsyncClient(base_url=stack.url) as client:
+        r = await client.post("/v1/chat/completions", content=b"{not json",
+                              headers={"content-type": "application/json"})
+    assert r.status_code == 400
+    assert "detail" not in r.json() and r.json()["error"]["code"] == "invalid_json"
