@@ -9,6 +9,8 @@ from typing import Annotated
 from pydantic import AliasChoices, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from app.auth import KeyRing
+
 PositiveFloat = Annotated[float, Field(gt=0)]
 
 
@@ -49,9 +51,9 @@ class Settings(BaseSettings):
 
     # --- providers
     default_model: str = ""  # empty: derived from which provider keys are set
-    openai_api_key: str = ""
+    openai_api_key: str = Field("", repr=False)
     openai_base_url: str = "https://api.openai.com/v1"
-    deepseek_api_key: str = ""
+    deepseek_api_key: str = Field("", repr=False)
     deepseek_base_url: str = "https://api.deepseek.com/v1"
     # What `GET /v1/models` lists per provider (comma-separated); other names still route.
     openai_models: str = "gpt-4o-mini,gpt-4o,gpt-4.1-mini,gpt-4.1"
@@ -69,12 +71,16 @@ class Settings(BaseSettings):
     # Fault injection for operators and tests: model `mock/crash` kills the worker process.
     mock_crash_enabled: bool = False
 
+    # `name:key,name:key` (or a file with one `name:key` a line). Unset: Rafale runs open.
+    rafale_api_keys: str = Field("", repr=False)
+    rafale_api_keys_file: str = ""
     log_level: str = Field("INFO", pattern=r"(?i)^(DEBUG|INFO|WARNING|ERROR|CRITICAL)$")
 
     @model_validator(mode="after")
     def _check(self) -> Settings:
         if not self.rabbitmq_url.startswith(("amqp://", "amqps://")):
             raise ValueError("RABBITMQ_URL must start with amqp:// or amqps://")
+        KeyRing.load(self.rafale_api_keys, self.rafale_api_keys_file)  # fail at start if bad
         return self
 
     def queue(self, name: str) -> str:

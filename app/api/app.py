@@ -14,6 +14,7 @@ from app.api.routes_chat import router as chat_router
 from app.api.routes_openai import router as openai_router
 from app.api.routes_ops import router as ops_router
 from app.api.services import Services
+from app.auth import KeyRing
 from app.broker import Broker
 from app.fleet import Fleet
 from app.generation import Limits
@@ -27,6 +28,7 @@ log = logging.getLogger(__name__)
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
+    keys = KeyRing.load(settings.rafale_api_keys, settings.rafale_api_keys_file)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -38,6 +40,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         relay = Relay(broker)
         app.state.services = Services(settings, broker, relay, registry, fleet,
                                       Limits.from_settings(settings))
+        if keys is None:
+            log.warning("RAFALE_API_KEYS is not set: the API is open to anyone who can reach it")
+        else:
+            log.info("API keys on: %d key(s)", len(keys))
         if registry.default_model.startswith("mock/"):
             log.warning("no provider key is set: answering with the offline mock provider")
         broker.start()
@@ -53,5 +59,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(chat_router)
     app.include_router(ops_router)
     app.include_router(openai_router)
-    app.add_middleware(GuardMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(GuardMiddleware, max_body_bytes=settings.max_body_bytes, keys=keys)
     return app

@@ -10,7 +10,8 @@ from typing import Any
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.errors import PayloadTooLarge
+from app.auth import KeyRing
+from app.errors import PayloadTooLarge, RafaleError, Unauthorized
 
 _SAFE_ID = re.compile(rb"^[A-Za-z0-9._\-]{1,64}$")
 
@@ -19,7 +20,8 @@ class _TooLarge(Exception):
     pass
 
 
-async def _send_error(send: Send, exc: PayloadTooLarge, request_id: bytes) -> None:
+async def _send_error(send: Send, exc: RafaleError, request_id: bytes,
+                      extra: tuple[tuple[bytes, bytes], ...] = ()) -> None:
     body = orjson.dumps(exc.envelope())
     await send({
         "type": "http.response.start",
@@ -28,15 +30,43 @@ async def _send_error(send: Send, exc: PayloadTooLarge, request_id: bytes) -> No
             (b"content-type", b"application/json"),
             (b"content-length", str(len(body)).encode()),
             (b"x-request-id", request_id),
+            *extra,
         ],
     })
     await send({"type": "http.response.body", "body": body})
 
 
+# Open even when API keys are on: liveness probes and the chat page (which then asks for a key).
+PUBLIC_PATHS = frozenset({"/health", "/health/full", "/", "/chat.html"})
+_QUERY_KEY = re.compile(rb"(?:^|&)(?:api[_-]?key|key|access[_-]?token|token)=", re.I)
+_CHALLENGE = ((b"www-authenticate", b'Bearer realm="rafale"'),)
+
+
+def authenticate(keys: KeyRing, path: str, query: bytes,
+                 headers: list[tuple[bytes, bytes]]) -> str | Unauthorized:
+    """The caller's key name, or the 401 to answer."""
+    if _QUERY_KEY.search(query):
+        return Unauthorized("API keys in the query string are refused (they end up in logs); "
+                            "send `Authorization: Bearer <key>` or `x-api-key`")
+    presented = ""
+    for name, value in headers:
+        if name == b"authorization" and value[:7].lower() == b"bearer ":
+            presented = value[7:].decode("latin-1").strip()
+        elif name == b"x-api-key" and not presented:
+            presented = value.decode("latin-1").strip()
+    if not presented:
+        return Unauthorized("Missing API key: send `Authorization: Bearer <key>`")
+    owner = keys.owner(presented)
+    if owner is None:
+        return Unauthorized("Incorrect API key provided")
+    return owner
+
+
 class GuardMiddleware:
-    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_body_bytes: int, keys: KeyRing | None) -> None:
         self.app = app
         self.max = max_body_bytes
+        self.keys = keys
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -51,7 +81,16 @@ class GuardMiddleware:
                 length = value
         if not request_id:
             request_id = b"req_" + uuid.uuid4().hex.encode()
-        scope.setdefault("state", {})["request_id"] = request_id.decode()
+        state = scope.setdefault("state", {})
+        state["request_id"] = request_id.decode()
+        state["owner"] = ""
+        if self.keys is not None and scope["path"] not in PUBLIC_PATHS:
+            who = authenticate(self.keys, scope["path"], scope.get("query_string", b""),
+                               scope["headers"])
+            if isinstance(who, Unauthorized):
+                await _send_error(send, who, request_id, _CHALLENGE)
+                return
+            state["owner"] = who
         too_large = PayloadTooLarge(
             f"The request body is larger than the limit of {self.max} bytes"
         )

@@ -14,7 +14,7 @@ from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import JSONResponse
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from app.api.services import Services, services
+from app.api.services import Caller, Services, caller, services
 from app.errors import NotFound, RafaleError
 from app.generation import stream_with_retries
 from app.providers.base import ChatParams
@@ -22,6 +22,7 @@ from app.schemas import ChatBody, ChatRequest, Task
 
 router = APIRouter()
 Svc = Annotated[Services, Depends(services)]
+Who = Annotated[Caller, Depends(caller)]
 _SESSION_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
@@ -34,13 +35,15 @@ def event_stream(svc: Services, events: AsyncIterator[ServerSentEvent]) -> Event
     )
 
 
-async def enqueue_chat(svc: Services, model: str, body: ChatBody, request_id: str) -> str:
+async def enqueue_chat(svc: Services, who: Caller, model: str, body: ChatBody,
+                       request_id: str) -> str:
     """Validate the model, declare the session, publish the task. Returns the session id."""
     svc.registry.split(model)  # an unknown or unconfigured model fails here, not in a worker
     session_id = uuid.uuid4().hex
-    queue = svc.broker.topology.session_queue(svc.owner_tag, session_id)
+    queue = svc.broker.topology.session_queue(who.tag, session_id)
     task = Task(
         task_id=session_id,
+        owner=who.owner,
         model=model,
         body=body,
         reply_to=queue,
@@ -58,9 +61,9 @@ def chat_body(body: ChatRequest) -> ChatBody:
 
 
 @router.post("/chat/async", status_code=202)
-async def chat_async(body: ChatRequest, request: Request, svc: Svc) -> JSONResponse:
+async def chat_async(body: ChatRequest, request: Request, svc: Svc, who: Who) -> JSONResponse:
     model = body.model or svc.registry.default_model
-    session_id = await enqueue_chat(svc, model, chat_body(body), request.state.request_id)
+    session_id = await enqueue_chat(svc, who, model, chat_body(body), request.state.request_id)
     return JSONResponse(
         {"status": "queued", "session_id": session_id, "stream_url": f"/stream/{session_id}",
          "model": model},
@@ -72,12 +75,13 @@ async def chat_async(body: ChatRequest, request: Request, svc: Svc) -> JSONRespo
 async def stream(
     session_id: str,
     svc: Svc,
+    who: Who,
     last_event_id: Annotated[str | None, Header()] = None,
     last_event_id_q: Annotated[str | None, Query(alias="last_event_id")] = None,
 ) -> EventSourceResponse:
     if not _SESSION_ID.match(session_id):
         raise NotFound("No such session", param="session_id", code="session_not_found")
-    queue = svc.broker.topology.session_queue(svc.owner_tag, session_id)
+    queue = svc.broker.topology.session_queue(who.tag, session_id)
     await svc.relay.open(queue)  # 404 / 409 / 503 before the stream starts
 
     async def events() -> AsyncIterator[ServerSentEvent]:

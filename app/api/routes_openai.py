@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from app.api.routes_chat import enqueue_chat
+from app.api.routes_chat import Who, enqueue_chat
 from app.api.services import Services, services
 from app.errors import InvalidRequest, RafaleError
 from app.relay import Relayed
@@ -85,13 +85,14 @@ def _error_data(exc: RafaleError) -> str:
 
 
 @router.post("/chat/completions", response_model=None)
-async def chat_completions(body: CompletionRequest, request: Request,
-                           svc: Svc) -> JSONResponse | EventSourceResponse:
+async def chat_completions(body: CompletionRequest, request: Request, svc: Svc,
+                           who: Who) -> JSONResponse | EventSourceResponse:
     if body.n not in (None, 1):
         raise InvalidRequest("n > 1 is not supported by Rafale yet", param="n",
                              code="invalid_value")
-    session_id = await enqueue_chat(svc, body.model, body.to_body(), request.state.request_id)
-    queue = svc.broker.topology.session_queue(svc.owner_tag, session_id)
+    session_id = await enqueue_chat(svc, who, body.model, body.to_body(),
+                                    request.state.request_id)
+    queue = svc.broker.topology.session_queue(who.tag, session_id)
     await svc.relay.open(queue)
     events = svc.relay.events(queue, None)
     base = {"id": f"chatcmpl-{session_id}", "object": "chat.completion.chunk",

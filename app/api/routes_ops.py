@@ -10,7 +10,7 @@ import orjson
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 
-from app.api.routes_chat import enqueue_chat
+from app.api.routes_chat import Who, enqueue_chat
 from app.api.services import Services, services
 from app.errors import BrokerUnavailable, RafaleError
 from app.schemas import ChatBody
@@ -71,15 +71,16 @@ async def stats(svc: Svc) -> dict[str, Any]:
 async def round_trip(
     request: Request,
     svc: Svc,
+    who: Who,
     model: Annotated[str, Query()] = "mock/echo",
     wait: Annotated[float, Query(gt=0, le=60)] = 10.0,
 ) -> JSONResponse:
     """One real trip through the queue and a worker: enqueue a tiny prompt, read its stream."""
     started = time.perf_counter()
     body = ChatBody(messages=[{"role": "user", "content": "ping"}], max_tokens=3)
-    session_id = await enqueue_chat(svc, model, body, request.state.request_id)
+    session_id = await enqueue_chat(svc, who, model, body, request.state.request_id)
     queued = time.perf_counter()
-    queue = svc.broker.topology.session_queue(svc.owner_tag, session_id)
+    queue = svc.broker.topology.session_queue(who.tag, session_id)
     first: float | None = None
     text: list[str] = []
     result: dict[str, Any] = {}

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from fastapi import Request
 
+from app.auth import owner_tag
 from app.broker import Broker
 from app.fleet import Fleet
 from app.generation import Limits
@@ -23,9 +24,21 @@ class Services:
     fleet: Fleet
     limits: Limits
 
-    # Until API keys exist (issue: API keys), every session belongs to the anonymous owner.
-    # The owner is part of the session queue's name, so another owner's lookup finds nothing.
-    owner_tag: str = "anon"
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who sent the request: the name of their API key ("" when Rafale runs open)."""
+
+    owner: str
+
+    @property
+    def tag(self) -> str:
+        # Part of each session queue's name, so another key's lookup of the id finds nothing.
+        return owner_tag(self.owner)
+
+
+async def caller(request: Request) -> Caller:
+    return Caller(request.state.owner)
 
 
 async def services(request: Request) -> Services:
