@@ -2,21 +2,33 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from functools import lru_cache
 from typing import Annotated
 
-from pydantic import AliasChoices, Field, ValidationError, model_validator
+from pydantic import AliasChoices, BaseModel, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from app.auth import KeyRing
 
 PositiveFloat = Annotated[float, Field(gt=0)]
+BUILTIN_PROVIDERS = ("openai", "deepseek", "deepl", "mock")
+
+
+class Endpoint(BaseModel):
+    """A named OpenAI-compatible server (vLLM, Ollama, LM Studio, a second OpenAI account):
+    `ENDPOINTS__VLLM__BASE_URL=http://vllm:8000/v1` routes `vllm/<model>` there."""
+
+    base_url: str = Field(pattern=r"^https?://")
+    api_key: str = Field("", repr=False)
+    models: str = ""  # comma-separated, for GET /v1/models
 
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False,
+        env_nested_delimiter="__",
     )
 
     # --- broker and topology
@@ -58,6 +70,7 @@ class Settings(BaseSettings):
     # What `GET /v1/models` lists per provider (comma-separated); other names still route.
     openai_models: str = "gpt-4o-mini,gpt-4o,gpt-4.1-mini,gpt-4.1"
     deepseek_models: str = "deepseek-chat,deepseek-reasoner"
+    endpoints: dict[str, Endpoint] = Field(default_factory=dict)
     provider_connect_timeout: PositiveFloat = 5.0
     provider_first_byte_timeout: PositiveFloat = 60.0
     provider_idle_timeout: PositiveFloat = 30.0
@@ -81,6 +94,10 @@ class Settings(BaseSettings):
         if not self.rabbitmq_url.startswith(("amqp://", "amqps://")):
             raise ValueError("RABBITMQ_URL must start with amqp:// or amqps://")
         KeyRing.load(self.rafale_api_keys, self.rafale_api_keys_file)  # fail at start if bad
+        for name in self.endpoints:
+            if name in BUILTIN_PROVIDERS or not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,31}", name):
+                raise ValueError(f"ENDPOINTS__{name.upper()}: an endpoint name must be lower-case "
+                                 f"letters, digits, - or _, and not one of {BUILTIN_PROVIDERS}")
         return self
 
     def queue(self, name: str) -> str:
@@ -95,6 +112,10 @@ class Settings(BaseSettings):
             return "openai/gpt-4o-mini"
         if self.deepseek_api_key:
             return "deepseek/deepseek-chat"
+        for name, endpoint in self.endpoints.items():
+            first = endpoint.models.split(",")[0].strip()
+            if first:
+                return f"{name}/{first}"
         return "mock/echo"
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 from app.errors import InvalidRequest, ModelNotFound
 from app.providers.base import Provider
@@ -12,34 +13,55 @@ from app.settings import Settings
 
 log = logging.getLogger(__name__)
 
-# Provider name -> the setting that configures it (for "not configured" errors).
-KNOWN = {"openai": "OPENAI_API_KEY", "deepseek": "DEEPSEEK_API_KEY", "mock": ""}
+
+@dataclass(frozen=True, slots=True)
+class Spec:
+    """One routable provider as configured by the settings."""
+
+    name: str
+    kind: str  # the adapter: openai (any OpenAI-compatible server) | mock
+    base_url: str = ""
+    api_key: str = ""
+    models: tuple[str, ...] = ()  # what GET /v1/models lists; other names still route
+    missing: str = ""  # the setting that would configure it; empty when configured
+
+
+def _names(csv: str) -> tuple[str, ...]:
+    return tuple(m.strip() for m in csv.split(",") if m.strip())
+
+
+def specs(s: Settings) -> dict[str, Spec]:
+    out = {
+        "openai": Spec("openai", "openai", s.openai_base_url, s.openai_api_key,
+                       _names(s.openai_models), "" if s.openai_api_key else "OPENAI_API_KEY"),
+        "deepseek": Spec("deepseek", "openai", s.deepseek_base_url, s.deepseek_api_key,
+                         _names(s.deepseek_models),
+                         "" if s.deepseek_api_key else "DEEPSEEK_API_KEY"),
+        "mock": Spec("mock", "mock", models=MockProvider.models[:1]),
+    }
+    for name, ep in s.endpoints.items():
+        out[name] = Spec(name, "openai", ep.base_url, ep.api_key, _names(ep.models))
+    return out
 
 
 class Registry:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.specs = specs(settings)
         self._providers: dict[str, Provider] = {}
         self.default_model = settings.resolved_default_model
 
     def configured(self) -> list[str]:
-        s = self.settings
-        names = [n for n, key in (("openai", s.openai_api_key), ("deepseek", s.deepseek_api_key))
-                 if key]
-        return [*names, "mock"]
+        return [name for name, spec in self.specs.items() if not spec.missing]
 
-    def _build(self, name: str) -> Provider:
+    def _build(self, spec: Spec) -> Provider:
         s = self.settings
-        read = max(s.provider_first_byte_timeout, s.provider_idle_timeout) + 1
-        if name == "mock":
+        if spec.kind == "mock":
             return MockProvider(s.mock_tokens, s.mock_delay, s.mock_crash_enabled)
-        key, url = {
-            "openai": (s.openai_api_key, s.openai_base_url),
-            "deepseek": (s.deepseek_api_key, s.deepseek_base_url),
-        }[name]
         return OpenAICompatProvider(
-            name, api_key=key, base_url=url,
-            connect_timeout=s.provider_connect_timeout, read_timeout=read,
+            spec.name, api_key=spec.api_key, base_url=spec.base_url,
+            connect_timeout=s.provider_connect_timeout,
+            read_timeout=max(s.provider_first_byte_timeout, s.provider_idle_timeout) + 1,
         )
 
     def split(self, model: str | None) -> tuple[str, str]:
@@ -47,33 +69,30 @@ class Registry:
         Raises before anything is queued, so a bad name never reaches a worker."""
         model = model or self.default_model
         prefix, sep, rest = model.partition("/")
-        if not sep or prefix not in KNOWN:
-            default_provider = self.default_model.partition("/")[0]
-            prefix, rest = default_provider, model
+        if not sep or prefix not in self.specs:
+            # A bare name, or one with a slash of its own (`meta-llama/Llama-3`).
+            prefix, rest = self.default_model.partition("/")[0], model
         if not rest:
             raise ModelNotFound(f"The model `{model}` does not exist", param="model")
-        if prefix not in self.configured():
+        spec = self.specs[prefix]
+        if spec.missing:
             raise InvalidRequest(
-                f"provider `{prefix}` is not configured: set {KNOWN[prefix]}", param="model",
+                f"provider `{prefix}` is not configured: set {spec.missing}", param="model",
                 code="provider_not_configured",
             )
-        if prefix == "mock" and rest not in MockProvider.models:
+        if spec.kind == "mock" and rest not in MockProvider.models:
             raise ModelNotFound(f"The model `{model}` does not exist", param="model")
         return prefix, rest
 
     def models(self) -> list[tuple[str, str]]:
-        """(model id, owner) for every model this deployment routes by name; any other name
-        of a configured provider is passed to it as is."""
-        s = self.settings
-        listed = {"openai": s.openai_models, "deepseek": s.deepseek_models,
-                  "mock": ",".join(MockProvider.models[:1])}
-        return [(f"{p}/{m.strip()}", p) for p in self.configured()
-                for m in listed[p].split(",") if m.strip()]
+        """(model id, owner) for every model this deployment lists."""
+        return [(f"{name}/{m}", name) for name in self.configured()
+                for m in self.specs[name].models]
 
     def get(self, name: str) -> Provider:
         provider = self._providers.get(name)
         if provider is None:
-            provider = self._providers[name] = self._build(name)
+            provider = self._providers[name] = self._build(self.specs[name])
         return provider
 
     async def aclose(self) -> None:

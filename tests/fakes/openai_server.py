@@ -35,6 +35,7 @@ class Call:
     finished: float | None = None  # stream completed normally
     closed_by_client: float | None = None  # we noticed the client went away
     status: int = 200
+    auth: str = ""  # the Authorization header the gateway sent
     gone: asyncio.Event = field(default_factory=asyncio.Event)  # set when the client left
 
 
@@ -93,7 +94,7 @@ class FakeOpenAI:
         model = body["model"]
         prompt = next((m["content"] for m in reversed(body["messages"])
                        if m["role"] == "user"), "")
-        call = Call(model, prompt, body)
+        call = Call(model, prompt, body, auth=request.headers.get("Authorization", ""))
         self.calls.append(call)
         kind, args = _parse(model)
         key = (model, prompt)
