@@ -71,6 +71,9 @@ class Settings(BaseSettings):
     openai_models: str = "gpt-4o-mini,gpt-4o,gpt-4.1-mini,gpt-4.1"
     deepseek_models: str = "deepseek-chat,deepseek-reasoner"
     endpoints: dict[str, Endpoint] = Field(default_factory=dict)
+    deepl_api_key: str = Field("", repr=False)
+    deepl_base_url: str = ""  # empty: the free or pro host, chosen by the key
+    deepl_languages: str = "DE,EN-GB,EN-US,ES,FR,IT,JA,NL,PL,PT-BR,ZH"
     provider_connect_timeout: PositiveFloat = 5.0
     provider_first_byte_timeout: PositiveFloat = 60.0
     provider_idle_timeout: PositiveFloat = 30.0

@@ -13,6 +13,7 @@ from app.api.middleware import GuardMiddleware
 from app.api.routes_chat import router as chat_router
 from app.api.routes_openai import router as openai_router
 from app.api.routes_ops import router as ops_router
+from app.api.routes_translate import router as translate_router
 from app.api.services import Services
 from app.auth import KeyRing
 from app.broker import Broker
@@ -59,5 +60,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(chat_router)
     app.include_router(ops_router)
     app.include_router(openai_router)
+    app.include_router(translate_router)
     app.add_middleware(GuardMiddleware, max_body_bytes=settings.max_body_bytes, keys=keys)
     return app

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from app.errors import InvalidRequest, ModelNotFound
 from app.providers.base import Provider
+from app.providers.deepl import DeepLProvider, base_url_for, check_language
 from app.providers.mock import MockProvider
 from app.providers.openai_compat import OpenAICompatProvider
 from app.settings import Settings
@@ -19,7 +20,7 @@ class Spec:
     """One routable provider as configured by the settings."""
 
     name: str
-    kind: str  # the adapter: openai (any OpenAI-compatible server) | mock
+    kind: str  # the adapter: openai (any OpenAI-compatible server) | deepl | mock
     base_url: str = ""
     api_key: str = ""
     models: tuple[str, ...] = ()  # what GET /v1/models lists; other names still route
@@ -37,6 +38,9 @@ def specs(s: Settings) -> dict[str, Spec]:
         "deepseek": Spec("deepseek", "openai", s.deepseek_base_url, s.deepseek_api_key,
                          _names(s.deepseek_models),
                          "" if s.deepseek_api_key else "DEEPSEEK_API_KEY"),
+        "deepl": Spec("deepl", "deepl", base_url_for(s.deepl_api_key, s.deepl_base_url),
+                      s.deepl_api_key, _names(s.deepl_languages),
+                      "" if s.deepl_api_key else "DEEPL_API_KEY"),
         "mock": Spec("mock", "mock", models=MockProvider.models[:1]),
     }
     for name, ep in s.endpoints.items():
@@ -56,12 +60,14 @@ class Registry:
 
     def _build(self, spec: Spec) -> Provider:
         s = self.settings
+        read = max(s.provider_first_byte_timeout, s.provider_idle_timeout) + 1
         if spec.kind == "mock":
             return MockProvider(s.mock_tokens, s.mock_delay, s.mock_crash_enabled)
+        if spec.kind == "deepl":
+            return DeepLProvider(spec.api_key, spec.base_url, s.provider_connect_timeout, read)
         return OpenAICompatProvider(
             spec.name, api_key=spec.api_key, base_url=spec.base_url,
-            connect_timeout=s.provider_connect_timeout,
-            read_timeout=max(s.provider_first_byte_timeout, s.provider_idle_timeout) + 1,
+            connect_timeout=s.provider_connect_timeout, read_timeout=read,
         )
 
     def split(self, model: str | None) -> tuple[str, str]:
@@ -82,6 +88,8 @@ class Registry:
             )
         if spec.kind == "mock" and rest not in MockProvider.models:
             raise ModelNotFound(f"The model `{model}` does not exist", param="model")
+        if spec.kind == "deepl":
+            rest = check_language(rest, "model")
         return prefix, rest
 
     def models(self) -> list[tuple[str, str]]:

@@ -1,0 +1,38 @@
+"""`POST /v1/translate`: DeepL's own request fields, answered by the DeepL provider."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends
+from pydantic import BaseModel, ConfigDict, Field
+
+from app.api.services import Services, services
+from app.providers.deepl import DeepLProvider, check_language
+
+router = APIRouter(prefix="/v1")
+Svc = Annotated[Services, Depends(services)]
+
+
+class TranslateRequest(BaseModel):
+    # DeepL's other fields (context, tag_handling, glossary_id, ...) pass through as they are.
+    model_config = ConfigDict(extra="allow")
+
+    text: list[str] = Field(min_length=1, max_length=50)
+    target_lang: str = Field(min_length=2, max_length=7)
+    source_lang: str | None = Field(None, min_length=2, max_length=7)
+    formality: str | None = Field(
+        None, pattern=r"^(default|more|less|prefer_more|prefer_less)$")
+
+
+@router.post("/translate")
+async def translate(body: TranslateRequest, svc: Svc) -> dict[str, Any]:
+    target = check_language(body.target_lang, "target_lang")
+    svc.registry.split(f"deepl/{target}")  # 400 naming DEEPL_API_KEY if it is not set
+    fields = body.model_dump(exclude_none=True)
+    fields["target_lang"] = target
+    if body.source_lang:
+        fields["source_lang"] = check_language(body.source_lang, "source_lang")
+    provider = svc.registry.get("deepl")
+    assert isinstance(provider, DeepLProvider)
+    return {"translations": await provider.translate(fields)}
