@@ -4,13 +4,47 @@ from __future__ import annotations
 
 import logging
 import os
+import time
+
+import orjson
 
 
-def setup_logging(level: str, role: str) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        format=f"%(asctime)s %(levelname)s {role}[{os.getpid()}] %(name)s: %(message)s",
-    )
-    # aiormq/aio_pika are chatty at INFO about reconnects we already report ourselves.
-    logging.getLogger("aiormq").setLevel(max(logging.WARNING, logging.getLogger().level))
-    logging.getLogger("aio_pika").setLevel(max(logging.WARNING, logging.getLogger().level))
+class JsonFormatter(logging.Formatter):
+    """One JSON object a line, for log shippers (LOG_FORMAT=json)."""
+
+    def __init__(self, role: str) -> None:
+        super().__init__()
+        self.role = role
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname,
+            "role": self.role,
+            "pid": os.getpid(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for key in ("task_id", "request_id"):
+            if hasattr(record, key):
+                entry[key] = getattr(record, key)
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return orjson.dumps(entry).decode()
+
+
+def setup_logging(level: str, role: str, fmt: str = "text") -> None:
+    handler = logging.StreamHandler()
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter(role))
+    else:
+        handler.setFormatter(logging.Formatter(
+            f"%(asctime)s %(levelname)s {role}[{os.getpid()}] %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    # At INFO, aiormq/aio_pika repeat every reconnect we already report ourselves.
+    quiet = logging.WARNING if root.level > logging.DEBUG else logging.DEBUG
+    for name in ("aiormq", "aio_pika"):
+        logging.getLogger(name).setLevel(quiet)

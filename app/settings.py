@@ -90,6 +90,9 @@ class Settings(BaseSettings):
     # `name:key,name:key` (or a file with one `name:key` a line). Unset: Rafale runs open.
     rafale_api_keys: str = Field("", repr=False)
     rafale_api_keys_file: str = ""
+    log_format: str = Field("text", pattern=r"^(text|json)$")
+    # Origins allowed to call the API from a browser; empty: CORS stays off.
+    cors_origins: str = ""
     log_level: str = Field("INFO", pattern=r"(?i)^(DEBUG|INFO|WARNING|ERROR|CRITICAL)$")
 
     @model_validator(mode="after")

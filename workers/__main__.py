@@ -99,7 +99,8 @@ def main() -> int:
     except ValidationError as exc:
         print(describe_error(exc), file=sys.stderr)
         return 2
-    setup_logging(settings.log_level, "worker" if args.child else "supervisor")
+    setup_logging(settings.log_level, "worker" if args.child else "supervisor",
+                  settings.log_format)
     return run_child(settings) if args.child else supervise(settings)
 
 

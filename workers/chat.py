@@ -20,6 +20,13 @@ from workers.stream import SessionStream
 log = logging.getLogger(__name__)
 
 
+class TaskLog(logging.LoggerAdapter[logging.Logger]):
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        extra = self.extra or {}
+        kwargs["extra"] = extra
+        return f"task {extra.get('task_id')} [{extra.get('request_id')}]: {msg}", kwargs
+
+
 async def run_chat(
     task: Task,
     attempt: int,
@@ -32,14 +39,15 @@ async def run_chat(
     session turned out to be gone); never raises for provider failures, which become events."""
     out = SessionStream(channel, task.reply_to, task_id=task.task_id, attempt=attempt,
                         flush_interval=flush_interval)
-    tid = task.task_id
+    # Every line names the task and the HTTP request that created it (x-request-id).
+    tlog = TaskLog(log, {"task_id": task.task_id, "request_id": task.request_id})
     try:
         if attempt > 1:
-            log.info("task %s: redelivered (attempt %d); resetting the stream", tid, attempt)
+            tlog.info("redelivered (attempt %d); resetting the stream", attempt)
             out.publish({"type": "reset", "message": "the answer restarts: a worker was lost"})
         remaining = task.deadline - time.time()
         if remaining <= 0:
-            log.info("task %s: expired before a worker took it", tid)
+            tlog.info("expired before a worker took it")
             await out.finish(RafaleError("the task expired in the queue",
                                          code="task_expired").as_event())
             return
@@ -53,7 +61,8 @@ async def run_chat(
             )
             deadline = asyncio.get_running_loop().time() + remaining
             stream = stream_with_retries(
-                registry.get(provider_name), params, limits, deadline=deadline, label=f"task {tid}"
+                registry.get(provider_name), params, limits, deadline=deadline,
+                label=f"task {task.task_id} [{task.request_id}]",
             )
             async with aclosing(stream):
                 async for delta in stream:
@@ -62,12 +71,12 @@ async def run_chat(
                     if delta.finish_reason:
                         finish, usage = delta.finish_reason, delta.usage
                     if out.gone:
-                        log.info("task %s: session gone; stopping the provider call", tid)
+                        tlog.info("session gone; stopping the provider call")
                         return
                     if out.broken is not None:
                         raise out.broken
         except RafaleError as exc:
-            log.info("task %s: failed: %s", tid, exc.message)
+            tlog.info("failed: %s", exc.message)
             await out.finish(exc.as_event())
             return
         delivered = await out.finish(
@@ -75,7 +84,7 @@ async def run_chat(
              "model": task.model}
         )
         if not delivered:
-            log.info("task %s: finished but nobody was listening", tid)
+            tlog.info("finished but nobody was listening")
     except BaseException:
         out.cancel()
         raise

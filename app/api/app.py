@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
 from app.api import errors
 from app.api.middleware import GuardMiddleware
@@ -33,7 +34,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        setup_logging(settings.log_level, "api")
+        setup_logging(settings.log_level, "api", settings.log_format)
         broker = Broker(settings, "api")
         fleet = Fleet(broker)
         broker.on_ready(fleet.start)
@@ -62,4 +63,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(openai_router)
     app.include_router(translate_router)
     app.add_middleware(GuardMiddleware, max_body_bytes=settings.max_body_bytes, keys=keys)
+    origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
+    if origins:
+        # An explicit list only: `*` with credentials would reflect any caller's origin.
+        app.add_middleware(CORSMiddleware, allow_origins=origins, allow_credentials=False,
+                           allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
+                           allow_headers=["authorization", "x-api-key", "content-type",
+                                          "last-event-id", "x-request-id"],
+                           expose_headers=["x-request-id", "retry-after"])
     return app
