@@ -15,9 +15,14 @@ RUN mkdir -p app workers && touch app/__init__.py workers/__init__.py \
 
 COPY app ./app
 COPY workers ./workers
+COPY web ./web
 COPY entrypoint.sh ./
-RUN pip install --no-deps . && chmod +x entrypoint.sh
+RUN pip install --no-deps . && chmod +x entrypoint.sh \
+    && mkdir -p /app/data && chown rafale /app/data
 
+# Without DATABASE_URL the store is a SQLite file here: mount a volume to keep it.
+ENV DATA_DIR=/app/data
+VOLUME ["/app/data"]
 USER rafale
 EXPOSE 8007
 HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \

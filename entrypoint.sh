@@ -9,6 +9,11 @@ PY="${PYTHON:-python}"
 "$PY" -m app.settings
 
 api() {
+  # Every uvicorn process writes its metrics here and /metrics sums them all. Files left by an
+  # earlier run would be summed in too, so the directory starts empty.
+  export PROMETHEUS_MULTIPROC_DIR="${PROMETHEUS_MULTIPROC_DIR:-${TMPDIR:-/tmp}/rafale-api-metrics-$$}"
+  mkdir -p "$PROMETHEUS_MULTIPROC_DIR"
+  find "$PROMETHEUS_MULTIPROC_DIR" -maxdepth 1 -name '*.db' -delete
   exec "$PY" -m uvicorn app.main:app \
     --host "${HOST:-0.0.0.0}" --port "${PORT:-8007}" \
     --workers "${UVICORN_WORKERS:-2}" --loop uvloop --http httptools \

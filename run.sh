@@ -120,6 +120,7 @@ cmd_start() {
       cat <<MSG
 
 Rafale is up.
+  chat page:   http://127.0.0.1:$PORT/
   API docs:    http://127.0.0.1:$PORT/docs
   health:      http://127.0.0.1:$PORT/health/full
   try it:      scripts/chat_async.sh "Hello, Rafale"

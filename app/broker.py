@@ -41,6 +41,11 @@ class Topology:
 
     def __init__(self, s: Settings) -> None:
         self.tasks = s.queue("llm_tasks")
+        # Batch work: its own queue, consumed with its own (bounded) share of each worker, so a
+        # 50k-line batch never starves interactive chat.
+        self.batch = s.queue("llm_batch")
+        # Fanout to every worker: "batch X was cancelled", "provider P asked us to back off".
+        self.batch_control = s.queue("batch_control")
         self.dead = s.queue("llm_tasks.dead")
         # A second copy of each dead-lettered task, consumed by workers to tell the waiting
         # client; the parked copy in `dead` stays for the operator.
@@ -140,12 +145,16 @@ class Broker:
 
     @property
     def connected(self) -> bool:
+        """The connection is up and the publishing channel is usable (after a reconnect the
+        channel is restored a moment after the connection)."""
         conn = self.conn
         return (
             conn is not None
             and not conn.is_closed
             and conn.transport is not None
             and not conn.transport.connection.is_closed
+            and self._pub is not None
+            and not self._pub.is_closed
         )
 
     def _raw_connection(self) -> aiormq.abc.AbstractConnection:
@@ -165,6 +174,8 @@ class Broker:
         dead_x = await ch.declare_exchange(t.dead_exchange, aio_pika.ExchangeType.FANOUT,
                                            durable=True)
         await ch.declare_queue(t.tasks, durable=True, arguments=t.task_args)
+        await ch.declare_queue(t.batch, durable=True, arguments=t.task_args)
+        await ch.declare_exchange(t.batch_control, aio_pika.ExchangeType.FANOUT)
         for name in (t.dead, t.dead_notify):
             q = await ch.declare_queue(name, durable=True)
             await q.bind(dead_x)
@@ -175,6 +186,9 @@ class Broker:
     async def _pub_channel(self) -> aiormq.abc.AbstractChannel:
         self._raw_connection()  # fail fast with 503 instead of waiting for a reconnect
         assert self._pub is not None
+        # Connected again but the channel not yet restored: wait for it (bounded by the caller's
+        # publish timeout) rather than publish on the dead channel of the lost connection.
+        await self._pub.ready()
         return await self._pub.get_underlay_channel()
 
     async def submit_task(self, body: bytes, *, task_id: str, session_queue: str | None) -> None:
@@ -208,6 +222,33 @@ class Broker:
             raise BrokerUnavailable(f"RabbitMQ refused the task: {exc}", retry_after=1) from None
         if not isinstance(confirm, Basic.Ack):
             raise BrokerUnavailable("RabbitMQ did not accept the task", retry_after=1)
+
+    async def publish(self, bodies: list[tuple[str, bytes]], *, routing_key: str,
+                      exchange: str = "", persistent: bool = True) -> None:
+        """Publish (message_id, body) pairs and return once the broker confirmed them all.
+        They go out back to back and their confirms are awaited together: one round trip
+        for a whole batch plan, not one per message."""
+        if not bodies:
+            return
+        props = [Basic.Properties(delivery_mode=2 if persistent else 1,
+                                  content_type="application/json", message_id=mid)
+                 for mid, _ in bodies]
+        try:
+            async with asyncio.timeout(self.settings.publish_timeout + len(bodies) / 1000):
+                ch = await self._pub_channel()
+                confirms = await asyncio.gather(*(
+                    ch.basic_publish(body, exchange=exchange, routing_key=routing_key,
+                                     mandatory=not exchange, properties=p)
+                    for (_, body), p in zip(bodies, props, strict=True)))
+        except TimeoutError:
+            raise BrokerUnavailable("RabbitMQ did not confirm in time", retry_after=1) from None
+        except BrokerUnavailable:
+            raise
+        except BROKER_ERRORS as exc:
+            raise BrokerUnavailable(f"RabbitMQ refused the message: {exc}",
+                                    retry_after=1) from None
+        if not all(isinstance(c, Basic.Ack) for c in confirms):
+            raise BrokerUnavailable("RabbitMQ did not accept every message", retry_after=1)
 
     # --- queue inspection and cleanup (on a channel of its own: a 404/406 closes it)
 

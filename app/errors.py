@@ -13,6 +13,10 @@ class RafaleError(Exception):
     type = "server_error"
     code: str | None = None
     retryable = False
+    # Sent as `x-should-retry: false`: the official SDK would otherwise retry a 409.
+    final = False
+    # Set when a call gave up because its deadline came, not because of what the provider said.
+    out_of_time = False
 
     def __init__(
         self,
@@ -35,6 +39,7 @@ class RafaleError(Exception):
             "type": "error",
             "message": self.message,
             "code": self.code,
+            "param": self.param,
             "error_type": self.type,
             "status": self.status,
             "retry_after": self.retry_after,
@@ -44,7 +49,7 @@ class RafaleError(Exception):
     def from_event(cls, event: dict[str, Any]) -> RafaleError:
         """The error a worker reported in an event, to answer an HTTP request with."""
         err = cls(str(event.get("message") or "the request failed"), code=event.get("code"),
-                  retry_after=event.get("retry_after"))
+                  param=event.get("param"), retry_after=event.get("retry_after"))
         err.status = int(event.get("status") or 500)
         err.type = str(event.get("error_type") or "server_error")
         return err
@@ -88,6 +93,14 @@ class ModelNotFound(NotFound):
     code = "model_not_found"
 
 
+class Conflict(RafaleError):
+    """The object is in a state that forbids this (cancel a finished batch, ...)."""
+
+    status = 409
+    type = "invalid_request_error"
+    final = True
+
+
 class PayloadTooLarge(RafaleError):
     """The body is larger than MAX_BODY_BYTES."""
 
@@ -102,6 +115,14 @@ class BrokerUnavailable(RafaleError):
     status = 503
     type = "service_unavailable"
     code = "broker_unavailable"
+
+
+class StoreUnavailable(RafaleError):
+    """The database is not reachable; try again later."""
+
+    status = 503
+    type = "service_unavailable"
+    code = "store_unavailable"
 
 
 class SessionGone(RafaleError):

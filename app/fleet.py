@@ -39,6 +39,12 @@ class Fleet:
         except (orjson.JSONDecodeError, KeyError, TypeError):
             log.warning("ignoring a malformed heartbeat")
 
+    def load(self) -> tuple[int, int]:
+        """(tasks in flight, tasks the fleet can take at once), over the live workers."""
+        workers = self.alive()
+        return (sum(int(w.get("in_flight", 0)) for w in workers),
+                sum(int(w.get("concurrency", 0)) for w in workers))
+
     def alive(self) -> list[dict[str, Any]]:
         """Workers heard from within three heartbeat intervals."""
         cutoff = time.time() - 3 * self.broker.settings.heartbeat_interval

@@ -9,14 +9,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import AsyncGenerator
-from dataclasses import dataclass
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
-from app.errors import ProviderTimeout, RafaleError
+from app.errors import ProviderRateLimited, ProviderTimeout, RafaleError
+from app.metrics import Metrics
 from app.providers.base import ChatParams, Delta, Provider
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass(slots=True)
@@ -27,6 +30,8 @@ class Limits:
     max_attempts: int
     backoff_base: float
     backoff_max: float
+    # Attempts when the provider rate-limits (429); None: max_attempts. Batches wait it out.
+    rate_limited_attempts: int | None = None
 
     @classmethod
     def from_settings(cls, s: Settings) -> Limits:
@@ -39,10 +44,39 @@ class Limits:
             backoff_max=s.retry_backoff_max,
         )
 
+    def attempts_for(self, exc: RafaleError) -> int:
+        if isinstance(exc, ProviderRateLimited) and self.rate_limited_attempts is not None:
+            return self.rate_limited_attempts
+        return self.max_attempts
+
+
+@dataclass(slots=True)
+class Ending:
+    """How an answer ended, as its `done` event tells it: each choice's finish_reason (a list
+    only when n > 1 asked for several choices) and the usage."""
+
+    finishes: dict[int, str] = field(default_factory=dict)
+    usage: dict[str, Any] | None = None
+
+    def see(self, delta: Delta) -> None:
+        if delta.finish_reason:
+            self.finishes[delta.index] = delta.finish_reason
+        if delta.usage:
+            self.usage = delta.usage
+
+    def done_event(self, model: str) -> dict[str, Any]:
+        event: dict[str, Any] = {"type": "done", "finish_reason": self.finishes.get(0, "stop"),
+                                 "usage": self.usage, "model": model}
+        if len(self.finishes) > 1:
+            # Indices come from the provider: never trust them to size a list (n <= 128).
+            last = min(max(self.finishes), 127)
+            event["finish_reasons"] = [self.finishes.get(i, "stop") for i in range(last + 1)]
+        return event
+
 
 def backoff(attempt: int, limits: Limits, retry_after: float | None) -> float:
     """Exponential backoff with full jitter; a provider's retry-after wins when it says more."""
-    ceiling = min(limits.backoff_max, limits.backoff_base * (2 ** (attempt - 1)))
+    ceiling = min(limits.backoff_max, limits.backoff_base * (2 ** min(attempt - 1, 30)))
     delay = random.uniform(ceiling / 2, ceiling)
     if retry_after is not None:
         delay = max(delay, min(retry_after, 60.0))
@@ -56,13 +90,17 @@ async def stream_with_retries(
     *,
     deadline: float | None = None,
     label: str = "",
+    metrics: Metrics | None = None,
 ) -> AsyncGenerator[Delta, None]:
     """Yield the provider's deltas. Raises a RafaleError when it gives up.
 
     `deadline` is a loop.time() bound (e.g. the task's own deadline) tighter than `limits.total`.
     """
     loop = asyncio.get_running_loop()
-    end = loop.time() + limits.total
+    began = loop.time()
+    end = began + limits.total
+    # Whether the caller's deadline (not the call's own limit) is what ends the call.
+    caller_bound = deadline is not None and deadline < end
     if deadline is not None:
         end = min(end, deadline)
     attempt = 0
@@ -73,30 +111,45 @@ async def stream_with_retries(
         try:
             while True:
                 gap = limits.idle if started else limits.first_byte
+                bound = min(end, loop.time() + gap)
                 try:
-                    async with asyncio.timeout_at(min(end, loop.time() + gap)):
+                    async with asyncio.timeout_at(bound):
                         delta = await anext(it)
                 except StopAsyncIteration:
+                    if metrics is not None:
+                        metrics.stream_seconds.labels(provider.name).observe(loop.time() - began)
                     return
                 except TimeoutError:
-                    if loop.time() >= end:
-                        raise ProviderTimeout(
-                            f"{provider.name}: no complete answer within the deadline"
-                        ) from None
+                    # Which bound fired (not loop.time() >= end: timers fire a hair early).
+                    if bound >= end:
+                        late = ProviderTimeout(
+                            f"{provider.name}: no complete answer within the deadline")
+                        late.out_of_time = caller_bound
+                        raise late from None
                     what = "between chunks" if started else "before the first chunk"
                     raise ProviderTimeout(
                         f"{provider.name}: sent nothing for {gap:g}s {what}"
                     ) from None
-                if delta.content:
+                if not started and (delta.content or delta.tool_calls):
                     started = True
+                    if metrics is not None:
+                        metrics.first_chunk_seconds.labels(provider.name).observe(
+                            loop.time() - began)
+                if metrics is not None and delta.usage:
+                    metrics.observe_usage(provider.name, delta.usage)
                 yield delta
         except RafaleError as exc:
-            if started or not exc.retryable or attempt >= limits.max_attempts:
-                raise
-            delay = backoff(attempt, limits, exc.retry_after)
-            if loop.time() + delay >= end:
+            retry = exc.retryable and not started and attempt < limits.attempts_for(exc)
+            delay = backoff(attempt, limits, exc.retry_after) if retry else 0.0
+            if not retry or loop.time() + delay >= end:
+                # Retryable, but no time left before the caller's deadline for the retry.
+                exc.out_of_time = exc.out_of_time or (retry and caller_bound)
+                if metrics is not None:
+                    metrics.provider_errors.labels(provider.name, exc.code or exc.type).inc()
                 raise
             log.warning("%s attempt %d failed (%s); retrying in %.2fs", label, attempt, exc, delay)
+            if metrics is not None:
+                metrics.retries.labels(provider.name).inc()
         finally:
             # Closing the iterator closes the provider's HTTP response, which stops generation.
             aclose = getattr(it, "aclose", None)
@@ -104,3 +157,34 @@ async def stream_with_retries(
                 await aclose()
         await asyncio.sleep(delay)
 
+
+async def call_with_retries(
+    call: Callable[[], Awaitable[T]],
+    provider: str,
+    limits: Limits,
+    *,
+    deadline: float,
+    label: str = "",
+    metrics: Metrics | None = None,
+) -> T:
+    """The same retry policy for a provider call that does not stream (DeepL): retryable
+    errors are retried with backoff until the attempts or the `deadline` (loop time) run out;
+    `out_of_time` tells that the deadline ended it."""
+    loop = asyncio.get_running_loop()
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            return await call()
+        except RafaleError as exc:
+            retry = exc.retryable and attempt < limits.attempts_for(exc)
+            delay = backoff(attempt, limits, exc.retry_after) if retry else 0.0
+            if not retry or loop.time() + delay >= deadline:
+                exc.out_of_time = exc.out_of_time or retry
+                if metrics is not None:
+                    metrics.provider_errors.labels(provider, exc.code or exc.type).inc()
+                raise
+            log.warning("%s attempt %d failed (%s); retrying in %.2fs", label, attempt, exc, delay)
+            if metrics is not None:
+                metrics.retries.labels(provider).inc()
+        await asyncio.sleep(delay)

@@ -70,6 +70,28 @@ class Task(BaseModel):
     body: ChatBody
     reply_to: str  # the session queue
     deadline: float  # epoch seconds; past it nobody waits for the answer
+    created: float = 0.0  # epoch seconds at enqueue, for the queue-wait metric
+    request_id: str = ""
+
+
+class BatchLine(BaseModel):
+    """One request of a batch, as its input line gave it."""
+
+    line: int  # 1-based, in the input file
+    custom_id: str
+    body: dict[str, Any]
+
+
+class BatchTask(BaseModel):
+    """API/worker -> worker, on `llm_batch`: plan a batch, run a group of its lines, or write
+    its result files. Each is safe to run twice (keyed by batch id and line)."""
+
+    schema_version: int = SCHEMA_VERSION
+    kind: Literal["batch_plan", "batch_items", "batch_finalize"]
+    batch_id: str
+    endpoint: str = ""
+    lines: list[BatchLine] = Field(default_factory=list)
+    created: float = 0.0
     request_id: str = ""
 
 
@@ -77,25 +99,38 @@ EventType = Literal["chunk", "done", "error", "reset"]
 
 
 class Event(BaseModel):
-    """Worker → session queue → SSE `data:`. `seq` counts from 0 within one `attempt`."""
+    """Worker → session queue → SSE `data:`. `seq` counts from 0 within one `attempt`.
+
+    The contract, written down: the hot path serialises plain dicts of this shape (workers)
+    and relays the bytes untouched (API) rather than building a model per chunk."""
 
     model_config = ConfigDict(extra="ignore")
 
     type: EventType
     seq: int
     attempt: int = 1
+    # chunk
     content: str | None = None
+    index: int = 0  # the choice, when n > 1 asked for several (omitted when 0)
+    tool_calls: list[dict[str, Any]] | None = None  # OpenAI tool-call deltas
+    # done
     finish_reason: str | None = None
+    finish_reasons: list[str] | None = None  # each choice's, only when n > 1
     usage: dict[str, Any] | None = None
     model: str | None = None
+    # error (and reset's message)
     message: str | None = None
     code: str | None = None
+    param: str | None = None
     error_type: str | None = None
     status: int | None = None
+    retry_after: float | None = None
 
-    def sse_id(self) -> str:
-        """`<seq>` on a first attempt, `<attempt>-<seq>` on a redelivered one (seq restarts)."""
-        return str(self.seq) if self.attempt == 1 else f"{self.attempt}-{self.seq}"
+
+def event_id(attempt: int, seq: int) -> str:
+    """The SSE `id`: `<seq>` on a first attempt, `<attempt>-<seq>` on a redelivered one (seq
+    restarts at each attempt, so a bare seq would be ambiguous for Last-Event-ID)."""
+    return str(seq) if attempt == 1 else f"{attempt}-{seq}"
 
 
 def parse_event_id(value: str | None) -> tuple[int, int] | None:

@@ -60,6 +60,8 @@ class Settings(BaseSettings):
     # Tokens arriving faster than this are coalesced into one chunk event; the first goes at once.
     stream_flush_interval: float = Field(0.05, ge=0, le=1)
     heartbeat_interval: PositiveFloat = 5.0
+    # The worker supervisor serves its processes' Prometheus metrics here; 0 turns it off.
+    worker_metrics_port: int = Field(9108, ge=0, le=65535)
 
     # --- providers
     default_model: str = ""  # empty: derived from which provider keys are set
@@ -87,6 +89,28 @@ class Settings(BaseSettings):
     # Fault injection for operators and tests: model `mock/crash` kills the worker process.
     mock_crash_enabled: bool = False
 
+    # --- store and batches
+    # Empty: a SQLite file in DATA_DIR (one host). `postgresql://user@host/db` for several.
+    database_url: str = Field("", repr=False)
+    data_dir: str = "data"
+    file_max_bytes: int = Field(200 * 1024 * 1024, ge=1024)
+    # Completion windows allowed besides OpenAI's `24h`, e.g. `1h,30m` (s, m, h, d units).
+    batch_completion_windows: str = ""
+    batch_max_requests: int = Field(50_000, ge=1)
+    # Batch requests one worker process runs at once (interactive chat has its own share).
+    batch_concurrency: int = Field(32, ge=1, le=10_000)
+    # Lines per llm_batch message: one claim and one result write per group, not per line.
+    batch_group_size: int = Field(50, ge=1, le=1000)
+    batch_max_attempts: int = Field(8, ge=1, le=100)
+    # Fleet-wide caps on concurrent batch requests per provider, e.g. `openai=16,deepl=4`.
+    provider_concurrency: str = ""
+    # Days the per-line rows of an ended batch are kept (its counts and files stay).
+    batch_retention_days: float = Field(30.0, gt=0)
+    # How often a worker looks for expired batches and stalled finalizations.
+    batch_sweep_interval: PositiveFloat = 5.0
+    # Seconds identical deterministic requests (temperature 0 or a seed) reuse an answer; 0: off.
+    response_cache_ttl: float = Field(0.0, ge=0)
+
     # `name:key,name:key` (or a file with one `name:key` a line). Unset: Rafale runs open.
     rafale_api_keys: str = Field("", repr=False)
     rafale_api_keys_file: str = ""
@@ -100,11 +124,22 @@ class Settings(BaseSettings):
         if not self.rabbitmq_url.startswith(("amqp://", "amqps://")):
             raise ValueError("RABBITMQ_URL must start with amqp:// or amqps://")
         KeyRing.load(self.rafale_api_keys, self.rafale_api_keys_file)  # fail at start if bad
+        self.provider_caps()  # fail at start if bad
         for name in self.endpoints:
             if name in BUILTIN_PROVIDERS or not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,31}", name):
                 raise ValueError(f"ENDPOINTS__{name.upper()}: an endpoint name must be lower-case "
                                  f"letters, digits, - or _, and not one of {BUILTIN_PROVIDERS}")
         return self
+
+    def provider_caps(self) -> dict[str, int]:
+        """PROVIDER_CONCURRENCY as {provider: cap}."""
+        caps = {}
+        for entry in filter(str.strip, self.provider_concurrency.split(",")):
+            name, _, value = entry.partition("=")
+            if not name.strip() or not value.strip().isdigit() or int(value) < 1:
+                raise ValueError(f"PROVIDER_CONCURRENCY: `{entry.strip()}` is not provider=N")
+            caps[name.strip()] = int(value)
+        return caps
 
     def queue(self, name: str) -> str:
         """A broker name in this deployment's namespace."""

@@ -5,22 +5,42 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 
+from tests.fakes.deepl_server import FakeDeepL
 from tests.fakes.openai_server import FakeOpenAI
 from tests.harness import Stack, start_stack
 
 StackFactory = Callable[..., Awaitable[Stack]]
+# The machine's PostgreSQL. `make_stack(..., database_url=PG)` gives the stack a database of
+# its own there, dropped after the stack is stopped.
+PG_ADMIN = os.environ.get("RAFALE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+PG = "postgresql"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    # Tests that stop the broker run last, so they cannot disturb the others.
-    items.sort(key=lambda item: item.get_closest_marker("broker_restart") is not None)
+    # Tests that stop the broker run late, so they cannot disturb the others; the log audit
+    # runs after everything else has logged.
+    items.sort(key=lambda item: (item.get_closest_marker("last") is not None,
+                                 item.get_closest_marker("broker_restart") is not None
+                                 or item.get_closest_marker("service_restart") is not None))
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "broker_restart: stops and restarts RabbitMQ")
+    config.addinivalue_line("markers", "service_restart: stops and restarts PostgreSQL")
+    config.addinivalue_line("markers", "last: runs after every other test")
+
+
+@pytest.fixture
+async def deepl() -> AsyncIterator[FakeDeepL]:
+    """A fake DeepL that accepts DEEPL_KEY."""
+    server = FakeDeepL(DEEPL_KEY)
+    await server.start()
+    yield server
+    await server.stop()
 
 
 @pytest.fixture(scope="session")
@@ -36,11 +56,21 @@ async def fake() -> AsyncIterator[FakeOpenAI]:
     await server.stop()
 
 
+# Every secret the tests configure; tests/test_zz_secrets.py looks for each in every log.
+OPENAI_KEY = "sk-test-not-a-real-key"
+ALICE = "alice-key-0123456789"
+BOB = "bob-key-9876543210"
+DEEPL_KEY = "deepl-test-key:fx"
+OLLAMA_KEY = "ollama-secret-1"
+DEEPSEEK_KEY = "sk-deepseek-test-2"
+SECRETS = (OPENAI_KEY, ALICE, BOB, DEEPL_KEY, OLLAMA_KEY, DEEPSEEK_KEY)
+
+
 def provider_env(fake: FakeOpenAI) -> dict[str, Any]:
-    return {"openai_api_key": "sk-test-not-a-real-key", "openai_base_url": fake.base_url}
+    return {"openai_api_key": OPENAI_KEY, "openai_base_url": fake.base_url}
 
 
-# Settings that make failure paths quick to observe in tests.
+# Settings every test stack starts with: failure paths quick to observe, DEBUG logs.
 FAST = {
     "provider_first_byte_timeout": 2,
     "provider_idle_timeout": 1.5,
@@ -51,6 +81,9 @@ FAST = {
     "mock_delay": 0.002,
     "shutdown_grace": 5,
     "heartbeat_interval": 1,
+    # Every stack logs at DEBUG (app, aio_pika, aiormq, httpx, openai), so the last test can
+    # show that no configured secret reached any log.
+    "log_level": "DEBUG",
 }
 
 
@@ -66,8 +99,14 @@ async def stack(namespace: str, fake: FakeOpenAI) -> AsyncIterator[Stack]:
 async def make_stack(namespace: str, fake: FakeOpenAI) -> AsyncIterator[StackFactory]:
     """A private stack (own namespace) for tests that kill or reconfigure processes."""
     made: list[Stack] = []
+    databases: list[str] = []
 
     async def factory(name: str, **settings: Any) -> Stack:
+        if settings.get("database_url") == PG:
+            db = f"rafale_{uuid.uuid4().hex[:12]}"
+            await pg_admin(f'CREATE DATABASE "{db}"')
+            databases.append(db)
+            settings["database_url"] = PG_ADMIN.rsplit("/", 1)[0] + f"/{db}"
         s = await start_stack(f"{name}-{uuid.uuid4().hex[:6]}", namespace,
                               **{**FAST, **provider_env(fake), **settings})
         made.append(s)
@@ -76,9 +115,26 @@ async def make_stack(namespace: str, fake: FakeOpenAI) -> AsyncIterator[StackFac
     yield factory
     for s in made:
         await s.remove()
+    for db in databases:  # after the stacks: nothing is connected any more
+        await pg_admin(f'DROP DATABASE IF EXISTS "{db}"')
+
+
+async def pg_admin(sql: str) -> None:
+    admin = await asyncpg.connect(PG_ADMIN)
+    try:
+        await admin.execute(sql)
+    finally:
+        await admin.close()
 
 
 @pytest.fixture
 async def client(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(base_url=stack.url, timeout=30) as c:
         yield c
+
+
+@pytest.fixture(params=["", PG], ids=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest) -> str:
+    """Run a test on both stores: "" (each stack's own SQLite file) and PG (a fresh
+    PostgreSQL database, made by make_stack)."""
+    return str(request.param)

@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +36,7 @@ class Stack:
     env: dict[str, str]
     port: int
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    api_workers: int = 1
 
     @property
     def url(self) -> str:
@@ -43,15 +46,23 @@ class Stack:
     def namespace(self) -> str:
         return self.env["RAFALE_NAMESPACE"]
 
+    def log_path(self, role: str) -> Path:
+        """Where a role's output goes: a folder per test run (its namespace), so runs side by
+        side never read or clear each other's logs."""
+        run = self.env["RAFALE_NAMESPACE"].removesuffix(f".{self.name}")
+        return ARTIFACTS / run / f"{self.name}-{role}.log"
+
     def _spawn(self, role: str, args: list[str]) -> None:
-        ARTIFACTS.mkdir(exist_ok=True)
-        log = open(ARTIFACTS / f"{self.name}-{role}.log", "ab")
+        path = self.log_path(role)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        log = open(path, "ab")
         self.procs[role] = subprocess.Popen(
             [sys.executable, *args], cwd=ROOT, env=self.env, stdout=log, stderr=log,
             start_new_session=True,
         )
 
     def start_api(self, workers: int = 1) -> None:
+        self.api_workers = workers
         self._spawn("api", ["-m", "uvicorn", "app.main:app", "--host", "127.0.0.1",
                             "--port", str(self.port), "--workers", str(workers),
                             "--no-access-log", "--timeout-graceful-shutdown", "2"])
@@ -69,7 +80,12 @@ class Stack:
         """Poll until the API answers and (if asked) workers consume; fail with the reason."""
         deadline = time.monotonic() + within
         last: Any = "no answer"
-        async with httpx.AsyncClient(base_url=self.url, timeout=2) as client:
+        # Every uvicorn process must be ready, not just the first to answer: each check goes
+        # on a new connection (the kernel spreads them), and a run of them must pass.
+        needed = 1 if self.api_workers == 1 else 4 * self.api_workers
+        healthy = 0
+        async with httpx.AsyncClient(base_url=self.url, timeout=2,
+                                     headers={"connection": "close"}) as client:
             while time.monotonic() < deadline:
                 for role, proc in self.procs.items():
                     if proc.poll() is not None:
@@ -77,16 +93,22 @@ class Stack:
                 try:
                     r = await client.get("/health/full")
                     last = r.json()
-                    if r.status_code == 200 or (not want_workers and last["checks"]["broker"][
-                            "connected"]):
+                    checks = last["checks"]
+                    ok = r.status_code == 200 or (not want_workers and checks["broker"][
+                        "connected"] and checks.get("store", {}).get("ok"))
+                    healthy = healthy + 1 if ok else 0
+                    if healthy >= needed:
                         return
+                    if ok:
+                        continue
                 except httpx.HTTPError as exc:
                     last = repr(exc)
+                    healthy = 0
                 await asyncio.sleep(0.1)
         raise TimeoutError(f"{self.name} not ready after {within}s: {last}")
 
     def log_tail(self, role: str, lines: int = 30) -> str:
-        path = ARTIFACTS / f"{self.name}-{role}.log"
+        path = self.log_path(role)
         if not path.exists():
             return ""
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
@@ -107,12 +129,14 @@ class Stack:
         """Stop the processes and delete the namespace's durable topology, so a test run leaves
         the broker as it found it (quorum queues left behind keep costing the broker CPU)."""
         self.stop()
+        for key in ("DATA_DIR", "PROMETHEUS_MULTIPROC_DIR"):
+            shutil.rmtree(self.env[key], ignore_errors=True)
         url = self.env.get("RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/")
         conn = await aiormq.connect(url)
         ch = await conn.channel()
-        for q in ("llm_tasks", "llm_tasks.dead", "llm_tasks.dead.notify"):
+        for q in ("llm_tasks", "llm_batch", "llm_tasks.dead", "llm_tasks.dead.notify"):
             await ch.queue_delete(f"{self.namespace}.{q}")
-        for x in ("dead", "heartbeat"):
+        for x in ("dead", "heartbeat", "batch_control"):
             await ch.exchange_delete(f"{self.namespace}.{x}")
         await conn.close()
 
@@ -126,6 +150,11 @@ def make_env(name: str, namespace: str, port: int, **overrides: Any) -> dict[str
         "LLM_WORKERS": "2",
         "WORKER_CONCURRENCY": "64",
         "LOG_LEVEL": "INFO",
+        # Fresh per stack, as entrypoint.sh makes it: the API processes' metric samples.
+        "PROMETHEUS_MULTIPROC_DIR": tempfile.mkdtemp(prefix=f"rafale-{name}-metrics-"),
+        "WORKER_METRICS_PORT": "0",
+        # Each stack its own SQLite file unless a test names a DATABASE_URL.
+        "DATA_DIR": tempfile.mkdtemp(prefix=f"rafale-{name}-data-"),
     })
     env.update({k.upper(): str(v) for k, v in overrides.items()})
     return env

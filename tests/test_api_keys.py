@@ -9,12 +9,9 @@ import httpx
 import openai
 import pytest
 
-from tests.conftest import StackFactory
+from tests.conftest import ALICE, BOB, StackFactory
 from tests.harness import ROOT, Stack
 from tests.sse import collect, text_of
-
-ALICE = "alice-key-0123456789"
-BOB = "bob-key-9876543210"
 
 
 @pytest.fixture

@@ -2,33 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import httpx
 import openai
 import pytest
 
 from app.providers.deepl import FREE_URL, PRO_URL, base_url_for
+from tests.conftest import DEEPL_KEY as KEY
 from tests.conftest import StackFactory
 from tests.fakes.deepl_server import FakeDeepL
 from tests.harness import Stack
 from tests.sse import collect, text_of
-
-KEY = "deepl-test-key:fx"
 
 
 def test_free_and_pro_keys_pick_their_host() -> None:
     assert base_url_for("abc:fx") == FREE_URL
     assert base_url_for("abc") == PRO_URL
     assert base_url_for("abc:fx", "http://127.0.0.1:9/") == "http://127.0.0.1:9"
-
-
-@pytest.fixture
-async def deepl() -> AsyncIterator[FakeDeepL]:
-    server = FakeDeepL(KEY)
-    await server.start()
-    yield server
-    await server.stop()
 
 
 @pytest.fixture
@@ -64,6 +53,14 @@ async def test_deepl_in_chat_is_one_chunk_and_a_completion(stack_with_deepl: Sta
     done = await sdk.chat.completions.create(
         model="deepl/EN-GB", messages=[{"role": "user", "content": "Guten Tag"}])
     assert done.choices[0].message.content == "[EN-GB] Guten Tag"
+    stream = await sdk.chat.completions.create(
+        model="deepl/DE", stream=True, messages=[{"role": "user", "content": "Good night"}])
+    assert "".join([c.choices[0].delta.content or "" async for c in stream
+                    if c.choices]) == "[DE] Good night"
+    with pytest.raises(openai.BadRequestError) as several:
+        await sdk.chat.completions.create(model="deepl/DE", n=2,
+                                          messages=[{"role": "user", "content": "x"}])
+    assert several.value.param == "n"  # type: ignore[attr-defined]
     with pytest.raises(openai.NotFoundError):
         await sdk.chat.completions.create(model="deepl/not a language",
                                           messages=[{"role": "user", "content": "x"}])

@@ -7,7 +7,7 @@ import json
 import httpx
 
 from tests.conftest import StackFactory
-from tests.harness import ARTIFACTS, Stack
+from tests.harness import Stack
 from tests.sse import collect
 
 
@@ -17,9 +17,10 @@ async def test_request_id_reaches_the_worker_log(client: httpx.AsyncClient, stac
     assert r.headers["x-request-id"] == "trace-abc-123"
     events = await collect(client, "GET", r.json()["stream_url"])
     assert events[-1].event == "error"
-    log = (ARTIFACTS / f"{stack.name}-workers.log").read_text()
-    line = next(x for x in log.splitlines() if "trace-abc-123" in x)
-    assert r.json()["session_id"] in line and "failed" in line
+    log = stack.log_path("workers").read_text()
+    lines = [x for x in log.splitlines() if f"task {r.json()['session_id']}" in x]
+    assert lines and all("trace-abc-123" in x for x in lines)
+    assert any("failed" in x for x in lines)
 
 
 async def test_json_logs_are_one_object_a_line(make_stack: StackFactory) -> None:
@@ -31,7 +32,7 @@ async def test_json_logs_are_one_object_a_line(make_stack: StackFactory) -> None
     stack.stop()
     for role in ("api", "workers"):
         entries = [json.loads(x) for x in
-                   (ARTIFACTS / f"{stack.name}-{role}.log").read_text().splitlines()
+                   stack.log_path(role).read_text().splitlines()
                    if x.startswith("{")]
         assert entries, role
         assert all({"ts", "level", "logger", "message", "pid"} <= e.keys() for e in entries)

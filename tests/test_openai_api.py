@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
 import httpx
 import openai
 import pytest
 
-from tests.fakes.openai_server import FakeOpenAI, text_for
+from tests.fakes.openai_server import FakeOpenAI, text_for, tool_arguments
 from tests.harness import Stack
 
 
@@ -86,7 +88,7 @@ async def test_passthrough_parameters_reach_the_provider(asdk: openai.AsyncOpenA
         ({"messages": [{"role": "wizard", "content": "x"}]}, openai.BadRequestError,
          "invalid_value", "messages.0.role"),
         ({"temperature": "hot"}, openai.BadRequestError, "invalid_type", "temperature"),
-        ({"n": 2}, openai.BadRequestError, "invalid_value", "n"),
+        ({"n": 129}, openai.BadRequestError, "invalid_value", "n"),
         ({"model": "deepseek/deepseek-chat"}, openai.BadRequestError,
          "provider_not_configured", "model"),
     ],
@@ -136,3 +138,121 @@ async def test_fastapi_detail_never_reaches_a_client(stack: Stack) -> None:
                               headers={"content-type": "application/json"})
     assert r.status_code == 400
     assert "detail" not in r.json() and r.json()["error"]["code"] == "invalid_json"
+
+
+WEATHER_TOOL = {"type": "function", "function": {
+    "name": "search_docs", "description": "Search the docs",
+    "parameters": {"type": "object", "properties": {"query": {"type": "string"}}}}}
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_tool_calls_come_back_whole(asdk: openai.AsyncOpenAI, fake: FakeOpenAI,
+                                          stream: bool) -> None:
+    prompt = f"find tools {stream}"
+    kwargs = {"model": "openai/tools", "messages": [{"role": "user", "content": prompt}],
+              "tools": [WEATHER_TOOL], "tool_choice": "auto"}
+    if stream:
+        chunks = [c async for c in await asdk.chat.completions.create(**kwargs, stream=True)]
+        calls: dict[int, dict[str, str]] = {}
+        for c in chunks:
+            for tc in (c.choices[0].delta.tool_calls or []) if c.choices else []:
+                got = calls.setdefault(tc.index, {"id": "", "name": "", "arguments": ""})
+                got["id"] += tc.id or ""
+                got["name"] += (tc.function.name or "") if tc.function else ""
+                got["arguments"] += (tc.function.arguments or "") if tc.function else ""
+        finish = [c.choices[0].finish_reason for c in chunks if c.choices][-1]
+        assert calls == {0: {"id": "call_fake_1", "name": "search_docs",
+                             "arguments": tool_arguments(prompt)}}
+    else:
+        r = await asdk.chat.completions.create(**kwargs)
+        message = r.choices[0].message
+        assert message.content is None and message.tool_calls
+        (call,) = message.tool_calls
+        assert call.id == "call_fake_1" and call.type == "function"
+        assert call.function.name == "search_docs"
+        assert call.function.arguments == tool_arguments(prompt)
+        finish = r.choices[0].finish_reason
+    assert finish == "tool_calls"
+    sent = fake.calls_for(prompt)[0].body
+    assert sent["tools"] == [WEATHER_TOOL] and sent["tool_choice"] == "auto"
+
+
+async def test_mock_runs_a_whole_tool_loop(asdk: openai.AsyncOpenAI) -> None:
+    messages: list[dict] = [{"role": "user", "content": "weather in Lyon"}]
+    first = await asdk.chat.completions.create(model="mock/echo", messages=messages,
+                                               tools=[WEATHER_TOOL])
+    (call,) = first.choices[0].message.tool_calls or []
+    assert first.choices[0].finish_reason == "tool_calls"
+    assert json.loads(call.function.arguments) == {"input": "weather in Lyon"}
+    messages += [first.choices[0].message.model_dump(exclude_none=True),
+                 {"role": "tool", "tool_call_id": call.id, "content": "sunny 21C"}]
+    second = await asdk.chat.completions.create(model="mock/echo", messages=messages,
+                                                tools=[WEATHER_TOOL], max_tokens=3)
+    assert second.choices[0].message.content == "Echo: sunny 21C"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_n_choices_stay_apart(asdk: openai.AsyncOpenAI, stream: bool) -> None:
+    prompt = f"three ways {stream}"
+    kwargs = {"model": "openai/ok-6-1", "messages": [{"role": "user", "content": prompt}],
+              "n": 3}
+    if stream:
+        texts: dict[int, str] = {}
+        finishes: dict[int, str] = {}
+        async for c in await asdk.chat.completions.create(**kwargs, stream=True):
+            for choice in c.choices:
+                texts[choice.index] = texts.get(choice.index, "") + (choice.delta.content or "")
+                if choice.finish_reason:
+                    finishes[choice.index] = choice.finish_reason
+    else:
+        r = await asdk.chat.completions.create(**kwargs)
+        texts = {c.index: c.message.content or "" for c in r.choices}
+        finishes = {c.index: c.finish_reason for c in r.choices}
+    assert texts == {i: text_for("openai/ok-6-1".split("/")[1], prompt, i) for i in range(3)}
+    assert finishes == {0: "stop", 1: "stop", 2: "stop"}
+
+
+async def test_provider_refusing_our_key_is_a_502_with_its_message(
+    asdk: openai.AsyncOpenAI,
+) -> None:
+    for model in ("openai/auth401", "openai/forbidden403"):
+        for stream in (False, True):
+            with pytest.raises(openai.InternalServerError) as info:
+                await asdk.chat.completions.create(
+                    model=model, stream=stream,
+                    messages=[{"role": "user", "content": f"refused {model} {stream}"}])
+            assert info.value.status_code == 502
+            assert info.value.code == "provider_auth_error"  # type: ignore[attr-defined]
+            assert "Incorrect API key provided" in info.value.message
+
+
+async def test_oversized_and_timed_out_requests_raise_sdk_errors(
+    asdk: openai.AsyncOpenAI,
+) -> None:
+    with pytest.raises(openai.APIStatusError) as big:
+        await asdk.chat.completions.create(
+            model="mock/echo", messages=[{"role": "user", "content": "x" * 2_000_000}])
+    assert big.value.status_code == 413
+    assert big.value.code == "payload_too_large"  # type: ignore[attr-defined]
+    with pytest.raises(openai.InternalServerError) as slow:
+        await asdk.chat.completions.create(
+            model="openai/silent", messages=[{"role": "user", "content": "sdk silent"}])
+    assert slow.value.status_code == 504
+    assert slow.value.code == "provider_timeout"  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(("extra", "param"), [
+    ({"tools": ["not a tool"]}, "tools"),
+    ({"tools": [WEATHER_TOOL], "tool_choice": {"function": "f"}}, "tool_choice"),
+])
+async def test_malformed_tools_are_a_400_not_a_stuck_worker(asdk: openai.AsyncOpenAI,
+                                                            extra: dict, param: str) -> None:
+    with pytest.raises(openai.BadRequestError) as info:
+        await asdk.chat.completions.create(
+            model="mock/echo", messages=[{"role": "user", "content": "bad tools"}],
+            **extra)
+    assert info.value.param == param  # type: ignore[attr-defined]
+    # The worker is fine: the next request is answered.
+    r = await asdk.chat.completions.create(
+        model="mock/echo", max_tokens=2, messages=[{"role": "user", "content": "after"}])
+    assert r.choices[0].message.content == "Echo: after"

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 import openai
 import pytest
 
-from tests.conftest import StackFactory
+from tests.conftest import DEEPSEEK_KEY, OLLAMA_KEY, StackFactory
 from tests.fakes.openai_server import FakeOpenAI, text_for
 
 
@@ -26,8 +26,8 @@ async def test_two_named_endpoints_and_deepseek_at_once(
         "endpoints",
         endpoints__vllm__base_url=fake.base_url, endpoints__vllm__models="ok-5-0",
         endpoints__ollama__base_url=second_fake.base_url,
-        endpoints__ollama__api_key="ollama-secret-1",
-        deepseek_api_key="sk-deepseek-test-2", deepseek_base_url=second_fake.base_url,
+        endpoints__ollama__api_key=OLLAMA_KEY,
+        deepseek_api_key=DEEPSEEK_KEY, deepseek_base_url=second_fake.base_url,
     )
     sdk = openai.AsyncOpenAI(base_url=f"{stack.url}/v1", api_key="x", max_retries=0)
     ids = {m.id: m.owned_by for m in (await sdk.models.list()).data}
@@ -35,8 +35,8 @@ async def test_two_named_endpoints_and_deepseek_at_once(
 
     for model, prompt, server, key in [
         ("vllm/ok-6-1", "to vllm", fake, "Bearer unused"),
-        ("ollama/ok-7-1", "to ollama", second_fake, "Bearer ollama-secret-1"),
-        ("deepseek/ok-8-1", "to deepseek", second_fake, "Bearer sk-deepseek-test-2"),
+        ("ollama/ok-7-1", "to ollama", second_fake, f"Bearer {OLLAMA_KEY}"),
+        ("deepseek/ok-8-1", "to deepseek", second_fake, f"Bearer {DEEPSEEK_KEY}"),
     ]:
         stream = await sdk.chat.completions.create(
             model=model, messages=[{"role": "user", "content": prompt}], stream=True)

@@ -2,16 +2,20 @@
 
 Each child (`python -m workers --child`) is one asyncio process serving up to
 WORKER_CONCURRENCY tasks. A child that dies (OOM kill, a poison task) is restarted with
-backoff; SIGTERM/SIGINT are forwarded so children drain within SHUTDOWN_GRACE."""
+backoff; SIGTERM/SIGINT are forwarded so children drain within SHUTDOWN_GRACE. The supervisor
+also serves the children's Prometheus metrics, summed, on WORKER_METRICS_PORT."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import logging
+import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from types import FrameType
 
@@ -42,12 +46,35 @@ def run_child(settings: Settings) -> int:
     return 0
 
 
+def serve_metrics(settings: Settings, path: str) -> None:
+    """Children write their samples under `path`; one HTTP endpoint sums them."""
+    from prometheus_client import CollectorRegistry, start_http_server
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path)
+    try:
+        start_http_server(settings.worker_metrics_port, settings.host, registry)
+    except OSError as exc:
+        # Another supervisor on this host has the port: run without metrics rather than not run.
+        log.warning("worker metrics not served on port %d: %s", settings.worker_metrics_port, exc)
+        return
+    log.info("worker metrics on http://%s:%d/metrics", settings.host, settings.worker_metrics_port)
+
+
 def supervise(settings: Settings) -> int:
+    from prometheus_client.multiprocess import mark_process_dead
+
     children: dict[int, tuple[subprocess.Popen[bytes], float, float]] = {}
     stopping = False
+    # A directory of our own, so API processes on the same host never mix their samples in.
+    metrics_dir = tempfile.mkdtemp(prefix="rafale-worker-metrics-")
+    child_env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": metrics_dir}
+    if settings.worker_metrics_port:
+        serve_metrics(settings, metrics_dir)
 
     def spawn(slot: int, delay: float = 0.0) -> None:
-        proc = subprocess.Popen([sys.executable, "-m", "workers", "--child"])
+        proc = subprocess.Popen([sys.executable, "-m", "workers", "--child"], env=child_env)
         children[slot] = (proc, time.monotonic(), delay)
         log.info("worker slot %d: started pid %d", slot, proc.pid)
 
@@ -73,6 +100,7 @@ def supervise(settings: Settings) -> int:
             delay = 0.0 if now - started > 30 else min(max(delay * 2, 0.5), 10.0)
             log.warning("worker slot %d: pid %d exited with %s; restarting in %.1fs",
                         slot, proc.pid, code, delay)
+            mark_process_dead(proc.pid, metrics_dir)  # its in-flight gauge no longer counts
             restarts[slot] = (now + delay, delay)
         for slot, (when, delay) in list(restarts.items()):
             if now >= when:
@@ -87,6 +115,7 @@ def supervise(settings: Settings) -> int:
             log.warning("worker pid %d did not stop in time; killing it", proc.pid)
             proc.kill()
             proc.wait()
+    shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
 
 

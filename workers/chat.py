@@ -10,8 +10,10 @@ from typing import Any
 
 import aiormq
 
+from app.broker import BROKER_ERRORS
 from app.errors import RafaleError
-from app.generation import Limits, stream_with_retries
+from app.generation import Ending, Limits, stream_with_retries
+from app.metrics import Metrics
 from app.providers.base import ChatParams
 from app.providers.registry import Registry
 from app.schemas import Task
@@ -34,9 +36,11 @@ async def run_chat(
     registry: Registry,
     limits: Limits,
     flush_interval: float,
-) -> None:
+    metrics: Metrics | None = None,
+) -> str:
     """Stream the answer to `task.reply_to`. Returns once the final event is confirmed (or the
-    session turned out to be gone); never raises for provider failures, which become events."""
+    session turned out to be gone), with the outcome: done | error | gone | expired. Never
+    raises for provider failures, which become events."""
     out = SessionStream(channel, task.reply_to, task_id=task.task_id, attempt=attempt,
                         flush_interval=flush_interval)
     # Every line names the task and the HTTP request that created it (x-request-id).
@@ -50,9 +54,8 @@ async def run_chat(
             tlog.info("expired before a worker took it")
             await out.finish(RafaleError("the task expired in the queue",
                                          code="task_expired").as_event())
-            return
-        finish: str | None = None
-        usage: dict[str, Any] | None = None
+            return "expired"
+        ending = Ending()
         try:
             provider_name, model = registry.split(task.model)
             params = ChatParams(
@@ -62,29 +65,36 @@ async def run_chat(
             deadline = asyncio.get_running_loop().time() + remaining
             stream = stream_with_retries(
                 registry.get(provider_name), params, limits, deadline=deadline,
-                label=f"task {task.task_id} [{task.request_id}]",
+                label=f"task {task.task_id} [{task.request_id}]", metrics=metrics,
             )
             async with aclosing(stream):
                 async for delta in stream:
-                    if delta.content:
-                        out.add(delta.content)
-                    if delta.finish_reason:
-                        finish, usage = delta.finish_reason, delta.usage
+                    if delta.content or delta.tool_calls:
+                        out.add(delta)
+                    ending.see(delta)
                     if out.gone:
                         tlog.info("session gone; stopping the provider call")
-                        return
+                        return "gone"
                     if out.broken is not None:
                         raise out.broken
         except RafaleError as exc:
             tlog.info("failed: %s", exc.message)
             await out.finish(exc.as_event())
-            return
-        delivered = await out.finish(
-            {"type": "done", "finish_reason": finish or "stop", "usage": usage,
-             "model": task.model}
-        )
+            return "error"
+        except BROKER_ERRORS:
+            raise  # events could not be published: the consumer requeues the task
+        except Exception:
+            # A bug (in an adapter, say) must end this answer with an error, not leave the
+            # message unacked and the client waiting.
+            tlog.exception("failed unexpectedly")
+            await out.finish(RafaleError("internal error while generating the answer",
+                                         code="internal_error").as_event())
+            return "error"
+        delivered = await out.finish(ending.done_event(task.model))
         if not delivered:
             tlog.info("finished but nobody was listening")
+            return "gone"
+        return "done"
     except BaseException:
         out.cancel()
         raise

@@ -8,6 +8,7 @@ import logging
 import os
 import socket
 import time
+import uuid
 from typing import Any
 
 import orjson
@@ -17,9 +18,13 @@ from pydantic import ValidationError
 from app.broker import BROKER_ERRORS, Broker
 from app.errors import TaskParked
 from app.generation import Limits
+from app.metrics import Metrics
 from app.providers.registry import Registry
-from app.schemas import Task
+from app.schemas import BatchTask, Task
 from app.settings import Settings
+from app.store import Store, database_url
+from app.store import batches as batch_db
+from workers.batch import BatchRunner
 from workers.chat import run_chat
 from workers.stream import SessionStream
 
@@ -32,6 +37,10 @@ class Worker:
         self.broker = Broker(settings, "worker")
         self.registry = Registry(settings)
         self.limits = Limits.from_settings(settings)
+        self.metrics = Metrics()
+        self.store = Store(database_url(settings.database_url, settings.data_dir))
+        self.batches = BatchRunner(settings, self.broker, self.registry, self.store,
+                                   self.metrics)
         self.worker_id = f"{socket.gethostname()}-{os.getpid()}"
         self.inflight: dict[asyncio.Task[Any], AbstractIncomingMessage] = {}
         self.stopping = False
@@ -40,6 +49,7 @@ class Worker:
         self._tasks_queue: AbstractQueue | None = None
         self._consumer_tag: str | None = None
         self._heartbeat: asyncio.Task[None] | None = None
+        self._batches_start: asyncio.Task[None] | None = None
 
     async def run(self) -> None:
         self.broker.on_ready(self._start)
@@ -65,12 +75,19 @@ class Worker:
         self._consumer_tag = await self._tasks_queue.consume(self._on_task)
         notify = await consume.declare_queue(t.dead_notify, durable=True)
         await notify.consume(self._on_dead_task)
+        # Chat runs without the database; batches start once it answers.
+        self._batches_start = asyncio.create_task(self._start_batches(), name="batches-start")
         self._heartbeat = asyncio.create_task(self._beat(), name="heartbeat")
         log.info("worker %s consuming %s (concurrency %d)", self.worker_id, t.tasks,
                  s.worker_concurrency)
 
+    async def _start_batches(self) -> None:
+        await self.store.start_when_reachable()
+        await self.batches.start()
+
     def _on_connection_lost(self, *_: Any) -> None:
-        for handler in list(self.inflight):
+        # Batch groups too: their lines stay `running` and the redelivered group takes them.
+        for handler in [*self.inflight, *self.batches.groups]:
             handler.cancel()
 
     async def _on_task(self, message: AbstractIncomingMessage) -> None:
@@ -88,12 +105,17 @@ class Worker:
         me = asyncio.current_task()
         assert me is not None
         self.inflight[me] = message
+        m = self.metrics
+        m.in_flight.inc()
+        if task.created and attempt == 1:
+            m.queue_wait_seconds.labels(task.kind).observe(max(0.0, time.time() - task.created))
+        outcome = "requeued"
         try:
             assert self._pub is not None
             await self._pub.ready()  # after a reconnect, deliveries can beat the channel restore
             channel = await self._pub.get_underlay_channel()
-            await run_chat(task, attempt, channel, self.registry, self.limits,
-                           self.settings.stream_flush_interval)
+            outcome = await run_chat(task, attempt, channel, self.registry, self.limits,
+                                     self.settings.stream_flush_interval, m)
             await message.ack()
         except asyncio.CancelledError:
             if self.stopping and self.broker.connected:
@@ -108,6 +130,8 @@ class Worker:
             await asyncio.shield(self._requeue(message))
         finally:
             self.inflight.pop(me, None)
+            m.in_flight.dec()
+            m.tasks.labels(task.kind, outcome).inc()
 
     async def _requeue(self, message: AbstractIncomingMessage) -> None:
         try:
@@ -121,7 +145,7 @@ class Worker:
         try:
             task = Task.model_validate_json(message.body)
         except ValidationError:
-            await message.ack()
+            await self._on_dead_batch(message)
             return
         assert self._pub is not None
         out = SessionStream(
@@ -135,6 +159,39 @@ class Worker:
         log.error("task %s: dead-lettered after %d deliveries", task.task_id,
                   self.settings.task_max_deliveries)
         await out.finish(err.as_event())
+        await message.ack()
+
+    async def _on_dead_batch(self, message: AbstractIncomingMessage) -> None:
+        """A batch message that kept failing or killing workers: its lines fail (500), or its
+        plan fails the batch, rather than hold the batch open until it expires."""
+        try:
+            task = BatchTask.model_validate_json(message.body)
+        except ValidationError:
+            await message.ack()
+            return
+        log.error("batch %s: %s dead-lettered after %d deliveries", task.batch_id, task.kind,
+                  self.settings.task_max_deliveries)
+        err = TaskParked(f"this failed on {self.settings.task_max_deliveries} workers and was "
+                         "set aside")
+        try:
+            if task.kind == "batch_items":
+                token = uuid.uuid4().hex
+                lines = await batch_db.claim(self.store, task.batch_id,
+                                             (ln.line for ln in task.lines), True, token)
+                await batch_db.record(self.store, task.batch_id, token, [
+                    batch_db.Outcome(line, "failed", {
+                        "status_code": err.status, "request_id": f"req_{uuid.uuid4().hex}",
+                        "body": err.envelope()}) for line in lines])
+            elif task.kind == "batch_plan":
+                await batch_db.fail_validation(self.store, task.batch_id, [{
+                    "code": "server_error", "line": None, "message": err.message,
+                    "param": None}])
+            await self.batches.finalize(task.batch_id)
+        except Exception:
+            log.exception("batch %s: could not settle the dead-lettered %s; later", task.batch_id,
+                          task.kind)
+            await message.nack(requeue=True)
+            return
         await message.ack()
 
     async def _beat(self) -> None:
@@ -163,8 +220,12 @@ class Worker:
                 await self._tasks_queue.cancel(self._consumer_tag)
             except BROKER_ERRORS as exc:
                 log.warning("could not cancel the consumer: %s", exc)
-        if self.inflight:
-            _, late = await asyncio.wait(list(self.inflight), timeout=grace)
+        if self._batches_start is not None:
+            self._batches_start.cancel()
+        await self.batches.stop_consuming()
+        busy = [*self.inflight, *self.batches.groups]
+        if busy:
+            _, late = await asyncio.wait(busy, timeout=grace)
             for handler in late:
                 handler.cancel()
             if late:
@@ -174,4 +235,5 @@ class Worker:
             self._heartbeat.cancel()
         await self.registry.aclose()
         await self.broker.close()
+        await self.store.close()
         log.info("worker %s stopped", self.worker_id)

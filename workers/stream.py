@@ -2,18 +2,30 @@
 
 The first token goes out at once. After that at most one publish is in flight per stream and
 tokens that arrive meanwhile (or within STREAM_FLUSH_INTERVAL of the last flush) are joined into
-one chunk event, so a fast provider does not become one broker message per token."""
+one chunk event per choice, so a fast provider does not become one broker message per token.
+Tool-call fragments are joined the same way (arguments appended per tool call)."""
 
 from __future__ import annotations
 
 import asyncio
 import math
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiormq
 import orjson
 from aiormq.exceptions import DeliveryError, PublishError
 from pamqp.commands import Basic
+
+from app.providers.base import Delta, merge_tool_calls
+
+
+@dataclass(slots=True)
+class _Waiting:
+    """What one choice has produced since the last flush."""
+
+    text: list[str] = field(default_factory=list)
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
 
 
 class SessionStream:
@@ -38,7 +50,7 @@ class SessionStream:
         # acked, so the broker redelivers it.
         self.broken: BaseException | None = None
         self._loop = asyncio.get_running_loop()
-        self._buf: list[str] = []
+        self._buf: dict[int, _Waiting] = {}  # by choice index
         self._pending: set[asyncio.Future[Any]] = set()
         self._timer: asyncio.TimerHandle | None = None
         self._last_flush = -math.inf
@@ -73,8 +85,14 @@ class SessionStream:
         elif self._buf and self._timer is None and not self._pending:
             self._schedule()
 
-    def add(self, text: str) -> None:
-        self._buf.append(text)
+    def add(self, delta: Delta) -> None:
+        waiting = self._buf.get(delta.index)
+        if waiting is None:
+            waiting = self._buf[delta.index] = _Waiting()
+        if delta.content:
+            waiting.text.append(delta.content)
+        if delta.tool_calls:
+            merge_tool_calls(waiting.tool_calls, delta.tool_calls)
         if self._timer is None and not self._pending:
             self._schedule()
 
@@ -91,10 +109,15 @@ class SessionStream:
             self._flush()
 
     def _flush(self) -> None:
-        text = "".join(self._buf)
-        self._buf.clear()
+        buf, self._buf = self._buf, {}
         self._last_flush = self._loop.time()
-        self.publish({"type": "chunk", "content": text})
+        for index, waiting in buf.items():
+            event: dict[str, Any] = {"type": "chunk", "content": "".join(waiting.text)}
+            if index:
+                event["index"] = index
+            if waiting.tool_calls:
+                event["tool_calls"] = waiting.tool_calls
+            self.publish(event)
 
     async def finish(self, event: dict[str, Any]) -> bool:
         """Flush what is buffered, publish the final event and wait for every confirm.

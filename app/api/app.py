@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -11,19 +12,25 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from app.api import errors
 from app.api.middleware import GuardMiddleware
+from app.api.routes_batches import router as batches_router
 from app.api.routes_chat import router as chat_router
+from app.api.routes_files import body_limits
+from app.api.routes_files import router as files_router
 from app.api.routes_openai import router as openai_router
 from app.api.routes_ops import router as ops_router
 from app.api.routes_translate import router as translate_router
+from app.api.routes_web import router as web_router
 from app.api.services import Services
 from app.auth import KeyRing
 from app.broker import Broker
 from app.fleet import Fleet
 from app.generation import Limits
 from app.logs import setup_logging
+from app.metrics import Metrics
 from app.providers.registry import Registry
 from app.relay import Relay
 from app.settings import Settings, get_settings
+from app.store import Store, database_url
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +38,7 @@ log = logging.getLogger(__name__)
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     keys = KeyRing.load(settings.rafale_api_keys, settings.rafale_api_keys_file)
+    metrics = Metrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -40,8 +48,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         broker.on_ready(fleet.start)
         registry = Registry(settings)
         relay = Relay(broker)
+        store = Store(database_url(settings.database_url, settings.data_dir))
+        # In the background: chat needs no database, and routes that do answer 503 meanwhile.
+        store_ready = asyncio.create_task(store.start_when_reachable(), name="store-start")
         app.state.services = Services(settings, broker, relay, registry, fleet,
-                                      Limits.from_settings(settings))
+                                      Limits.from_settings(settings), metrics, store)
         if keys is None:
             log.warning("RAFALE_API_KEYS is not set: the API is open to anyone who can reach it")
         else:
@@ -52,9 +63,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            store_ready.cancel()
             await relay.close()
             await registry.aclose()
             await broker.close()
+            await store.close()
 
     app = FastAPI(title="Rafale", version="0.1.0", lifespan=lifespan)
     errors.install(app)
@@ -62,7 +75,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(ops_router)
     app.include_router(openai_router)
     app.include_router(translate_router)
-    app.add_middleware(GuardMiddleware, max_body_bytes=settings.max_body_bytes, keys=keys)
+    app.include_router(files_router)
+    app.include_router(batches_router)
+    app.include_router(web_router)
+    app.add_middleware(GuardMiddleware, max_body_bytes=settings.max_body_bytes, keys=keys,
+                       metrics=metrics, body_limits=body_limits(settings))
     origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
     if origins:
         # An explicit list only: `*` with credentials would reflect any caller's origin.

@@ -19,13 +19,17 @@ def error_response(exc: RafaleError) -> JSONResponse:
     headers = {}
     if exc.retry_after is not None:
         headers["retry-after"] = str(max(1, round(exc.retry_after)))
+    if exc.final:
+        headers["x-should-retry"] = "false"
     return JSONResponse(exc.envelope(), status_code=exc.status, headers=headers)
 
 
 def describe_validation(errors: list[Any]) -> InvalidRequest:
     """The first problem, phrased for a person, with OpenAI's `param` and `code`."""
     err = errors[0]
-    loc = [str(p) for p in err.get("loc", ()) if p != "body"]
+    loc = [str(p) for p in err.get("loc", ())]
+    if loc and loc[0] in ("body", "query", "path", "header"):
+        loc = loc[1:]  # OpenAI names the parameter itself, wherever it came from
     param = ".".join(loc) or None
     kind = err.get("type", "")
     if kind == "json_invalid":

@@ -1,10 +1,12 @@
-"""Pure ASGI middleware (streaming-safe, unlike BaseHTTPMiddleware): request ids and the body
-size limit, enforced before the body is read."""
+"""Pure ASGI middleware (streaming-safe, unlike BaseHTTPMiddleware): request ids, API keys, the
+body size limit (enforced before the body is read) and the HTTP metrics."""
 
 from __future__ import annotations
 
 import re
+import time
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -12,6 +14,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.auth import KeyRing
 from app.errors import PayloadTooLarge, RafaleError, Unauthorized
+from app.metrics import Metrics
 
 _SAFE_ID = re.compile(rb"^[A-Za-z0-9._\-]{1,64}$")
 
@@ -63,15 +66,40 @@ def authenticate(keys: KeyRing, path: str, query: bytes,
 
 
 class GuardMiddleware:
-    def __init__(self, app: ASGIApp, max_body_bytes: int, keys: KeyRing | None) -> None:
+    def __init__(self, app: ASGIApp, max_body_bytes: int, keys: KeyRing | None,
+                 metrics: Metrics, body_limits: Mapping[tuple[str, str], int] | None = None
+                 ) -> None:
         self.app = app
         self.max = max_body_bytes
+        # (method, path) -> that route's own body limit: uploads are far larger than any JSON.
+        self.body_limits = dict(body_limits or {})
         self.keys = keys
+        self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        started = time.perf_counter()
+        status = 500  # what the client saw if the app died before answering
+
+        async def observed_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self._guard(scope, receive, observed_send)
+        finally:
+            # The route template, not the path: one series per route whatever the ids in it.
+            route = getattr(scope.get("route"), "path", None) or "<unmatched>"
+            method = scope["method"]
+            self.metrics.http_requests.labels(method, route, str(status)).inc()
+            self.metrics.http_seconds.labels(method, route).observe(
+                time.perf_counter() - started)
+
+    async def _guard(self, scope: Scope, receive: Receive, send: Send) -> None:
         request_id = b""
         length: bytes | None = None
         for name, value in scope["headers"]:
@@ -91,10 +119,12 @@ class GuardMiddleware:
                 await _send_error(send, who, request_id, _CHALLENGE)
                 return
             state["owner"] = who
+        limit = self.body_limits.get((scope["method"], scope["path"].rstrip("/") or "/"),
+                                     self.max)
         too_large = PayloadTooLarge(
-            f"The request body is larger than the limit of {self.max} bytes"
+            f"The request body is larger than the limit of {limit} bytes"
         )
-        if length is not None and (not length.isdigit() or int(length) > self.max):
+        if length is not None and (not length.isdigit() or int(length) > limit):
             await _send_error(send, too_large, request_id)
             return
 
@@ -106,7 +136,7 @@ class GuardMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.max:
+                if seen > limit:
                     exceeded = True
                     raise _TooLarge
             return message

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.api.services import Services, services
-from app.providers.deepl import DeepLProvider, check_language
+from app.providers.deepl import DeepLProvider, request_fields
 
 router = APIRouter(prefix="/v1")
 Svc = Annotated[Services, Depends(services)]
@@ -27,12 +27,8 @@ class TranslateRequest(BaseModel):
 
 @router.post("/translate")
 async def translate(body: TranslateRequest, svc: Svc) -> dict[str, Any]:
-    target = check_language(body.target_lang, "target_lang")
-    svc.registry.split(f"deepl/{target}")  # 400 naming DEEPL_API_KEY if it is not set
-    fields = body.model_dump(exclude_none=True)
-    fields["target_lang"] = target
-    if body.source_lang:
-        fields["source_lang"] = check_language(body.source_lang, "source_lang")
+    fields = request_fields(body.model_dump(exclude_none=True))
+    svc.registry.split(f"deepl/{fields['target_lang']}")  # 400 naming DEEPL_API_KEY if unset
     provider = svc.registry.get("deepl")
     assert isinstance(provider, DeepLProvider)
     return {"translations": await provider.translate(fields)}

@@ -10,9 +10,11 @@ from app.auth import owner_tag
 from app.broker import Broker
 from app.fleet import Fleet
 from app.generation import Limits
+from app.metrics import Metrics
 from app.providers.registry import Registry
 from app.relay import Relay
 from app.settings import Settings
+from app.store import Store
 
 
 @dataclass(slots=True)
@@ -23,6 +25,8 @@ class Services:
     registry: Registry
     fleet: Fleet
     limits: Limits
+    metrics: Metrics
+    store: Store
 
 
 @dataclass(frozen=True, slots=True)

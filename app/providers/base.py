@@ -20,18 +20,15 @@ class ChatParams:
 
 @dataclass(slots=True)
 class Delta:
-    """One piece of a streamed answer. The last one carries `finish_reason` (and usage)."""
+    """One piece of a streamed answer for choice `index` (n > 1 asks for several): text, or
+    tool-call fragments in OpenAI's delta shape. A choice's last delta carries its
+    `finish_reason`; the stream's very last one also carries the usage."""
 
     content: str = ""
     finish_reason: str | None = None
     usage: dict[str, Any] | None = None
-
-
-@dataclass(slots=True)
-class Completion:
-    content: str
-    finish_reason: str | None = "stop"
-    usage: dict[str, Any] | None = None
+    index: int = 0
+    tool_calls: list[dict[str, Any]] | None = None
 
 
 class Provider(Protocol):
@@ -41,18 +38,29 @@ class Provider(Protocol):
         """Stream the answer; closing the iterator early must close the provider connection."""
         ...
 
-    async def complete(self, params: ChatParams) -> Completion: ...
-
     async def aclose(self) -> None: ...
 
 
-async def collect(stream: AsyncIterator[Delta]) -> Completion:
-    """Build a Completion out of a stream (for providers without a cheaper non-stream call)."""
-    parts: list[str] = []
-    finish: str | None = None
-    usage = None
-    async for d in stream:
-        parts.append(d.content)
-        finish = d.finish_reason or finish
-        usage = d.usage or usage
-    return Completion("".join(parts), finish or "stop", usage)
+def merge_tool_calls(into: list[dict[str, Any]], deltas: list[dict[str, Any]]) -> None:
+    """Fold OpenAI tool-call deltas into `into`, one entry per tool-call `index`: the first
+    fragment brings id, type and name, later ones append to `function.arguments`. Used both to
+    coalesce a stream's fragments and to assemble the whole call for a non-streamed answer."""
+    for d in deltas:
+        if d.get("index") is None:
+            # Some servers leave `index` out: a fragment without an id continues the last
+            # call, one with an id starts a new one.
+            last = into[-1]["index"] if into else -1
+            d = {**d, "index": last if into and not d.get("id") else last + 1}
+        fn = d.get("function") or {}
+        same = next((t for t in into if t.get("index") == d.get("index")), None)
+        if same is None:
+            into.append({**d, "function": {**fn}})
+            continue
+        for key in ("id", "type"):
+            if d.get(key) and not same.get(key):
+                same[key] = d[key]
+        target = same.setdefault("function", {})
+        if fn.get("name") and not target.get("name"):
+            target["name"] = fn["name"]
+        if fn.get("arguments"):
+            target["arguments"] = (target.get("arguments") or "") + fn["arguments"]

@@ -19,7 +19,7 @@ from app.errors import (
     ProviderTimeout,
     ProviderUnavailable,
 )
-from app.providers.base import ChatParams, Completion, Delta, collect
+from app.providers.base import ChatParams, Delta
 from app.providers.mock import text_of
 
 FREE_URL = "https://api-free.deepl.com"
@@ -41,6 +41,15 @@ def check_language(code: str, param: str) -> str:
             raise ModelNotFound(msg, param=param)
         raise InvalidRequest(msg, param=param, code="invalid_value")
     return code.upper()
+
+
+def request_fields(fields: dict[str, Any]) -> dict[str, Any]:
+    """DeepL's own request fields, language codes checked and upper-cased as DeepL wants."""
+    out = {k: v for k, v in fields.items() if v is not None}
+    out["target_lang"] = check_language(str(fields.get("target_lang") or ""), "target_lang")
+    if fields.get("source_lang"):
+        out["source_lang"] = check_language(str(fields["source_lang"]), "source_lang")
+    return out
 
 
 def _error(status: int, body: str, headers: Mapping[str, str]) -> ProviderError:
@@ -84,6 +93,9 @@ class DeepLProvider:
 
     async def stream(self, params: ChatParams) -> AsyncIterator[Delta]:
         target = check_language(params.model, "model")
+        if int(params.extra.get("n") or 1) > 1:
+            raise InvalidRequest("deepl gives one translation: n must be 1", param="n",
+                                 code="invalid_value")
         text = next((text_of(m.get("content")) for m in reversed(params.messages)
                      if m.get("role") == "user"), "")
         if not text.strip():
@@ -95,9 +107,6 @@ class DeepLProvider:
         translations = await self.translate(fields)
         yield Delta(translations[0]["text"])
         yield Delta(finish_reason="stop")
-
-    async def complete(self, params: ChatParams) -> Completion:
-        return await collect(self.stream(params))
 
     async def aclose(self) -> None:
         await self.client.aclose()

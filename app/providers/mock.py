@@ -1,4 +1,9 @@
-"""The offline `mock` provider: deterministic text, configurable token count and delay."""
+"""The offline `mock` provider: deterministic text, configurable token count and delay.
+
+It honours `n` (that many identical choices) and `tools`: asked with tools after a user
+message, it calls the first tool (or the one `tool_choice` names) with `{"input": <message>}`,
+and after a `tool` message it echoes the tool's result, so a client's tool loop can be tried
+offline."""
 
 from __future__ import annotations
 
@@ -7,8 +12,10 @@ import os
 from collections.abc import AsyncIterator
 from typing import Any
 
+import orjson
+
 from app.errors import InvalidRequest, ModelNotFound
-from app.providers.base import ChatParams, Completion, Delta, collect
+from app.providers.base import ChatParams, Delta
 
 _FILLER = (
     "Rafale is answering from its offline mock provider, so this text is generated locally "
@@ -19,7 +26,8 @@ _FILLER = (
 def mock_tokens(params: ChatParams, count: int) -> list[str]:
     """The exact tokens `mock/<model>` streams for these params (tests compare against it)."""
     last_user = next(
-        (text_of(m.get("content")) for m in reversed(params.messages) if m.get("role") == "user"),
+        (text_of(m.get("content")) for m in reversed(params.messages)
+         if m.get("role") in ("user", "tool")),
         "",
     )
     words = ["Echo:", *last_user.split()[:count], *_FILLER]
@@ -50,15 +58,25 @@ class MockProvider:
             if not self.crash_enabled:
                 raise InvalidRequest("mock/crash is disabled (MOCK_CRASH_ENABLED)", param="model")
             os._exit(70)  # fault injection: die like an OOM kill would, without cleanup
-        tokens = mock_tokens(params, self.tokens)
-        for tok in tokens:
+        n = int(params.extra.get("n") or 1)
+        prompt_tokens = sum(len(text_of(m.get("content")).split()) for m in params.messages)
+        tool = _tool_to_call(params)
+        if tool is not None:
+            pieces = _tool_call_pieces(tool, params)
+            finish = "tool_calls"
+        else:
+            pieces = [Delta(tok) for tok in mock_tokens(params, self.tokens)]
+            finish = "length" if params.max_tokens == len(pieces) else "stop"
+        for piece in pieces:
             if self.delay:
                 await asyncio.sleep(self.delay)
-            yield Delta(tok)
-        completion_tokens = len(tokens)
-        prompt_tokens = sum(len(text_of(m.get("content")).split()) for m in params.messages)
+            for index in range(n):
+                yield Delta(piece.content, index=index, tool_calls=piece.tool_calls)
+        for index in range(n - 1, 0, -1):
+            yield Delta(finish_reason=finish, index=index)
+        completion_tokens = n * len(pieces)
         yield Delta(
-            finish_reason="length" if params.max_tokens == completion_tokens else "stop",
+            finish_reason=finish,
             usage={
                 "prompt_tokens": prompt_tokens,
                 "completion_tokens": completion_tokens,
@@ -66,8 +84,36 @@ class MockProvider:
             },
         )
 
-    async def complete(self, params: ChatParams) -> Completion:
-        return await collect(self.stream(params))
-
     async def aclose(self) -> None:
         return None
+
+
+def _tool_to_call(params: ChatParams) -> str | None:
+    """The function the mock calls: only right after a user message, when tools are offered."""
+    tools = params.extra.get("tools") or []
+    choice = params.extra.get("tool_choice", "auto")
+    if not isinstance(tools, list) or not all(
+            isinstance(t, dict) and isinstance(t.get("function"), dict) for t in tools):
+        raise InvalidRequest("'tools' must be a list of {\"type\": \"function\", "
+                             "\"function\": {...}} objects", param="tools", code="invalid_type")
+    if not tools or choice == "none" or params.messages[-1].get("role") != "user":
+        return None
+    if isinstance(choice, dict):
+        fn = choice.get("function")
+        if not isinstance(fn, dict) or not fn.get("name"):
+            raise InvalidRequest("'tool_choice' must name a function", param="tool_choice",
+                                 code="invalid_value")
+        return str(fn["name"])
+    return str(tools[0]["function"].get("name") or "")
+
+
+def _tool_call_pieces(name: str, params: ChatParams) -> list[Delta]:
+    """One tool call streamed as OpenAI does: id and name first, then the arguments in parts."""
+    args = orjson.dumps({"input": text_of(params.messages[-1].get("content"))}).decode()
+    half = len(args) // 2
+    return [
+        Delta(tool_calls=[{"index": 0, "id": "call_mock_0", "type": "function",
+                           "function": {"name": name, "arguments": ""}}]),
+        *(Delta(tool_calls=[{"index": 0, "function": {"arguments": part}}])
+          for part in (args[:half], args[half:])),
+    ]

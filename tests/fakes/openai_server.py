@@ -10,6 +10,13 @@ The behaviour is chosen by the requested model name, so concurrent tests never s
 - `silent`            headers, then nothing at all
 - `long`              a token every 50 ms for a minute (for disconnect tests)
 - `midfail`           3 tokens, then an OpenAI `data: {"error": ...}` line (a failure mid-stream)
+- `tools`             a call of the request's first tool, arguments streamed in pieces
+- `some429-<ms>`      3 calls in 10 (whatever the prompt) get a 429; the others stream `ok`
+- `auth401`, `forbidden403`  the provider refuses our key
+
+Whatever the model, a prompt containing `REJECT400` gets a 400 (a request the provider refuses).
+
+`n` in the body asks for that many choices: choice i > 0 carries `text_for(model, prompt, i)`.
 
 `text_for(model, prompt)` returns exactly what a stream will contain. Every call is recorded
 (`calls`), with when the client went away."""
@@ -44,7 +51,7 @@ def _parse(model: str) -> tuple[str, list[int]]:
     return name, [int(a) for a in args if a.isdigit()]
 
 
-def tokens_for(model: str, prompt: str) -> list[str]:
+def tokens_for(model: str, prompt: str, choice: int = 0) -> list[str]:
     kind, args = _parse(model)
     count = 8
     if kind == "ok" and args:
@@ -52,17 +59,27 @@ def tokens_for(model: str, prompt: str) -> list[str]:
     elif kind == "long":
         count = 1200
     words = prompt.split() or ["empty"]
-    return [f"{'' if i == 0 else ' '}t{i}:{words[i % len(words)]}" for i in range(count)]
+    mark = f"c{choice}." if choice else ""
+    return [f"{'' if i == 0 else ' '}{mark}t{i}:{words[i % len(words)]}" for i in range(count)]
 
 
-def text_for(model: str, prompt: str) -> str:
-    return "".join(tokens_for(model, prompt))
+def text_for(model: str, prompt: str, choice: int = 0) -> str:
+    return "".join(tokens_for(model, prompt, choice))
+
+
+def tool_arguments(prompt: str) -> str:
+    """The arguments the `tools` model calls its tool with."""
+    return json.dumps({"query": prompt, "limit": 3})
 
 
 class FakeOpenAI:
     def __init__(self) -> None:
         self.calls: list[Call] = []
         self._attempts: dict[tuple[str, str], int] = defaultdict(int)
+        self._per_model: dict[str, int] = defaultdict(int)
+        # Requests being answered right now, and the most ever at once, per model.
+        self.active: dict[str, int] = defaultdict(int)
+        self.peak: dict[str, int] = defaultdict(int)
         self.runner: web.AppRunner | None = None
         self.port = 0
 
@@ -92,6 +109,15 @@ class FakeOpenAI:
     async def chat(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
         model = body["model"]
+        self.active[model] += 1
+        self.peak[model] = max(self.peak[model], self.active[model])
+        try:
+            return await self._chat(request, body)
+        finally:
+            self.active[model] -= 1
+
+    async def _chat(self, request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
+        model = body["model"]
         prompt = next((m["content"] for m in reversed(body["messages"])
                        if m["role"] == "user"), "")
         call = Call(model, prompt, body, auth=request.headers.get("Authorization", ""))
@@ -99,6 +125,11 @@ class FakeOpenAI:
         kind, args = _parse(model)
         key = (model, prompt)
         self._attempts[key] += 1
+        self._per_model[model] += 1
+        if kind == "some429" and self._per_model[model] % 10 in (1, 4, 7):
+            call.status = 429
+            return _error(429, "Rate limit reached", "rate_limit_exceeded",
+                          {"retry-after-ms": str(args[0] if args else 20)})
         if kind == "flaky429" and self._attempts[key] <= (args[0] if args else 1):
             call.status = 429
             return _error(429, "Rate limit reached", "rate_limit_exceeded",
@@ -106,6 +137,18 @@ class FakeOpenAI:
         if kind == "fail500":
             call.status = 500
             return _error(500, "The server had an error", None)
+        if "REJECT400" in prompt:
+            call.status = 400
+            return web.json_response({"error": {
+                "message": "Invalid 'messages': the provider refused this prompt",
+                "type": "invalid_request_error", "param": "messages", "code": "invalid_value"}},
+                status=400)
+        if kind in ("auth401", "forbidden403"):
+            call.status = 401 if kind == "auth401" else 403
+            return _error(call.status, "Incorrect API key provided: sk-test***", "invalid_api_key")
+        if kind == "tools":
+            return await self._tool_call(request, body, prompt)
+        n = int(body.get("n") or 1)
         tokens = tokens_for(model, prompt)
         gap = {"ok": (args[1] / 1000 if len(args) > 1 else 0.0), "slow": (
             (args[0] / 1000) / len(tokens) if args else 0.1), "long": 0.05}.get(kind, 0.0)
@@ -121,14 +164,17 @@ class FakeOpenAI:
             for i, tok in enumerate(tokens):
                 if gap:
                     await asyncio.sleep(gap)
-                await resp.write(_sse(_chunk(model, tok, role=i == 0)))
+                for choice in range(n):
+                    text = tok if choice == 0 else tokens_for(model, prompt, choice)[i]
+                    await resp.write(_sse(_chunk(model, text, role=i == 0, index=choice)))
                 if kind == "midfail" and i == 2:
                     await resp.write(_sse({"error": {"message": "The server had an error while "
                                            "processing your request", "type": "server_error"}}))
                     return resp
                 if kind == "stall":
                     await asyncio.sleep(3600)
-            await resp.write(_sse(_chunk(model, None, finish="stop")))
+            for choice in range(n):
+                await resp.write(_sse(_chunk(model, None, finish="stop", index=choice)))
             usage = {"prompt_tokens": len(prompt.split()), "completion_tokens": len(tokens),
                      "total_tokens": len(prompt.split()) + len(tokens)}
             await resp.write(_sse({**_chunk(model, None), "choices": [], "usage": usage}))
@@ -141,19 +187,47 @@ class FakeOpenAI:
         return resp
 
 
+    async def _tool_call(self, request: web.Request, body: dict[str, Any],
+                         prompt: str) -> web.StreamResponse:
+        """OpenAI's way: role and the call's id and name first, then argument fragments."""
+        name = body["tools"][0]["function"]["name"]
+        args = tool_arguments(prompt)
+        call = {"index": 0, "id": "call_fake_1", "type": "function",
+                "function": {"name": name, "arguments": ""}}
+        if not body.get("stream"):
+            message = {"role": "assistant", "content": None,
+                       "tool_calls": [{**call, "function": {"name": name, "arguments": args}}]}
+            return web.json_response({**_completion(body["model"], ""), "choices": [
+                {"index": 0, "finish_reason": "tool_calls", "message": message}]})
+        resp = web.StreamResponse(headers={"content-type": "text/event-stream"})
+        await resp.prepare(request)
+        first = _chunk(body["model"], None, role=True)
+        first["choices"][0]["delta"].update(content=None, tool_calls=[call])
+        await resp.write(_sse(first))
+        for i in range(0, len(args), 5):
+            piece = _chunk(body["model"], None)
+            piece["choices"][0]["delta"]["tool_calls"] = [
+                {"index": 0, "function": {"arguments": args[i:i + 5]}}]
+            await resp.write(_sse(piece))
+        await resp.write(_sse(_chunk(body["model"], None, finish="tool_calls")))
+        await resp.write(b"data: [DONE]\n\n")
+        return resp
+
+
 def _sse(obj: dict[str, Any]) -> bytes:
     return b"data: " + json.dumps(obj).encode() + b"\n\n"
 
 
 def _chunk(model: str, content: str | None, *, role: bool = False,
-           finish: str | None = None) -> dict[str, Any]:
+           finish: str | None = None, index: int = 0) -> dict[str, Any]:
     delta: dict[str, Any] = {}
     if role:
         delta["role"] = "assistant"
     if content is not None:
         delta["content"] = content
     return {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": int(time.time()),
-            "model": model, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+            "model": model, "choices": [{"index": index, "delta": delta,
+                                         "finish_reason": finish}]}
 
 
 def _completion(model: str, text: str) -> dict[str, Any]:

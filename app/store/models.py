@@ -1,0 +1,135 @@
+"""Tables: files (and their bytes, in parts), batches, and one row per batch request.
+
+Everything the fleet shares lives here, so API replicas and worker hosts need nothing but
+RabbitMQ and this database. Times are epoch seconds (OpenAI's objects speak in them)."""
+
+from __future__ import annotations
+
+from sqlalchemy import BigInteger, Float, Index, Integer, LargeBinary, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+SCHEMA_VERSION = 1
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Meta(Base):
+    """One row: the schema version, so a later release can migrate what an earlier made."""
+
+    __tablename__ = "rafale_meta"
+
+    key: Mapped[str] = mapped_column(String(32), primary_key=True)
+    value: Mapped[str] = mapped_column(String(64))
+
+
+class FileRow(Base):
+    __tablename__ = "files"
+
+    # Ids start with a time prefix, so `ORDER BY id` is creation order and a cursor is an id.
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(128))
+    purpose: Mapped[str] = mapped_column(String(32))
+    filename: Mapped[str] = mapped_column(String(512))
+    bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    expires_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    # False while an upload is still being written: such a file is invisible.
+    complete: Mapped[bool] = mapped_column(default=False)
+
+    __table_args__ = (Index("ix_files_owner_id", "owner", "id"),
+                      Index("ix_files_expires_at", "expires_at"))
+
+
+class FilePart(Base):
+    """A file's bytes in ~1 MiB parts: uploads and downloads stream, and any host can serve
+    any file (nothing lives on one machine's disk)."""
+
+    __tablename__ = "file_parts"
+
+    file_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    part: Mapped[int] = mapped_column(Integer, primary_key=True)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class BatchRow(Base):
+    __tablename__ = "batches"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(128))
+    endpoint: Mapped[str] = mapped_column(String(64))
+    input_file_id: Mapped[str] = mapped_column(String(64))
+    completion_window: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16))
+    model: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    metadata_json: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # output_expires_after.seconds: the result files expire that long after they are made.
+    output_expires_after: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    errors_json: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    expires_at: Mapped[int] = mapped_column(BigInteger)
+    in_progress_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    finalizing_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    completed_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    failed_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    expired_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    cancelling_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    cancelled_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    output_file_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    error_file_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # Counts and usage are derived from the items while a batch runs, and frozen here when it
+    # ends, so they always equal the lines of its files.
+    total: Mapped[int] = mapped_column(Integer, default=0)
+    completed: Mapped[int] = mapped_column(Integer, default=0)
+    failed: Mapped[int] = mapped_column(Integer, default=0)
+    usage_json: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # How it is to end once nothing runs: None (completed) | "cancel" | "expire".
+    ending: Mapped[str | None] = mapped_column(String(8), nullable=True)
+    # True once every line has its row and its group message (or planning stopped for good):
+    # only then may the batch be finalized.
+    planned: Mapped[bool] = mapped_column(default=False)
+    # Whoever writes the result files holds this claim; a stale claim (a finalizer that died)
+    # is taken over by the sweep.
+    finalizer: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    finalizer_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+    __table_args__ = (Index("ix_batches_owner_id", "owner", "id"),
+                      Index("ix_batches_status", "status"))
+
+
+class ItemRow(Base):
+    """One request of a batch, keyed by its 1-based input line: the key that makes running an
+    item twice harmless."""
+
+    __tablename__ = "batch_items"
+
+    batch_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    line: Mapped[int] = mapped_column(Integer, primary_key=True)
+    custom_id: Mapped[str] = mapped_column(String(512))
+    # pending -> running -> done | failed; pending/running -> cancelled | expired
+    status: Mapped[str] = mapped_column(String(12), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # Who runs the line now: only the holder of this claim may write its result.
+    claim: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    # The output line's `response` object (status_code, request_id, body) once it ran.
+    response_json: Mapped[str | None] = mapped_column(Text, nullable=True)
+    input_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    output_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    cached_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    reasoning_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    started_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    finished_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+    __table_args__ = (Index("ix_items_batch_status", "batch_id", "status"),)
+
+
+class CacheRow(Base):
+    """Response cache: a request's hash -> the response object it got. A row without a
+    response is a claim: one worker is calling the provider and the others wait for it."""
+
+    __tablename__ = "response_cache"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    response_json: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[float] = mapped_column(Float)

@@ -1,0 +1,76 @@
+"""The store on its own, on SQLite and PostgreSQL: the parts no HTTP flow reaches quickly."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import update
+
+from app.store import Store, database_url
+from app.store import batches as db
+from app.store.models import BatchRow
+from tests.conftest import PG_ADMIN, pg_admin
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+    name = ""
+    if request.param == "sqlite":
+        url = database_url("", str(tmp_path))
+    else:
+        name = f"rafale_{uuid.uuid4().hex[:12]}"
+        await pg_admin(f'CREATE DATABASE "{name}"')
+        url = database_url(PG_ADMIN.rsplit("/", 1)[0] + f"/{name}", "")
+    s = Store(url)
+    await s.start()
+    await s.start()  # a second process starting on the same database finds it ready
+    yield s
+    await s.close()
+    if name:
+        await pg_admin(f'DROP DATABASE IF EXISTS "{name}"')
+
+
+async def ended_batch(store: Store, days_ago: float) -> BatchRow:
+    row = await db.create_batch(store, owner="o", endpoint="/v1/chat/completions",
+                                input_file_id="file-x", completion_window="24h",
+                                window_seconds=86400, metadata=None)
+    await db.add_items(store, row.id, [(1, "a"), (2, "b")])
+    async with store.tx() as s:
+        await s.execute(update(BatchRow).where(BatchRow.id == row.id).values(
+            status="completed", completed_at=int(time.time() - days_ago * 86400), total=2,
+            completed=2, failed=0, planned=True))
+    return await db.load(store, row.id)
+
+
+async def test_prune_drops_old_line_rows_and_keeps_the_batch(store: Store) -> None:
+    old, recent = await ended_batch(store, 40), await ended_batch(store, 1)
+    assert await db.prune(store, 30) == 2
+    assert await db.items_page(store, old.id, 0, 10, ("pending",)) == []
+    assert len(await db.items_page(store, recent.id, 0, 10, ("pending",))) == 2
+    kept = await db.describe(store, await db.load(store, old.id))
+    assert kept["status"] == "completed" and kept["request_counts"]["completed"] == 2
+    assert await db.prune(store, 30) == 0
+
+
+async def test_a_claim_takes_only_lines_it_changed(store: Store) -> None:
+    row = await db.create_batch(store, owner="o", endpoint="/v1/chat/completions",
+                                input_file_id="file-x", completion_window="24h",
+                                window_seconds=86400, metadata=None)
+    await db.add_items(store, row.id, [(i, f"c{i}") for i in range(1, 11)])
+    await db.add_items(store, row.id, [(i, f"again{i}") for i in range(1, 11)])  # no-op
+    first = await db.claim(store, row.id, range(1, 11), False, "t1")
+    assert first == set(range(1, 11))
+    assert await db.claim(store, row.id, range(1, 11), False, "t2") == set()
+    # Taken back on redelivery: the first claim can no longer write those lines.
+    assert await db.claim(store, row.id, range(1, 6), True, "t3") == set(range(1, 6))
+    await db.record(store, row.id, "t1", [db.Outcome(i, "done") for i in range(1, 11)])
+    await db.record(store, row.id, "t3", [db.Outcome(i, "failed") for i in range(1, 6)])
+    done = await db.items_page(store, row.id, 0, 20, ("done",))
+    failed = await db.items_page(store, row.id, 0, 20, ("failed",))
+    assert [i.line for i in done] == list(range(6, 11))
+    assert [i.line for i in failed] == list(range(1, 6))
+    assert [i.custom_id for i in failed] == [f"c{i}" for i in range(1, 6)]
