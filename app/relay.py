@@ -2,7 +2,12 @@
 
 All streams of a process share one consume channel. Every broker call that cleans up after a
 stream runs in a task of its own, never in the (cancellable) request: aiormq closes a channel
-when an RPC on it is cancelled, which would kill every other stream on that channel."""
+when an RPC on it is cancelled, which would kill every other stream on that channel.
+
+A stream is a `Subscription`: its consumer is attached *before* the HTTP response starts, so a
+session that is missing, busy or unreachable is a 404/409/503 status rather than a body cut
+after a 200. Whoever holds a subscription must `close()` it, whether or not its events were
+ever read (a HEAD request, a client gone before the first byte)."""
 
 from __future__ import annotations
 
@@ -18,13 +23,14 @@ from aio_pika.abc import AbstractRobustChannel
 
 from app.broker import BROKER_ERRORS, Broker
 from app.errors import BrokerUnavailable, NotFound, RafaleError, SessionBusy
-from app.schemas import parse_event_id
+from app.schemas import event_id, parse_event_id
 
 log = logging.getLogger(__name__)
 
 PREFETCH = 64
 BUSY_RETRIES = 10  # a reconnect may arrive before the previous connection's consumer is gone
 BUSY_WAIT = 0.1
+CONSUMER_CHECK = 2.0  # seconds between checks that the broker has not cancelled a quiet consumer
 
 
 @dataclass(slots=True)
@@ -41,11 +47,19 @@ class _Lost:
     """Put into a stream's inbox when its channel closed: the stream ends, the client resumes."""
 
 
+def _not_found() -> NotFound:
+    return NotFound("No such session (it finished, expired or never existed)",
+                    param="session_id", code="session_not_found")
+
+
 class Relay:
     def __init__(self, broker: Broker) -> None:
         self.broker = broker
         self._channel: AbstractRobustChannel | None = None
         self._background: set[asyncio.Task[None]] = set()
+        # Sessions this process is deleting after delivering their answer: a client that asks
+        # again right after `done` gets a 404 without racing the delete on the broker.
+        self.deleting: set[str] = set()
 
     async def _consume_channel(self) -> aiormq.abc.AbstractChannel:
         if self._channel is None:
@@ -53,74 +67,144 @@ class Relay:
             await self._channel.set_qos(prefetch_count=PREFETCH)
         return await self._channel.get_underlay_channel()
 
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.create_task(coro)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+        return task
 
-    async def open(self, queue: str) -> None:
+    async def _check(self, queue: str) -> None:
         """404 unless the session exists; 409 if another connection is still reading it."""
         for _ in range(BUSY_RETRIES):
+            if queue in self.deleting:
+                raise _not_found()
             info = await self.broker.queue_info(queue)
             if info is None:
-                raise NotFound("No such session (it finished, expired or never existed)",
-                               param="session_id", code="session_not_found")
+                raise _not_found()
             if info.consumers == 0:
                 return
             await asyncio.sleep(BUSY_WAIT)
         raise SessionBusy("This session is being streamed by another connection",
-                    param="session_id", code="session_busy")
+                          param="session_id", code="session_busy")
 
-    async def events(self, queue: str, last_event_id: str | None) -> AsyncGenerator[Relayed, None]:
-        """Yield the session's events in order from after `last_event_id` until done/error.
+    async def subscribe(self, queue: str, last_event_id: str | None) -> Subscription:
+        """Attach a consumer to the session queue; raises 404/409/503 instead of streaming."""
+        await self._check(queue)
+        ch = await self._consume_channel()
+        sub = Subscription(self, ch, queue, last_event_id)
+        # The consume RPC runs in its own task (see the module docstring); if the request is
+        # cancelled meanwhile, the subscription is closed and the task detaches the consumer.
+        attach = asyncio.create_task(sub.attach())
+        try:
+            await asyncio.shield(attach)
+        except asyncio.CancelledError:
+            sub.close()
+            raise
+        except aiormq.exceptions.ChannelNotFoundEntity:
+            # Deleted between the check and the consume (by another API process). The broker
+            # closes the shared channel for this; its streams end with `_Lost` and resume.
+            raise _not_found() from None
+        except BROKER_ERRORS as exc:
+            raise BrokerUnavailable(f"cannot read the session: {exc}", retry_after=1) from None
+        return sub
+
+    async def delete(self, ch: aiormq.abc.AbstractChannel, tag: str, queue: str) -> None:
+        try:
+            # Cancel first (nowait: no extra round trip) so the broker does not have to cancel
+            # the consumer itself when the queue goes, which aiormq logs as a warning.
+            await ch.basic_cancel(tag, nowait=True)
+            await ch.queue_delete(queue)
+        except BROKER_ERRORS as exc:
+            log.debug("session %s delete failed: %s", queue, exc)
+        finally:
+            self.deleting.discard(queue)
+
+    async def close(self) -> None:
+        for task in list(self._background):
+            task.cancel()
+
+
+class Subscription:
+    """One consumer on one session queue, feeding one HTTP response."""
+
+    def __init__(self, relay: Relay, ch: aiormq.abc.AbstractChannel, queue: str,
+                 last_event_id: str | None) -> None:
+        self.relay = relay
+        self.queue = queue
+        self._ch = ch
+        self._resume = parse_event_id(last_event_id)
+        self._inbox: asyncio.Queue[aiormq.abc.DeliveredMessage | _Lost] = asyncio.Queue()
+        self._tag: str | None = None
+        self._pending_ack = 0
+        self._started = self._finished = self._lost = self._closed = False
+        self._cleanup: asyncio.Task[None] | None = None
+        ch.closing.add_done_callback(self._on_channel_close)
+
+    def _on_channel_close(self, _f: object) -> None:
+        self._inbox.put_nowait(_Lost())
+
+    async def _deliver(self, message: aiormq.abc.DeliveredMessage) -> None:
+        self._inbox.put_nowait(message)
+
+    async def attach(self) -> None:
+        try:
+            ok = await self._ch.basic_consume(self.queue, self._deliver, no_ack=False)
+        except BaseException:
+            self._ch.closing.remove_done_callback(self._on_channel_close)
+            self._closed = True
+            raise
+        self._tag = ok.consumer_tag or ""
+        if self._closed:  # the request went away while the consumer was being attached
+            self._closed = False
+            self.close()
+
+    def close(self) -> asyncio.Task[None] | None:
+        """Release the consumer (idempotent). A finished session is deleted; an unfinished one
+        hands its unacked events back for a reconnect. Returns the cleanup task, if any."""
+        if self._closed:
+            return self._cleanup
+        self._closed = True
+        if self._tag is None:
+            return None  # attach() is still running and will come back here
+        self._ch.closing.remove_done_callback(self._on_channel_close)
+        if self._finished:
+            self.relay.deleting.add(self.queue)
+            self._cleanup = self.relay.spawn(self.relay.delete(self._ch, self._tag, self.queue))
+        elif not self._lost:
+            # A client that never read (HEAD, gone before the first byte) does not count as
+            # having left: the session stays for whoever comes next.
+            self._cleanup = self.relay.spawn(self._abandon(delete_later=self._started))
+        return self._cleanup
+
+    async def events(self) -> AsyncGenerator[Relayed, None]:
+        """Yield the session's events in order from after the resume point until done/error.
 
         Each delivery is acked only when the caller asks for the next one, i.e. after the
         previous event was handed to the client; anything unacked goes back to the queue when
         the client leaves, for its reconnect."""
-        resume = parse_event_id(last_event_id)
-        inbox: asyncio.Queue[aiormq.abc.DeliveredMessage | _Lost] = asyncio.Queue()
-        ch = await self._consume_channel()
-        marker = _Lost()
-        on_close = lambda _f: inbox.put_nowait(marker)  # noqa: E731
-        ch.closing.add_done_callback(on_close)
-
-        async def deliver(message: aiormq.abc.DeliveredMessage) -> None:
-            inbox.put_nowait(message)
-
-        try:
-            ok = await ch.basic_consume(queue, deliver, no_ack=False)
-        except BROKER_ERRORS as exc:
-            ch.closing.remove_done_callback(on_close)
-            raise BrokerUnavailable(f"cannot read the session: {exc}", retry_after=1) from None
-        tag = ok.consumer_tag or ""
-        finished = lost = False
+        self._started = True
+        ch, resume = self._ch, self._resume
         attempt = 0
-        pending_ack = 0
-        idle_limit = self.broker.settings.session_ttl
+        idle_limit = self.relay.broker.settings.session_ttl
         try:
             while True:
-                try:
-                    async with asyncio.timeout(idle_limit):
-                        item = await inbox.get()
-                except TimeoutError:
-                    # Nothing for a whole session TTL: the task is lost or parked; say so
-                    # instead of pinging forever.
-                    err = RafaleError(f"no event for {idle_limit:g}s; giving up on this session",
-                                      code="session_timeout").as_event()
+                item = await self._next(idle_limit)
+                if isinstance(item, RafaleError):
+                    err = item.as_event()
                     yield Relayed(orjson.dumps({**err, "seq": 0, "attempt": attempt}).decode(),
-                                  "error", "timeout", True)
-                    finished = True
+                                  "error", "gone", True)
+                    self._finished = True
                     return
                 if isinstance(item, _Lost):
-                    lost = True
+                    self._lost = True
                     return  # the client resumes with Last-Event-ID once the broker is back
-                if pending_ack:
+                if self._pending_ack:
                     try:
-                        await ch.basic_ack(pending_ack, wait=False)
+                        await ch.basic_ack(self._pending_ack, wait=False)
                     except BROKER_ERRORS:
-                        lost = True
+                        self._lost = True
                         return  # the channel died; the client resumes with Last-Event-ID
-                pending_ack = item.delivery_tag or 0
+                self._pending_ack = item.delivery_tag or 0
                 ev = orjson.loads(item.body)
                 ev_attempt, seq, etype = ev.get("attempt", 1), ev["seq"], ev["type"]
                 if ev_attempt < attempt:
@@ -129,43 +213,47 @@ class Relay:
                 if resume is not None and (ev_attempt, seq) <= resume:
                     continue  # the client had this one before it reconnected
                 terminal = etype in ("done", "error")
-                sse_id = str(seq) if ev_attempt == 1 else f"{ev_attempt}-{seq}"
-                yield Relayed(item.body.decode(), etype, sse_id, terminal)
+                yield Relayed(item.body.decode(), etype, event_id(ev_attempt, seq), terminal)
                 if terminal:
-                    finished = True
+                    # Only now, once the consumer asked for more, is the event known to be sent.
+                    self._finished = True
+                    # Delete before the response ends, so that a client that asks again once
+                    # it has the whole answer gets a 404, not a session on its way out.
+                    cleanup = self.close()
+                    if cleanup is not None:
+                        await asyncio.shield(cleanup)
                     return
         finally:
-            ch.closing.remove_done_callback(on_close)
-            if finished:
-                self._spawn(self._delete(ch, tag, queue))
-            elif not lost:
-                self._spawn(self._abandon(ch, tag, queue, pending_ack, inbox))
+            self.close()
 
-    async def _delete(self, ch: aiormq.abc.AbstractChannel, tag: str, queue: str) -> None:
-        try:
-            # Cancel first (nowait: no extra round trip) so the broker does not have to cancel
-            # the consumer itself when the queue goes, which aiormq logs as a warning.
-            await ch.basic_cancel(tag, nowait=True)
-            await ch.queue_delete(queue)
-        except BROKER_ERRORS as exc:
-            log.debug("session %s delete failed: %s", queue, exc)
+    async def _next(self, idle_limit: float) -> aiormq.abc.DeliveredMessage | _Lost | RafaleError:
+        """The next delivery; an error when the session went quiet for `idle_limit` (the task
+        is lost or parked: say so instead of pinging forever) or was deleted under us."""
+        waited = 0.0
+        while waited < idle_limit:
+            step = min(CONSUMER_CHECK, idle_limit - waited)
+            try:
+                async with asyncio.timeout(step):
+                    return await self._inbox.get()
+            except TimeoutError:
+                waited += step
+            # When the queue is deleted (an operator, or another API process finishing it),
+            # the broker cancels our consumer and aiormq only logs it; notice it here.
+            if self._tag not in getattr(self._ch, "consumers", {self._tag: None}):
+                return RafaleError("this session was deleted", code="session_not_found")
+        return RafaleError(f"no event for {idle_limit:g}s; giving up on this session",
+                           code="session_timeout")
 
-    async def _abandon(
-        self,
-        ch: aiormq.abc.AbstractChannel,
-        tag: str,
-        queue: str,
-        pending_ack: int,
-        inbox: asyncio.Queue[aiormq.abc.DeliveredMessage | _Lost],
-    ) -> None:
+    async def _abandon(self, *, delete_later: bool) -> None:
         """The client left mid-stream: hand unacked events back for a reconnect, and if nobody
         reconnects within the grace period, delete the session so the worker stops."""
+        ch, tag, inbox = self._ch, self._tag or "", self._inbox
         try:
             if not ch.is_closed:
                 await ch.basic_cancel(tag)
                 # Cancelling does not requeue what the consumer holds; nack each one (never
                 # `multiple`: delivery tags are per channel and other streams share it).
-                tags = [pending_ack] if pending_ack else []
+                tags = [self._pending_ack] if self._pending_ack else []
                 while not inbox.empty():
                     item = inbox.get_nowait()
                     if not isinstance(item, _Lost) and item.delivery_tag:
@@ -174,9 +262,6 @@ class Relay:
                     await ch.basic_nack(t, requeue=True, wait=False)
         except BROKER_ERRORS as exc:
             log.debug("cancel of %s failed: %s", tag, exc)
-        await asyncio.sleep(self.broker.settings.stream_resume_grace)
-        await self.broker.delete_queue(queue, if_unused=True)
-
-    async def close(self) -> None:
-        for task in list(self._background):
-            task.cancel()
+        if delete_later:
+            await asyncio.sleep(self.relay.broker.settings.stream_resume_grace)
+            await self.relay.broker.delete_queue(self.queue, if_unused=True)

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import time
 
+import aiormq
 import httpx
 
 from tests.fakes.openai_server import FakeOpenAI, text_for
 from tests.harness import Stack
-from tests.sse import collect, text_of
+from tests.sse import collect, iter_sse, text_of
 
 
 async def enqueue(client: httpx.AsyncClient, message: str, model: str, **extra: object) -> str:
@@ -127,3 +129,73 @@ async def test_round_trip_endpoint_reports_timing(client: httpx.AsyncClient) -> 
     assert body["ok"] is True
     assert body["text"].startswith("Echo: ping")
     assert 0 < body["first_chunk_ms"] <= body["total_ms"]
+
+
+async def test_asking_again_right_after_done_is_always_404(client: httpx.AsyncClient) -> None:
+    """The session is gone by the time its stream ends, never half-deleted."""
+    for i in range(20):
+        sid = await enqueue(client, f"again {i}", "openai/ok-3-0")
+        events = await collect(client, "GET", f"/stream/{sid}")
+        assert events[-1].event == "done", events[-1]
+        r = await client.get(f"/stream/{sid}")
+        assert r.status_code == 404, (i, r.status_code, r.text)
+        assert r.json()["error"]["code"] == "session_not_found"
+
+
+async def test_second_reader_of_a_live_session_is_409(client: httpx.AsyncClient) -> None:
+    sid = await enqueue(client, "one reader", "openai/ok-40-50")
+    async with client.stream("GET", f"/stream/{sid}") as first:
+        assert first.status_code == 200
+        lines = first.aiter_lines()
+        async for line in lines:
+            if line.startswith("event: chunk"):
+                break
+        r = await client.get(f"/stream/{sid}")
+        assert r.status_code == 409, r.text
+        assert r.json()["error"]["code"] == "session_busy"
+    # The first reader left mid-answer: whatever it was not sent goes to the next reader.
+    events = await collect(client, "GET", f"/stream/{sid}")
+    assert events[-1].event == "done"
+    assert_contiguous(events, start=int(events[0].id or 0))
+    assert text_for("ok-40-50", "one reader").endswith(text_of(events))
+
+
+async def test_head_on_a_stream_leaves_the_session_whole(client: httpx.AsyncClient) -> None:
+    sid = await enqueue(client, "just looking", "openai/ok-10-1")
+    r = await client.head(f"/stream/{sid}")
+    assert r.status_code in (200, 405), r.status_code
+    events = await collect(client, "GET", f"/stream/{sid}")
+    assert events[-1].event == "done"
+    assert text_of(events) == text_for("ok-10-1", "just looking")
+    assert_contiguous(events)
+
+
+async def session_queue_of(stack: Stack, sid: str) -> str:
+    out = await asyncio.to_thread(subprocess.run, ["rabbitmqctl", "-q", "list_queues", "name"],
+                                  check=True, capture_output=True, text=True, timeout=60)
+    names = [n for n in out.stdout.split() if n.startswith(stack.namespace) and n.endswith(sid)]
+    assert len(names) == 1, names
+    return names[0]
+
+
+async def test_session_deleted_under_its_reader_ends_the_stream(client: httpx.AsyncClient,
+                                                                stack: Stack) -> None:
+    """An operator (or another API process) deletes the queue mid-answer: the reader is told,
+    promptly, instead of waiting a whole session TTL for events that cannot come."""
+    sid = await enqueue(client, "doomed", "openai/ok-400-50")  # 20 s of answer
+    conn = await aiormq.connect(stack.env.get("RABBITMQ_URL", "amqp://guest:guest@127.0.0.1/"))
+    try:
+        async with client.stream("GET", f"/stream/{sid}") as r:
+            assert r.status_code == 200
+            events = []
+            async for ev in iter_sse(r):
+                events.append(ev)
+                if len(events) == 1:
+                    ch = await conn.channel()
+                    await ch.queue_delete(await session_queue_of(stack, sid))
+                if ev.event in ("done", "error"):
+                    break
+    finally:
+        await conn.close()
+    assert events[-1].event == "error", events[-1]
+    assert events[-1].data["code"] == "session_not_found", events[-1].data

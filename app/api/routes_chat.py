@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from typing import Annotated, Any
 
@@ -13,11 +13,13 @@ import orjson
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import JSONResponse
 from sse_starlette import EventSourceResponse, ServerSentEvent
+from starlette.types import Receive, Scope, Send
 
 from app.api.services import Caller, Services, caller, services
 from app.errors import NotFound, RafaleError
-from app.generation import stream_with_retries
+from app.generation import Ending, stream_with_retries
 from app.providers.base import ChatParams
+from app.relay import Subscription
 from app.schemas import ChatBody, ChatRequest, Task
 
 router = APIRouter()
@@ -26,13 +28,43 @@ Who = Annotated[Caller, Depends(caller)]
 _SESSION_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
-def event_stream(svc: Services, events: AsyncIterator[ServerSentEvent]) -> EventSourceResponse:
-    return EventSourceResponse(
-        events,
-        ping=int(svc.settings.sse_ping_interval),
-        send_timeout=svc.settings.stream_send_timeout,
-        headers={"cache-control": "no-store"},
-    )
+class _SessionStream(EventSourceResponse):
+    """An SSE response that owns a session subscription: released however the response ends,
+    even when its body never ran (HEAD, or a client gone before the first byte)."""
+
+    def __init__(self, content: AsyncGenerator[ServerSentEvent, None], sub: Subscription,
+                 **kw: Any) -> None:
+        super().__init__(content, **kw)
+        self.subscription = sub
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.subscription.close()
+
+
+def event_stream(svc: Services, events: AsyncGenerator[ServerSentEvent, None],
+                 sub: Subscription | None = None) -> EventSourceResponse:
+    """Every SSE response Rafale sends, counted while it is open."""
+
+    async def counted() -> AsyncGenerator[ServerSentEvent, None]:
+        svc.metrics.streams_open.inc()
+        try:
+            # aclosing: a client that leaves must close `events` (and the provider call behind
+            # it) now, not whenever the garbage collector gets to it.
+            async with aclosing(events) as evs:
+                async for event in evs:
+                    yield event
+        finally:
+            svc.metrics.streams_open.dec()
+
+    kw: dict[str, Any] = {"ping": int(svc.settings.sse_ping_interval),
+                          "send_timeout": svc.settings.stream_send_timeout,
+                          "headers": {"cache-control": "no-store"}}
+    if sub is None:
+        return EventSourceResponse(counted(), **kw)
+    return _SessionStream(counted(), sub, **kw)
 
 
 async def enqueue_chat(svc: Services, who: Caller, model: str, body: ChatBody,
@@ -41,17 +73,21 @@ async def enqueue_chat(svc: Services, who: Caller, model: str, body: ChatBody,
     svc.registry.split(model)  # an unknown or unconfigured model fails here, not in a worker
     session_id = uuid.uuid4().hex
     queue = svc.broker.topology.session_queue(who.tag, session_id)
+    now = time.time()
     task = Task(
         task_id=session_id,
         owner=who.owner,
         model=model,
         body=body,
         reply_to=queue,
-        deadline=time.time() + svc.settings.session_ttl,
+        deadline=now + svc.settings.session_ttl,
+        created=now,
         request_id=request_id,
     )
+    started = time.perf_counter()
     await svc.broker.submit_task(task.model_dump_json().encode(), task_id=session_id,
                                  session_queue=queue)
+    svc.metrics.enqueue_seconds.observe(time.perf_counter() - started)
     return session_id
 
 
@@ -82,14 +118,15 @@ async def stream(
     if not _SESSION_ID.match(session_id):
         raise NotFound("No such session", param="session_id", code="session_not_found")
     queue = svc.broker.topology.session_queue(who.tag, session_id)
-    await svc.relay.open(queue)  # 404 / 409 / 503 before the stream starts
+    # 404 / 409 / 503 before the stream starts
+    sub = await svc.relay.subscribe(queue, last_event_id or last_event_id_q)
 
-    async def events() -> AsyncIterator[ServerSentEvent]:
-        async with aclosing(svc.relay.events(queue, last_event_id or last_event_id_q)) as evs:
+    async def events() -> AsyncGenerator[ServerSentEvent, None]:
+        async with aclosing(sub.events()) as evs:
             async for ev in evs:
                 yield ServerSentEvent(data=ev.data, event=ev.type, id=ev.sse_id)
 
-    return event_stream(svc, events())
+    return event_stream(svc, events(), sub)
 
 
 def _sse(event: dict[str, Any]) -> ServerSentEvent:
@@ -105,23 +142,21 @@ async def chat_direct(body: ChatRequest, svc: Svc) -> EventSourceResponse:
     provider = svc.registry.get(provider_name)
     params = ChatParams(provider_model, body.to_messages(), body.temperature, body.max_tokens)
 
-    async def events() -> AsyncIterator[ServerSentEvent]:
+    async def events() -> AsyncGenerator[ServerSentEvent, None]:
         seq = 0
-        finish: str | None = None
-        usage = None
+        ending = Ending()
         try:
-            async with aclosing(stream_with_retries(provider, params, svc.limits)) as deltas:
+            async with aclosing(stream_with_retries(provider, params, svc.limits,
+                                                     metrics=svc.metrics)) as deltas:
                 async for delta in deltas:
                     if delta.content:
                         yield _sse({"type": "chunk", "seq": seq, "attempt": 1,
                                     "content": delta.content})
                         seq += 1
-                    if delta.finish_reason:
-                        finish, usage = delta.finish_reason, delta.usage
+                    ending.see(delta)
         except RafaleError as exc:
             yield _sse({**exc.as_event(), "seq": seq, "attempt": 1})
             return
-        yield _sse({"type": "done", "seq": seq, "attempt": 1, "finish_reason": finish or "stop",
-                    "usage": usage, "model": model})
+        yield _sse({**ending.done_event(model), "seq": seq, "attempt": 1})
 
     return event_stream(svc, events())

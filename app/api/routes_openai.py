@@ -16,18 +16,16 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from app.api.routes_chat import Who, enqueue_chat
+from app.api.routes_chat import Who, enqueue_chat, event_stream
 from app.api.services import Services, services
-from app.errors import InvalidRequest, RafaleError
+from app.completions import CompletionBuilder, finish_reasons, provider_extra
+from app.errors import RafaleError
 from app.relay import Relayed
 from app.schemas import ChatBody
 
 router = APIRouter(prefix="/v1")
 Svc = Annotated[Services, Depends(services)]
 
-# Fields Rafale reads itself; everything else in the body goes to the provider as is.
-_OWN_FIELDS = {"model", "messages", "stream", "stream_options", "temperature", "max_tokens",
-               "max_completion_tokens", "n"}
 
 
 class Message(BaseModel):
@@ -54,14 +52,13 @@ class CompletionRequest(BaseModel):
     top_p: float | None = Field(None, ge=0, le=1)
     max_tokens: int | None = Field(None, ge=1)
     max_completion_tokens: int | None = Field(None, ge=1)
-    n: int | None = Field(None, ge=1)
+    n: int | None = Field(None, ge=1, le=128)
     stop: str | list[str] | None = None
     seed: int | None = None
     metadata: dict[str, str] | None = None
 
     def to_body(self) -> ChatBody:
-        extra = {k: v for k, v in self.model_dump(exclude_none=True).items()
-                 if k not in _OWN_FIELDS}
+        extra = provider_extra(self.model_dump(exclude_none=True))
         return ChatBody(
             messages=[m.model_dump(exclude_none=True) for m in self.messages],
             temperature=self.temperature,
@@ -71,9 +68,9 @@ class CompletionRequest(BaseModel):
         )
 
 
-def _chunk(base: dict[str, Any], delta: dict[str, Any], finish: str | None,
+def _chunk(base: dict[str, Any], index: int, delta: dict[str, Any], finish: str | None,
            with_usage: bool) -> str:
-    out = {**base, "choices": [{"index": 0, "delta": delta, "logprobs": None,
+    out = {**base, "choices": [{"index": index, "delta": delta, "logprobs": None,
                                 "finish_reason": finish}]}
     if with_usage:
         out["usage"] = None
@@ -87,57 +84,50 @@ def _error_data(exc: RafaleError) -> str:
 @router.post("/chat/completions", response_model=None)
 async def chat_completions(body: CompletionRequest, request: Request, svc: Svc,
                            who: Who) -> JSONResponse | EventSourceResponse:
-    if body.n not in (None, 1):
-        raise InvalidRequest("n > 1 is not supported by Rafale yet", param="n",
-                             code="invalid_value")
     session_id = await enqueue_chat(svc, who, body.model, body.to_body(),
                                     request.state.request_id)
     queue = svc.broker.topology.session_queue(who.tag, session_id)
-    await svc.relay.open(queue)
-    events = svc.relay.events(queue, None)
     base = {"id": f"chatcmpl-{session_id}", "object": "chat.completion.chunk",
             "created": int(time.time()), "model": body.model, "system_fingerprint": None}
+    n = body.n or 1
+    sub = await svc.relay.subscribe(queue, None)
+    events = sub.events()
     if not body.stream:
-        async with aclosing(events) as evs:
-            return JSONResponse(await _complete(evs, base))
+        try:
+            async with aclosing(events) as evs:
+                return JSONResponse(await _complete(evs, base, n))
+        finally:
+            sub.close()
 
     # Wait for the first event before answering, so a failure that happens before any text
     # (bad key at the provider, rate limit, ...) still gets a real HTTP status.
-    first = await anext(events, None)
-    if first is None or first.type == "error":
-        await events.aclose()
+    try:
+        first = await anext(events, None)
         if first is None:
             raise _interrupted()
-        raise RafaleError.from_event(orjson.loads(first.data))
+        if first.type == "error":
+            raise RafaleError.from_event(orjson.loads(first.data))
+    except BaseException:
+        await events.aclose()
+        sub.close()
+        raise
     usage_wanted = bool(body.stream_options and body.stream_options.include_usage)
-    return EventSourceResponse(
-        _stream(first, events, base, usage_wanted),
-        ping=int(svc.settings.sse_ping_interval),
-        send_timeout=svc.settings.stream_send_timeout,
-        headers={"cache-control": "no-cache"},
-    )
+    return event_stream(svc, _stream(first, events, base, n, usage_wanted), sub)
 
 
-async def _complete(events: AsyncIterator[Relayed], base: dict[str, Any]) -> dict[str, Any]:
-    parts: list[str] = []
+async def _complete(events: AsyncIterator[Relayed], base: dict[str, Any],
+                    n: int) -> dict[str, Any]:
+    answer = CompletionBuilder()
     async for ev in events:
         data = orjson.loads(ev.data)
         if ev.type == "chunk":
-            parts.append(data["content"])
+            answer.add(data.get("index", 0), data.get("content"), data.get("tool_calls"))
         elif ev.type == "reset":
-            parts.clear()
+            answer.reset()
         elif ev.type == "error":
             raise RafaleError.from_event(data)
         elif ev.type == "done":
-            return {
-                **base,
-                "object": "chat.completion",
-                "choices": [{"index": 0, "logprobs": None,
-                             "finish_reason": data.get("finish_reason") or "stop",
-                             "message": {"role": "assistant", "content": "".join(parts),
-                                         "refusal": None}}],
-                "usage": data.get("usage"),
-            }
+            return answer.build(base, finish_reasons(data, n), data.get("usage"))
     raise _interrupted()
 
 
@@ -149,18 +139,24 @@ def _interrupted() -> RafaleError:
 
 
 async def _stream(first: Relayed, events: AsyncGenerator[Relayed, None], base: dict[str, Any],
-                  with_usage: bool) -> AsyncIterator[ServerSentEvent]:
+                  n: int, with_usage: bool) -> AsyncGenerator[ServerSentEvent, None]:
     """OpenAI's chunk stream: no `id:` lines (the SDK would choke on them), `[DONE]` last."""
     sent_text = finished = False
-    yield ServerSentEvent(data=_chunk(base, {"role": "assistant", "content": ""}, None,
-                                      with_usage))
+    for index in range(n):
+        yield ServerSentEvent(data=_chunk(base, index, {"role": "assistant", "content": ""},
+                                          None, with_usage))
     async with aclosing(events) as evs:
         ev: Relayed | None = first
         while ev is not None:
             data = orjson.loads(ev.data)
             if ev.type == "chunk":
                 sent_text = True
-                yield ServerSentEvent(data=_chunk(base, {"content": data["content"]}, None,
+                delta: dict[str, Any] = {}
+                if data.get("content"):
+                    delta["content"] = data["content"]
+                if data.get("tool_calls"):
+                    delta["tool_calls"] = data["tool_calls"]
+                yield ServerSentEvent(data=_chunk(base, data.get("index", 0), delta, None,
                                                   with_usage))
             elif ev.type == "reset" and sent_text:
                 # Text already reached the client and OpenAI's format cannot take it back.
@@ -174,8 +170,8 @@ async def _stream(first: Relayed, events: AsyncGenerator[Relayed, None], base: d
                 finished = True
                 break
             elif ev.type == "done":
-                yield ServerSentEvent(data=_chunk(base, {}, data.get("finish_reason") or "stop",
-                                                  with_usage))
+                for index, reason in enumerate(finish_reasons(data, n)):
+                    yield ServerSentEvent(data=_chunk(base, index, {}, reason, with_usage))
                 if with_usage and data.get("usage"):
                     yield ServerSentEvent(data=orjson.dumps(
                         {**base, "choices": [], "usage": data["usage"]}).decode())

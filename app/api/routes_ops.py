@@ -3,19 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
+from contextlib import aclosing
 from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
 
 from app.api.routes_chat import Who, enqueue_chat
 from app.api.services import Services, services
-from app.errors import BrokerUnavailable, RafaleError
+from app.broker import QueueInfo
+from app.errors import BrokerUnavailable, RafaleError, StoreUnavailable
+from app.metrics import CONTENT_TYPE
 from app.schemas import ChatBody
 
 router = APIRouter()
+log = logging.getLogger(__name__)
 Svc = Annotated[Services, Depends(services)]
 
 
@@ -42,6 +49,16 @@ async def health_full(svc: Svc) -> JSONResponse:
         checks["workers"] = {"consuming": consumers, "alive": len(svc.fleet.alive())}
         if consumers == 0:
             problems.append("workers: no worker is consuming llm_tasks (start `python -m workers`)")
+    try:
+        if not svc.store.ready:
+            raise StoreUnavailable("the schema is not in place yet")
+        await asyncio.wait_for(svc.store.ping(), timeout=5)
+        checks["store"] = {"kind": svc.store.kind, "ok": True}
+    except Exception as exc:  # any driver error means the same to an operator: it is down
+        # The details (hosts, users) go to the log, not to this unauthenticated route.
+        log.warning("store check failed: %s: %s", type(exc).__name__, exc)
+        checks["store"] = {"kind": svc.store.kind, "ok": False}
+        problems.append(f"store: unreachable ({type(exc).__name__}; see the API log)")
     checks["providers"] = {"configured": svc.registry.configured(),
                            "default_model": svc.registry.default_model}
     status = "ok" if not problems else "degraded"
@@ -49,22 +66,74 @@ async def health_full(svc: Svc) -> JSONResponse:
                         status_code=200 if not problems else 503)
 
 
+async def _queue_infos(svc: Services, *, quiet: bool) -> dict[str, QueueInfo | None]:
+    """The queues /stats and /metrics report, by name; `quiet`: a broker error reads as None
+    (a scrape still gets the rest) instead of a 503."""
+    t = svc.broker.topology
+    out: dict[str, QueueInfo | None] = {}
+    for label, name in (("llm_tasks", t.tasks), ("llm_batch", t.batch),
+                        ("llm_tasks.dead", t.dead)):
+        try:
+            out[label] = await svc.broker.queue_info(name)
+        except BrokerUnavailable:
+            if not quiet:
+                raise
+            out[label] = None
+    return out
+
+
 @router.get("/stats")
 async def stats(svc: Svc) -> dict[str, Any]:
-    t = svc.broker.topology
-    tasks = await svc.broker.queue_info(t.tasks)
-    dead = await svc.broker.queue_info(t.dead)
+    q = await _queue_infos(svc, quiet=False)
+    tasks, batch, dead = q["llm_tasks"], q["llm_batch"], q["llm_tasks.dead"]
     workers = svc.fleet.alive()
+    in_flight, capacity = svc.fleet.load()
     return {
         "queues": {
             "llm_tasks": {"pending": tasks.messages if tasks else None,
                           "consumers": tasks.consumers if tasks else 0},
+            "llm_batch": {"pending": batch.messages if batch else None,
+                          "consumers": batch.consumers if batch else 0},
             "llm_tasks.dead": {"dead_lettered": dead.messages if dead else None},
         },
-        "in_flight": sum(int(w.get("in_flight", 0)) for w in workers),
-        "capacity": sum(int(w.get("concurrency", 0)) for w in workers),
+        "in_flight": in_flight,
+        "capacity": capacity,
         "workers": workers,
     }
+
+
+async def _live_metrics(svc: Services) -> list[Metric]:
+    """What the broker and the fleet say right now, read at scrape time."""
+    messages = GaugeMetricFamily("rafale_queue_messages", "Messages ready in a queue",
+                                 labels=["queue"])
+    consumers = GaugeMetricFamily("rafale_queue_consumers", "Consumers of a queue",
+                                  labels=["queue"])
+    for label, info in (await _queue_infos(svc, quiet=True)).items():
+        if info is not None:
+            messages.add_metric([label], info.messages)
+            consumers.add_metric([label], info.consumers)
+    workers = svc.fleet.alive()
+    in_flight, capacity = svc.fleet.load()
+    fleet = [
+        GaugeMetricFamily("rafale_broker_connected", "1 when this API process has RabbitMQ",
+                          value=int(svc.broker.connected)),
+        GaugeMetricFamily("rafale_workers_alive", "Worker processes heard from recently",
+                          value=len(workers)),
+        GaugeMetricFamily("rafale_workers_in_flight", "Tasks the fleet reports in flight",
+                          value=in_flight),
+        GaugeMetricFamily("rafale_workers_capacity", "Concurrent tasks the fleet can take",
+                          value=capacity),
+    ]
+    return [messages, consumers, *fleet]
+
+
+@router.get("/metrics")
+async def metrics(svc: Svc) -> Response:
+    """Prometheus text format: every API process's counters plus live queue and fleet gauges."""
+    live = await _live_metrics(svc)
+    # Reading every process's sample files is blocking file I/O: keep it off the event loop.
+    body = await asyncio.to_thread(svc.metrics.exposition, live)
+    return Response(body, media_type=CONTENT_TYPE)
 
 
 @router.get("/test")
@@ -86,17 +155,17 @@ async def round_trip(
     result: dict[str, Any] = {}
     try:
         async with asyncio.timeout(wait):
-            await svc.relay.open(queue)
-            async for ev in svc.relay.events(queue, None):
-                data = orjson.loads(ev.data)
-                if ev.type == "chunk":
-                    first = first or time.perf_counter()
-                    text.append(data["content"])
-                elif ev.type == "reset":
-                    text.clear()
-                elif ev.terminal:
-                    result = data
-                    break
+            sub = await svc.relay.subscribe(queue, None)
+            async with aclosing(sub.events()) as events:  # ends after the terminal event
+                async for ev in events:
+                    data = orjson.loads(ev.data)
+                    if ev.type == "chunk":
+                        first = first or time.perf_counter()
+                        text.append(data["content"])
+                    elif ev.type == "reset":
+                        text.clear()
+                    elif ev.terminal:
+                        result = data
     except TimeoutError:
         raise RafaleError(f"no answer through the queue within {wait:g}s: are workers "
                           "running?", code="round_trip_timeout") from None
