@@ -141,6 +141,13 @@ class Stack:
         await conn.close()
 
 
+def rabbitmqctl(*args: str) -> str:
+    """Run rabbitmqctl (stop_app / start_app / list_queues ...) and return what it printed."""
+    out = subprocess.run(["rabbitmqctl", *args], check=True, capture_output=True, text=True,
+                         timeout=120)
+    return out.stdout
+
+
 def make_env(name: str, namespace: str, port: int, **overrides: Any) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "DEEPSEEK_"))}
     env.update({

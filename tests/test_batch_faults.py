@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import subprocess
 import time
 from collections import Counter
 
@@ -17,7 +16,7 @@ import pytest
 from tests.batchkit import chat_line, result_lines, submit, wait_batch
 from tests.conftest import StackFactory
 from tests.fakes.openai_server import FakeOpenAI
-from tests.harness import Stack
+from tests.harness import Stack, rabbitmqctl
 
 
 def client(stack: Stack) -> openai.AsyncOpenAI:
@@ -46,11 +45,6 @@ async def wait_progress(sdk: openai.AsyncOpenAI, batch_id: str, done: int,
         if b.status in ("completed", "failed") or time.monotonic() > deadline:
             raise AssertionError(f"batch never reached {done} finished lines: {b}")
         await asyncio.sleep(0.05)
-
-
-async def rabbitmqctl(*args: str) -> None:
-    await asyncio.to_thread(subprocess.run, ["rabbitmqctl", *args], check=True,
-                            capture_output=True, timeout=120)
 
 
 def exactly_once(lines: list[dict], n: int) -> None:
@@ -209,13 +203,13 @@ async def test_broker_restart_mid_batch_loses_and_doubles_nothing(
     n = 400
     batch = await submit(sdk, [chat_line(f"b{i}", f"broker {i}") for i in range(n)])
     await wait_progress(sdk, batch.id, 60)
-    await rabbitmqctl("stop_app")
+    await asyncio.to_thread(rabbitmqctl, "stop_app")
     try:
         # The store answers without the broker: the batch is still there, mid-way.
         during = await sdk.batches.retrieve(batch.id)
         assert during.status == "in_progress"
     finally:
-        await rabbitmqctl("start_app")
+        await asyncio.to_thread(rabbitmqctl, "start_app")
     done = await wait_batch(sdk, batch.id, within=120)
     assert done.status == "completed", done
     out = await result_lines(sdk, done.output_file_id)

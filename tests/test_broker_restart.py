@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import subprocess
 import time
 
 import httpx
@@ -11,11 +10,8 @@ import pytest
 
 from tests.conftest import StackFactory
 from tests.fakes.openai_server import text_for
+from tests.harness import rabbitmqctl
 from tests.sse import collect, iter_sse, text_of
-
-
-def rabbitmqctl(*args: str) -> None:
-    subprocess.run(["rabbitmqctl", *args], check=True, capture_output=True, timeout=120)
 
 
 async def wait_status(client: httpx.AsyncClient, path: str, status: int, within: float) -> dict:

@@ -10,7 +10,6 @@ import json
 import os
 import re
 import signal
-import subprocess
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -32,7 +31,7 @@ from tests.batchkit import chat_line, jsonl
 from tests.browser import Watch, guarded_page, launch
 from tests.conftest import ALICE, StackFactory
 from tests.fakes.openai_server import FakeOpenAI, text_for
-from tests.harness import ARTIFACTS, ROOT, Stack
+from tests.harness import ARTIFACTS, ROOT, Stack, rabbitmqctl
 from tests.test_fleet import worker_holding_call
 
 SHOTS = ARTIFACTS / "chat-page"
@@ -122,10 +121,6 @@ async def wait_partial(page: Page, full: str, within: float = 10) -> None:
 async def wait_some_text(page: Page, within: float = 10) -> None:
     await page.wait_for_function(f"() => ({LAST_ANSWER_TEXT})().length > 0",
                                  timeout=within * 1000)
-
-
-def rabbitmqctl(*args: str) -> None:
-    subprocess.run(["rabbitmqctl", *args], check=True, capture_output=True, timeout=120)
 
 
 async def wait_healthy(url: str, within: float) -> None:

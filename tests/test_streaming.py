@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import subprocess
 import time
 
 import aiormq
 import httpx
 
 from tests.fakes.openai_server import FakeOpenAI, text_for
-from tests.harness import Stack
+from tests.harness import Stack, rabbitmqctl
 from tests.sse import collect, iter_sse, text_of
 
 
@@ -171,9 +170,8 @@ async def test_head_on_a_stream_leaves_the_session_whole(client: httpx.AsyncClie
 
 
 async def session_queue_of(stack: Stack, sid: str) -> str:
-    out = await asyncio.to_thread(subprocess.run, ["rabbitmqctl", "-q", "list_queues", "name"],
-                                  check=True, capture_output=True, text=True, timeout=60)
-    names = [n for n in out.stdout.split() if n.startswith(stack.namespace) and n.endswith(sid)]
+    out = await asyncio.to_thread(rabbitmqctl, "-q", "list_queues", "name")
+    names = [n for n in out.split() if n.startswith(stack.namespace) and n.endswith(sid)]
     assert len(names) == 1, names
     return names[0]
 
