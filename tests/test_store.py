@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import event, update
 
 from app.store import Store, database_url
 from app.store import batches as db
@@ -51,7 +52,7 @@ async def test_prune_drops_old_line_rows_and_keeps_the_batch(store: Store) -> No
     assert await db.prune(store, 30) == 2
     assert await db.items_page(store, old.id, 0, 10, ("pending",)) == []
     assert len(await db.items_page(store, recent.id, 0, 10, ("pending",))) == 2
-    kept = await db.describe(store, await db.load(store, old.id))
+    kept = await db.LiveCounts(store).describe(await db.load(store, old.id))
     assert kept["status"] == "completed" and kept["request_counts"]["completed"] == 2
     assert await db.prune(store, 30) == 0
 
@@ -74,3 +75,32 @@ async def test_a_claim_takes_only_lines_it_changed(store: Store) -> None:
     assert [i.line for i in done] == list(range(6, 11))
     assert [i.line for i in failed] == list(range(1, 6))
     assert [i.custom_id for i in failed] == [f"c{i}" for i in range(1, 6)]
+
+
+async def test_live_counts_are_counted_once_for_all_watchers(store: Store) -> None:
+    row = await db.create_batch(store, owner="o", endpoint="/v1/chat/completions",
+                                input_file_id="file-x", completion_window="24h",
+                                window_seconds=86400, metadata=None)
+    await db.add_items(store, row.id, [(i, f"c{i}") for i in range(1, 101)])
+    assert await db.start(store, row.id, 100, "mock/echo")
+    assert await db.claim(store, row.id, range(1, 41), False, "t1") == set(range(1, 41))
+    await db.record(store, row.id, "t1", [db.Outcome(i, "done") for i in range(1, 31)]
+                    + [db.Outcome(i, "failed") for i in range(31, 41)])
+    row = await db.load(store, row.id)
+    queries: list[str] = []
+
+    def seen(conn: object, cursor: object, statement: str, *args: object) -> None:
+        if "batch_items" in statement:
+            queries.append(statement)
+
+    event.listen(store.reader.sync_engine, "before_cursor_execute", seen)
+    try:
+        live = db.LiveCounts(store, ttl=60)
+        results = await asyncio.gather(*(live.counts(row) for _ in range(50)))
+        assert {(c.completed, c.failed) for c in results} == {(30, 10)}
+        assert len(queries) == 1, queries  # 50 watchers, one count
+        live.ttl = 0  # past its time: counted again
+        assert (await live.counts(row)).completed == 30
+        assert len(queries) == 2
+    finally:
+        event.remove(store.reader.sync_engine, "before_cursor_execute", seen)

@@ -31,6 +31,7 @@ from app.providers.registry import Registry
 from app.relay import Relay
 from app.settings import Settings, get_settings
 from app.store import Store, database_url
+from app.store.batches import LiveCounts
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # In the background: chat needs no database, and routes that do answer 503 meanwhile.
         store_ready = asyncio.create_task(store.start_when_reachable(), name="store-start")
         app.state.services = Services(settings, broker, relay, registry, fleet,
-                                      Limits.from_settings(settings), metrics, store)
+                                      Limits.from_settings(settings), metrics, store,
+                                      LiveCounts(store))
         if keys is None:
             log.warning("RAFALE_API_KEYS is not set: the API is open to anyone who can reach it")
         else:

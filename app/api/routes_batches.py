@@ -84,12 +84,12 @@ async def create_batch(body: CreateBatch, request: Request, svc: Svc, who: Who) 
     except BaseException:
         await db.delete_batch(svc.store, row.id)  # never leave a batch nobody will plan
         raise
-    return await db.describe(svc.store, row)
+    return await svc.counts.describe(row)
 
 
 @router.get("/batches/{batch_id}")
 async def get_batch(batch_id: str, svc: Svc, who: Who) -> dict[str, Any]:
-    return await db.describe(svc.store, await db.load(svc.store, batch_id, who.owner))
+    return await svc.counts.describe(await db.load(svc.store, batch_id, who.owner))
 
 
 @router.get("/batches")
@@ -99,7 +99,7 @@ async def list_batches(
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> dict[str, Any]:
     rows, more = await db.list_batches(svc.store, who.owner, after=after, limit=limit)
-    data = [await db.describe(svc.store, r) for r in rows]
+    data = [await svc.counts.describe(r) for r in rows]
     return {"object": "list", "data": data, "first_id": data[0]["id"] if data else None,
             "last_id": data[-1]["id"] if data else None, "has_more": more}
 
@@ -117,7 +117,7 @@ async def cancel_batch(batch_id: str, request: Request, svc: Svc, who: Who) -> d
                          request_id=request.state.request_id)
         await svc.broker.publish([(f"{batch_id}.finalize", task.model_dump_json().encode())],
                                  routing_key=svc.broker.topology.batch)
-    return await db.describe(svc.store, row)
+    return await svc.counts.describe(row)
 
 
 @router.get("/batches/{batch_id}/events")
@@ -128,7 +128,7 @@ async def batch_events(batch_id: str, svc: Svc, who: Who) -> EventSourceResponse
     async def events() -> AsyncGenerator[ServerSentEvent, None]:
         last: tuple[Any, ...] | None = None
         while True:
-            batch = await db.describe(svc.store, await db.load(svc.store, batch_id))
+            batch = await svc.counts.describe(await db.load(svc.store, batch_id))
             key = (batch["status"], tuple(batch["request_counts"].values()))
             if key != last:
                 last = key

@@ -15,6 +15,7 @@ from app.providers.registry import Registry
 from app.relay import Relay
 from app.settings import Settings
 from app.store import Store
+from app.store.batches import LiveCounts
 
 
 @dataclass(slots=True)
@@ -27,6 +28,7 @@ class Services:
     limits: Limits
     metrics: Metrics
     store: Store
+    counts: LiveCounts
 
 
 @dataclass(frozen=True, slots=True)
