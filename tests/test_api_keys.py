@@ -29,7 +29,14 @@ async def test_routes_need_a_key_and_health_does_not(locked: Stack) -> None:
         assert (await c.get("/health/full")).status_code == 200
         for method, path in [("POST", "/chat/async"), ("POST", "/chat"), ("GET", "/stats"),
                              ("GET", "/v1/models"), ("GET", "/stream/" + "0" * 32),
-                             ("GET", "/test")]:
+                             ("GET", "/test"), ("GET", "/metrics"),
+                             ("POST", "/v1/chat/completions"), ("POST", "/v1/translate"),
+                             ("POST", "/v1/files"), ("GET", "/v1/files"),
+                             ("GET", "/v1/files/file-x"), ("GET", "/v1/files/file-x/content"),
+                             ("DELETE", "/v1/files/file-x"), ("POST", "/v1/batches"),
+                             ("GET", "/v1/batches"), ("GET", "/v1/batches/batch_x"),
+                             ("POST", "/v1/batches/batch_x/cancel"),
+                             ("GET", "/v1/batches/batch_x/events")]:
             r = await c.request(method, path, json={"message": "hi"})
             assert r.status_code == 401, (path, r.text)
             assert r.headers["www-authenticate"].startswith("Bearer")
@@ -37,6 +44,10 @@ async def test_routes_need_a_key_and_health_does_not(locked: Stack) -> None:
             assert err["type"] == "invalid_request_error" and err["code"] == "invalid_api_key"
         r = await c.get("/stats", headers=bearer("wrong-key-000000"))
         assert r.status_code == 401 and "Incorrect API key" in r.json()["error"]["message"]
+        # A wrong key is refused before the body is read, however big the body.
+        r = await c.post("/v1/chat/completions", headers=bearer("wrong-key-000000"),
+                         content=b"x" * (4 * 1024 * 1024))
+        assert r.status_code == 401, r.text
         assert (await c.get("/stats", headers=bearer(ALICE))).status_code == 200
         assert (await c.get("/stats", headers={"x-api-key": BOB})).status_code == 200
 

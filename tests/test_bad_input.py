@@ -108,3 +108,63 @@ def test_bad_setting_fails_at_start_naming_it() -> None:
         assert proc.returncode == 2, (name, proc.stderr)
         shown = "RABBITMQ_URL" if name == "RABBITMQ_URL" else name
         assert shown in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "code", "param"),
+    [
+        ("/v1/translate", {"text": [], "target_lang": "DE"}, "invalid_value", "text"),
+        ("/v1/translate", {"text": "x", "target_lang": "DE"}, "invalid_type", "text"),
+        ("/v1/translate", {"text": ["x"]}, "missing_required_parameter", "target_lang"),
+        ("/v1/translate", {"text": ["x"] * 51, "target_lang": "DE"}, "invalid_value", "text"),
+        ("/v1/translate", {"text": ["x"], "target_lang": "DE", "formality": "rude"},
+         "invalid_value", "formality"),
+        ("/v1/batches", {"endpoint": "/v1/chat/completions", "completion_window": "24h"},
+         "missing_required_parameter", "input_file_id"),
+        ("/v1/batches", {"input_file_id": "file-x", "endpoint": "/v1/chat/completions",
+                         "completion_window": "24h",
+                         "metadata": {f"k{i}": "v" for i in range(17)}},
+         "invalid_value", "metadata"),
+        ("/v1/batches", {"input_file_id": "file-x", "endpoint": "/v1/chat/completions",
+                         "completion_window": "24h", "output_expires_after": {"seconds": 10}},
+         None, None),
+    ],
+)
+async def test_v1_bodies_are_checked_before_anything_runs(client: httpx.AsyncClient, path: str,
+                                                         body: object, code: str | None,
+                                                         param: str | None) -> None:
+    err = assert_error(await client.post(path, json=body), 400, code=code)
+    if param is not None:
+        assert err["param"] is not None and err["param"].startswith(param), err
+    else:
+        assert (err["param"] or "").startswith("output_expires_after"), err
+
+
+@pytest.mark.parametrize("path", ["/v1/translate", "/v1/batches", "/v1/chat/completions"])
+async def test_v1_malformed_and_oversized_bodies(client: httpx.AsyncClient, path: str) -> None:
+    r = await client.post(path, content=b'{"text": ["unterminated',
+                          headers={"content-type": "application/json"})
+    assert_error(r, 400, code="invalid_json")
+    big = b'{"text": ["' + b"x" * (2 * 1024 * 1024) + b'"]}'
+    r = await client.post(path, content=big, headers={"content-type": "application/json"})
+    assert_error(r, 413, code="payload_too_large")
+
+
+@pytest.mark.parametrize("limit", ["0", "101", "many"])
+async def test_batch_list_limit_is_checked(client: httpx.AsyncClient, limit: str) -> None:
+    err = assert_error(await client.get(f"/v1/batches?limit={limit}"), 400, param="limit")
+    assert err["code"] in ("invalid_value", "invalid_type")
+
+
+async def test_round_trip_parameters_are_checked(client: httpx.AsyncClient) -> None:
+    for wait in ("0", "61", "soon"):
+        assert_error(await client.get(f"/test?wait={wait}"), 400, param="wait")
+    assert_error(await client.get("/test?model=mock/nope"), 404, code="model_not_found")
+
+
+async def test_unknown_batch_is_404_on_every_batch_route(client: httpx.AsyncClient) -> None:
+    for method, path in [("GET", "/v1/batches/batch_nope"),
+                         ("POST", "/v1/batches/batch_nope/cancel"),
+                         ("GET", "/v1/batches/batch_nope/events")]:
+        err = assert_error(await client.request(method, path), 404)
+        assert "batch_nope" in err["message"], err

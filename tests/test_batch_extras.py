@@ -104,6 +104,26 @@ async def test_batches_and_their_files_belong_to_their_key(make_stack: StackFact
         assert r.status_code == 404
 
 
+async def test_a_batch_cannot_read_another_keys_file(make_stack: StackFactory) -> None:
+    """As at OpenAI: the batch is accepted, then fails naming `file_id`; the file is untouched."""
+    stack = await make_stack("bfile", rafale_api_keys=f"alice:{ALICE},bob:{BOB}")
+    alice, bob = client(stack, ALICE), client(stack, BOB)
+    body = b'{"custom_id":"a","method":"POST","url":"/v1/chat/completions",' \
+           b'"body":{"model":"mock/echo","messages":[{"role":"user","content":"mine"}]}}\n'
+    mine = await alice.files.create(file=("mine.jsonl", body), purpose="batch")
+    for file_id in (mine.id, "file-doesnotexist"):
+        batch = await bob.batches.create(input_file_id=file_id, endpoint="/v1/chat/completions",
+                                         completion_window="24h")
+        done = await wait_batch(bob, batch.id)
+        assert done.status == "failed", done
+        assert done.errors and done.errors.data, done
+        err = done.errors.data[0]
+        assert (err.code, err.param, err.line) == ("invalid_request", "file_id", None), err
+        assert done.output_file_id is None and done.error_file_id is None
+        assert f"Cannot find file {file_id}" in (err.message or ""), err
+    assert (await alice.files.content(mine.id)).content == body
+
+
 async def test_input_of_a_running_batch_cannot_be_deleted(stack: Stack) -> None:
     sdk = client(stack)
     batch = await submit(sdk, [chat_line(f"d{i}", "keep my input", model="openai/ok-4-50")

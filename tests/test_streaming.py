@@ -197,3 +197,12 @@ async def test_session_deleted_under_its_reader_ends_the_stream(client: httpx.As
         await conn.close()
     assert events[-1].event == "error", events[-1]
     assert events[-1].data["code"] == "session_not_found", events[-1].data
+
+
+async def test_garbage_last_event_id_replays_from_the_start(client: httpx.AsyncClient) -> None:
+    sid = await enqueue(client, "from the top", "openai/ok-10-1")
+    events = await collect(client, "GET", f"/stream/{sid}",
+                           headers={"Last-Event-ID": "garbage:1:x"})
+    assert events[-1].event == "done"
+    assert text_of(events) == text_for("ok-10-1", "from the top")
+    assert_contiguous(events)
