@@ -15,7 +15,7 @@ import asyncio
 import logging
 from collections.abc import AsyncGenerator, Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import aiormq
 import orjson
@@ -26,6 +26,7 @@ from app.errors import BrokerUnavailable, NotFound, RafaleError, SessionBusy
 from app.schemas import event_id, parse_event_id
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 PREFETCH = 64
 BUSY_RETRIES = 10  # a reconnect may arrive before the previous connection's consumer is gone
@@ -56,33 +57,55 @@ class Relay:
     def __init__(self, broker: Broker) -> None:
         self.broker = broker
         self._channel: AbstractRobustChannel | None = None
-        self._background: set[asyncio.Task[None]] = set()
-        # Sessions this process is deleting after delivering their answer: a client that asks
-        # again right after `done` gets a 404 without racing the delete on the broker.
+        self._channel_lock = asyncio.Lock()
+        self._background: set[asyncio.Task[Any]] = set()
+        # Sessions this process is deleting (answered, or abandoned past the grace period): a
+        # client that asks again meanwhile gets a 404 without racing the delete on the broker.
         self.deleting: set[str] = set()
+        # Sessions a stream of this process reads now: a second reader here waits or gets 409
+        # instead of a second consumer splitting the events. (Across processes the broker's
+        # consumer count tells; a reader attaching in that same instant can still slip by.)
+        self.reading: set[str] = set()
 
-    async def _consume_channel(self) -> aiormq.abc.AbstractChannel:
-        if self._channel is None:
-            self._channel = await self.broker.channel(publisher_confirms=False)
-            await self._channel.set_qos(prefetch_count=PREFETCH)
-        return await self._channel.get_underlay_channel()
-
-    def spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+    def spawn(self, coro: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
         task = asyncio.create_task(coro)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
         return task
+
+    async def detached(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Await a broker call in a task of its own: cancelling the caller (a client gone, a
+        timeout) must not cancel the RPC, which would close its channel for everyone."""
+        task = self.spawn(coro)
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())  # never "unretrieved"
+        return await asyncio.shield(task)
+
+    async def _open_channel(self) -> AbstractRobustChannel:
+        ch = await self.broker.channel(publisher_confirms=False)
+        await ch.set_qos(prefetch_count=PREFETCH)  # before any consumer: it binds new ones only
+        return ch
+
+    async def _consume_channel(self) -> aiormq.abc.AbstractChannel:
+        async with asyncio.timeout(self.broker.settings.publish_timeout):
+            if self._channel is None:
+                async with self._channel_lock:
+                    if self._channel is None:
+                        self._channel = await self.detached(self._open_channel())
+            # Just after a reconnect the channel may not be restored yet: wait (bounded).
+            await self._channel.ready()
+            return await self._channel.get_underlay_channel()
 
     async def _check(self, queue: str) -> None:
         """404 unless the session exists; 409 if another connection is still reading it."""
         for _ in range(BUSY_RETRIES):
             if queue in self.deleting:
                 raise _not_found()
-            info = await self.broker.queue_info(queue)
-            if info is None:
-                raise _not_found()
-            if info.consumers == 0:
-                return
+            if queue not in self.reading:
+                info = await self.detached(self.broker.queue_info(queue))
+                if info is None:
+                    raise _not_found()
+                if info.consumers == 0 and queue not in self.reading:
+                    return
             await asyncio.sleep(BUSY_WAIT)
         raise SessionBusy("This session is being streamed by another connection",
                           param="session_id", code="session_busy")
@@ -90,10 +113,18 @@ class Relay:
     async def subscribe(self, queue: str, last_event_id: str | None) -> Subscription:
         """Attach a consumer to the session queue; raises 404/409/503 instead of streaming."""
         await self._check(queue)
-        ch = await self._consume_channel()
+        self.reading.add(queue)  # no await since the check: nobody here can pass it now
+        try:
+            ch = await self._consume_channel()
+        except (*BROKER_ERRORS, TimeoutError) as exc:
+            self.reading.discard(queue)
+            raise BrokerUnavailable(f"cannot read the session: {exc!r}", retry_after=1) from None
+        except BaseException:
+            self.reading.discard(queue)
+            raise
         sub = Subscription(self, ch, queue, last_event_id)
-        # The consume RPC runs in its own task (see the module docstring); if the request is
-        # cancelled meanwhile, the subscription is closed and the task detaches the consumer.
+        # The consume RPC runs in its own task; if the request is cancelled meanwhile, the
+        # subscription is closed and that task detaches the consumer once it exists.
         attach = asyncio.create_task(sub.attach())
         try:
             await asyncio.shield(attach)
@@ -101,11 +132,15 @@ class Relay:
             sub.close()
             raise
         except aiormq.exceptions.ChannelNotFoundEntity:
-            # Deleted between the check and the consume (by another API process). The broker
-            # closes the shared channel for this; its streams end with `_Lost` and resume.
-            raise _not_found() from None
+            # The broker closed the shared channel over a missing queue: this one (deleted
+            # since the check, e.g. by another API process) or another stream's, since aiormq
+            # fails every call pending on the channel with that error. Look again to tell.
+            if await self.detached(self.broker.queue_info(queue)) is None:
+                raise _not_found() from None
+            raise BrokerUnavailable("the stream channel was reset; retry",
+                                    retry_after=1) from None
         except BROKER_ERRORS as exc:
-            raise BrokerUnavailable(f"cannot read the session: {exc}", retry_after=1) from None
+            raise BrokerUnavailable(f"cannot read the session: {exc!r}", retry_after=1) from None
         return sub
 
     async def delete(self, ch: aiormq.abc.AbstractChannel, tag: str, queue: str) -> None:
@@ -116,6 +151,13 @@ class Relay:
             await ch.queue_delete(queue)
         except BROKER_ERRORS as exc:
             log.debug("session %s delete failed: %s", queue, exc)
+        finally:
+            self.deleting.discard(queue)
+
+    async def delete_if_unused(self, queue: str) -> None:
+        self.deleting.add(queue)
+        try:
+            await self.broker.delete_queue(queue, if_unused=True)
         finally:
             self.deleting.discard(queue)
 
@@ -138,7 +180,14 @@ class Subscription:
         self._pending_ack = 0
         self._started = self._finished = self._lost = self._closed = False
         self._cleanup: asyncio.Task[None] | None = None
-        ch.closing.add_done_callback(self._on_channel_close)
+        # aiormq hands out a new observer future at each `closing` access: keep this one, to
+        # detach it (cancel) when done, or it and this subscription live as long as the channel.
+        self._closing = ch.closing
+        self._closing.add_done_callback(self._on_channel_close)
+
+    def _detach_observer(self) -> None:
+        self._closing.remove_done_callback(self._on_channel_close)
+        self._closing.cancel()  # a no-op once the channel has closed
 
     def _on_channel_close(self, _f: object) -> None:
         self._inbox.put_nowait(_Lost())
@@ -150,8 +199,9 @@ class Subscription:
         try:
             ok = await self._ch.basic_consume(self.queue, self._deliver, no_ack=False)
         except BaseException:
-            self._ch.closing.remove_done_callback(self._on_channel_close)
+            self._detach_observer()
             self._closed = True
+            self.relay.reading.discard(self.queue)
             raise
         self._tag = ok.consumer_tag or ""
         if self._closed:  # the request went away while the consumer was being attached
@@ -166,7 +216,8 @@ class Subscription:
         self._closed = True
         if self._tag is None:
             return None  # attach() is still running and will come back here
-        self._ch.closing.remove_done_callback(self._on_channel_close)
+        self._detach_observer()
+        self.relay.reading.discard(self.queue)
         if self._finished:
             self.relay.deleting.add(self.queue)
             self._cleanup = self.relay.spawn(self.relay.delete(self._ch, self._tag, self.queue))
@@ -264,4 +315,4 @@ class Subscription:
             log.debug("cancel of %s failed: %s", tag, exc)
         if delete_later:
             await asyncio.sleep(self.relay.broker.settings.stream_resume_grace)
-            await self.relay.broker.delete_queue(self.queue, if_unused=True)
+            await self.relay.delete_if_unused(self.queue)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import httpx
@@ -9,7 +10,7 @@ import openai
 import pytest
 
 from tests.fakes.openai_server import FakeOpenAI, text_for, tool_arguments
-from tests.harness import Stack
+from tests.harness import Stack, rabbitmqctl
 
 
 @pytest.fixture
@@ -256,3 +257,23 @@ async def test_malformed_tools_are_a_400_not_a_stuck_worker(asdk: openai.AsyncOp
     r = await asdk.chat.completions.create(
         model="mock/echo", max_tokens=2, messages=[{"role": "user", "content": "after"}])
     assert r.choices[0].message.content == "Echo: after"
+
+
+async def test_answered_sessions_are_gone_when_the_answer_is(asdk: openai.AsyncOpenAI,
+                                                             stack: Stack) -> None:
+    """Streamed or not, answered or failed: the session queue is deleted before the response
+    ends, not left to a grace period or the session TTL."""
+
+    async def sessions() -> set[str]:
+        out = await asyncio.to_thread(rabbitmqctl, "-q", "list_queues", "name")
+        return {n for n in out.split() if n.startswith(f"{stack.namespace}.session.")}
+
+    before = await sessions()
+    msgs = [{"role": "user", "content": "gone after"}]
+    await asdk.chat.completions.create(model="openai/ok-3-0", messages=msgs)
+    stream = await asdk.chat.completions.create(model="openai/ok-3-0", messages=msgs,
+                                                stream=True)
+    assert [c async for c in stream]
+    with pytest.raises(openai.InternalServerError):
+        await asdk.chat.completions.create(model="openai/fail500", messages=msgs)
+    assert await sessions() - before == set()

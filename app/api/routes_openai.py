@@ -106,6 +106,7 @@ async def chat_completions(body: CompletionRequest, request: Request, svc: Svc,
         if first is None:
             raise _interrupted()
         if first.type == "error":
+            await anext(events, None)  # past the terminal event: the relay deletes the session
             raise RafaleError.from_event(orjson.loads(first.data))
     except BaseException:
         await events.aclose()
@@ -118,6 +119,8 @@ async def chat_completions(body: CompletionRequest, request: Request, svc: Svc,
 async def _complete(events: AsyncIterator[Relayed], base: dict[str, Any],
                     n: int) -> dict[str, Any]:
     answer = CompletionBuilder()
+    ended: RafaleError | dict[str, Any] = _interrupted()
+    # Read to the end, past the terminal event: that is when the relay deletes the session.
     async for ev in events:
         data = orjson.loads(ev.data)
         if ev.type == "chunk":
@@ -125,10 +128,12 @@ async def _complete(events: AsyncIterator[Relayed], base: dict[str, Any],
         elif ev.type == "reset":
             answer.reset()
         elif ev.type == "error":
-            raise RafaleError.from_event(data)
+            ended = RafaleError.from_event(data)
         elif ev.type == "done":
-            return answer.build(base, finish_reasons(data, n), data.get("usage"))
-    raise _interrupted()
+            ended = answer.build(base, finish_reasons(data, n), data.get("usage"))
+    if isinstance(ended, RafaleError):
+        raise ended
+    return ended
 
 
 def _interrupted() -> RafaleError:
@@ -168,7 +173,6 @@ async def _stream(first: Relayed, events: AsyncGenerator[Relayed, None], base: d
             elif ev.type == "error":
                 yield ServerSentEvent(data=_error_data(RafaleError.from_event(data)))
                 finished = True
-                break
             elif ev.type == "done":
                 for index, reason in enumerate(finish_reasons(data, n)):
                     yield ServerSentEvent(data=_chunk(base, index, {}, reason, with_usage))
@@ -176,7 +180,7 @@ async def _stream(first: Relayed, events: AsyncGenerator[Relayed, None], base: d
                     yield ServerSentEvent(data=orjson.dumps(
                         {**base, "choices": [], "usage": data["usage"]}).decode())
                 finished = True
-                break
+            # After a terminal event this is the relay deleting the session and ending.
             ev = await anext(evs, None)
     if not finished:
         yield ServerSentEvent(data=_error_data(_interrupted()))

@@ -167,6 +167,8 @@ async def round_trip(
                     elif ev.terminal:
                         result = data
     except TimeoutError:
+        # Nobody will read this session: do not leave it (and its worker) running to the TTL.
+        svc.relay.spawn(svc.relay.delete_if_unused(queue))
         raise RafaleError(f"no answer through the queue within {wait:g}s: are workers "
                           "running?", code="round_trip_timeout") from None
     ms = lambda t: round((t - started) * 1000, 2) if t else None  # noqa: E731
