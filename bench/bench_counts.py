@@ -92,7 +92,7 @@ async def run(kind: str, lines: int, watchers: int) -> None:
         await db.counts(store, row)  # warm the caches of the database itself
         for cached in (False, True):
             r = await watch(store, row, watchers, cached)
-            label = "LiveCounts (1 s)" if cached else "no cache       "
+            label = "LiveCounts      " if cached else "no cache       "
             print(f"  {kind:10} {label} {r['answers']:4d} answers  {r['queries']:4d} count queries"
                   f"  latency p50 {r['p50']:7.1f} ms  p99 {r['p99']:7.1f} ms")
     finally:

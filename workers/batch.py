@@ -65,7 +65,7 @@ class BatchRunner:
         self.store = store
         self.metrics = metrics
         self.slots = asyncio.Semaphore(settings.batch_concurrency)
-        self.gate = ProviderGate(broker, settings.provider_caps())
+        self.gate = ProviderGate(store, settings.provider_caps())
         # A batch has hours, not seconds: more attempts and a longer backoff. A line the
         # provider keeps rate-limiting is given back for later, never failed for it.
         base = Limits.from_settings(settings)

@@ -233,6 +233,7 @@ class Worker:
                 await asyncio.wait(late, timeout=5)
         if self._heartbeat is not None:
             self._heartbeat.cancel()
+        await self.batches.gate.close()
         await self.registry.aclose()
         await self.broker.close()
         await self.store.close()

@@ -1,30 +1,40 @@
 """Fleet-wide caps on concurrent batch requests per provider (PROVIDER_CONCURRENCY).
 
-Each worker process takes its share of a cap: the cap divided by the processes consuming
-`llm_batch`, as the broker counts them (at least one each). The count is read again every
-second, so the shares follow the fleet as it grows or shrinks.
+A cap of N is N slot rows in the store (app/store/slots.py), shared by every worker on every
+host: a call runs only while it holds one, so the fleet never has more than N calls to that
+provider in flight, however many workers there are. A worker renews the leases of the slots
+it holds; a killed worker's slots come free within one lease.
 
-Not exact: a cap below the number of workers is exceeded (each still takes one slot, which
-is logged), and a remainder goes unused (5 over 2 workers is 2 + 2). An exact fleet-wide
-semaphore needs a shared count that survives crashes, e.g. leased slot rows in the store (a
-queue of token messages would need its own seeding: a length limit ignores unacked messages)."""
+Each worker runs one taker per capped provider: calls wait in a local line, and the taker asks
+the store for slots while somebody waits, woken at once by a local release and every POLL
+seconds for releases elsewhere. Database calls run in those long-lived tasks, never in a call
+that may be cancelled (a cancelled transaction can lose what it did)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+import os
+import socket
 import time
-from collections.abc import AsyncIterator
+import uuid
+from collections import deque
+from collections.abc import AsyncIterator, Coroutine
+from typing import Any
 
-from app.broker import Broker
-from app.errors import BrokerUnavailable
+from sqlalchemy.exc import DBAPIError
+
+from app.errors import StoreUnavailable
+from app.store import Store, slots
 
 log = logging.getLogger(__name__)
 
-# Seconds between looks at how many workers share the caps: a worker that joins makes the
-# others' shares smaller within this long.
-REFRESH = 1.0
+LEASE = 30.0  # seconds a slot stays taken without renewal: how long a dead worker holds it
+POLL = 0.05  # seconds between looks for slots freed by other workers, while calls wait
+STORE_ERRORS = (StoreUnavailable, DBAPIError, OSError)
+
+Grant = tuple[int, str]  # (slot, token)
 
 
 class GateTimeout(Exception):
@@ -32,31 +42,27 @@ class GateTimeout(Exception):
 
 
 class ProviderGate:
-    def __init__(self, broker: Broker, caps: dict[str, int]) -> None:
-        self.broker = broker
+    def __init__(self, store: Store, caps: dict[str, int]) -> None:
+        self.store = store
         self.caps = caps
-        self.active: dict[str, int] = {}
-        self.changed = asyncio.Condition()
-        self._workers = 1
-        self._checked = float("-inf")
-        self._refreshing = asyncio.Lock()
-        self._warned: set[str] = set()
+        self.worker = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._waiting: dict[str, deque[asyncio.Future[Grant]]] = {p: deque() for p in caps}
+        self._wake: dict[str, asyncio.Event] = {p: asyncio.Event() for p in caps}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._started = self._closing = False
+        self._renewing: asyncio.Task[None] | None = None
+        self.held = 0
 
-    async def _share(self, provider: str) -> int:
-        if time.monotonic() - self._checked > REFRESH:
-            async with self._refreshing:  # one look at a time; the others wait for its answer
-                if time.monotonic() - self._checked > REFRESH:
-                    with contextlib.suppress(BrokerUnavailable):
-                        info = await self.broker.queue_info(self.broker.topology.batch)
-                        self._workers = max(1, info.consumers if info else 1)
-                    self._checked = time.monotonic()
-        cap = self.caps[provider]
-        if cap < self._workers and provider not in self._warned:
-            self._warned.add(provider)
-            log.warning("PROVIDER_CONCURRENCY gives %s %d slots but %d workers consume batches; "
-                        "each takes one, so up to %d calls can run at once: lower LLM_WORKERS "
-                        "or raise the cap", provider, cap, self._workers, self._workers)
-        return max(1, cap // self._workers)
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _start(self) -> None:
+        self._started = True
+        for provider in self.caps:
+            self._spawn(self._taker(provider))
+        self._renewing = asyncio.create_task(self._renewer())
 
     @contextlib.asynccontextmanager
     async def slot(self, provider: str, until: float) -> AsyncIterator[None]:
@@ -64,20 +70,93 @@ class ProviderGate:
         if provider not in self.caps:
             yield
             return
-        share = await self._share(provider)
+        if not self._started:
+            self._start()
+        grant: asyncio.Future[Grant] = asyncio.get_running_loop().create_future()
+        self._waiting[provider].append(grant)
+        self._wake[provider].set()
         try:
-            async with asyncio.timeout_at(until), self.changed:
-                await self.changed.wait_for(lambda: self.active.get(provider, 0) < share)
-                self.active[provider] = self.active.get(provider, 0) + 1
-        except TimeoutError:
-            raise GateTimeout(provider) from None
+            async with asyncio.timeout_at(until):
+                slot, token = await asyncio.shield(grant)
+        except BaseException as exc:
+            if grant.done() and not grant.cancelled():
+                self._give_back(provider, *grant.result())  # granted as we gave up
+            else:
+                grant.cancel()  # the taker skips it
+            if isinstance(exc, TimeoutError):
+                raise GateTimeout(provider) from None
+            raise
         try:
             yield
         finally:
-            # Given back at once, whatever else is cancelled; waiters hear of it after.
-            self.active[provider] -= 1
-            asyncio.get_running_loop().create_task(self._wake())
+            self._give_back(provider, slot, token)
 
-    async def _wake(self) -> None:
-        async with self.changed:
-            self.changed.notify_all()
+    def _give_back(self, provider: str, slot: int, token: str) -> None:
+        self.held -= 1
+        self._spawn(self._release(provider, slot, token))
+
+    async def _release(self, provider: str, slot: int, token: str) -> None:
+        try:
+            await slots.release(self.store, provider, slot, token)
+        except STORE_ERRORS as exc:
+            log.warning("could not give back %s slot %d (%s); its lease ends it",
+                        provider, slot, type(exc).__name__)
+        self._wake[provider].set()
+
+    async def _taker(self, provider: str) -> None:
+        waiting, wake = self._waiting[provider], self._wake[provider]
+        ensured = False
+        while not self._closing:
+            while waiting and waiting[0].done():
+                waiting.popleft()  # gave up before its turn
+            if not waiting:
+                wake.clear()
+                await wake.wait()
+                continue
+            token = uuid.uuid4().hex
+            slot: int | None = None
+            try:
+                if not ensured:
+                    await slots.ensure(self.store, {provider: self.caps[provider]})
+                    ensured = True
+                slot = await slots.acquire(self.store, provider, self.worker, token,
+                                           time.time(), LEASE)
+            except STORE_ERRORS as exc:
+                log.debug("no %s slot from the store (%s)", provider, type(exc).__name__)
+            except Exception:
+                log.exception("taking a %s slot failed", provider)
+            if slot is None:
+                wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(POLL):
+                        await wake.wait()
+                continue
+            self.held += 1
+            while waiting and waiting[0].done():
+                waiting.popleft()
+            if waiting:
+                waiting.popleft().set_result((slot, token))
+            else:
+                self._give_back(provider, slot, token)
+
+    async def _renewer(self) -> None:
+        while True:
+            await asyncio.sleep(LEASE / 3)
+            if self.held > 0:
+                try:
+                    await slots.renew(self.store, self.worker, time.time() + LEASE)
+                except STORE_ERRORS as exc:
+                    log.warning("could not renew provider slot leases (%s)", type(exc).__name__)
+
+    async def close(self) -> None:
+        """Stop taking slots and let the gives-back finish (a dead worker's slots would only
+        come free when their lease ends)."""
+        self._closing = True
+        for wake in self._wake.values():
+            wake.set()
+        if self._renewing is not None:
+            self._renewing.cancel()
+        if self._tasks:
+            _, late = await asyncio.wait(list(self._tasks), timeout=5)
+            for task in late:
+                task.cancel()

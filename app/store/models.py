@@ -133,3 +133,17 @@ class CacheRow(Base):
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
     response_json: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[float] = mapped_column(Float)
+
+
+class SlotRow(Base):
+    """One slot of a provider's fleet-wide cap (PROVIDER_CONCURRENCY): free, or leased to the
+    call of one worker. A live worker renews its leases; a dead one's slots free themselves
+    when the lease runs out."""
+
+    __tablename__ = "provider_slots"
+
+    provider: Mapped[str] = mapped_column(String(64), primary_key=True)
+    slot: Mapped[int] = mapped_column(Integer, primary_key=True)
+    worker: Mapped[str | None] = mapped_column(String(96), nullable=True)
+    token: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    lease_until: Mapped[float | None] = mapped_column(Float, nullable=True)
