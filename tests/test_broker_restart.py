@@ -83,3 +83,38 @@ async def test_stream_survives_broker_restart_mid_answer(make_stack: StackFactor
         kinds = [e.event for e in rest]
         assert kinds[0] == "reset" and kinds[-1] == "done", kinds
         assert text_of(first + rest) == text_for(model, "outlive the broker")
+
+
+@pytest.mark.broker_restart
+async def test_an_answer_not_read_yet_survives_a_broker_restart(make_stack: StackFactory) -> None:
+    """The worker acked the task once the final event was confirmed; the client had not come
+    for it yet. The session queue and its (persistent) events outlive the restart."""
+    stack = await make_stack("broker-unread", llm_workers=1)
+    async with httpx.AsyncClient(base_url=stack.url, timeout=30) as client:
+        r = await client.post("/chat/async", json={"message": "keep this answer",
+                                                   "model": "mock/echo"})
+        assert r.status_code == 202, r.text
+        sid = r.json()["session_id"]
+        deadline = time.monotonic() + 30
+        while True:  # until the task is acked and its events wait in the session queue
+            rows = dict(line.split() for line in
+                        rabbitmqctl("-q", "list_queues", "name", "messages").splitlines()
+                        if line.startswith(stack.namespace))
+            session = [int(n) for q, n in rows.items() if q.endswith(sid)]
+            if rows.get(f"{stack.namespace}.llm_tasks") == "0" and session and session[0] > 0:
+                break
+            assert time.monotonic() < deadline, rows
+            await asyncio.sleep(0.1)
+        rabbitmqctl("stop_app")
+        try:
+            await wait_status(client, "/health/full", 503, within=20)
+        finally:
+            rabbitmqctl("start_app")
+        await wait_status(client, "/health/full", 200, within=60)
+        try:
+            async with asyncio.timeout(20):
+                events = await collect(client, "GET", f"/stream/{sid}")
+        except TimeoutError:
+            raise AssertionError("the answer's events did not survive the restart") from None
+        assert events[-1].event == "done", events[-1]
+        assert text_of(events).startswith("Echo: keep this answer")

@@ -59,6 +59,10 @@ class SessionStream:
         event["seq"] = self.seq
         event["attempt"] = self.attempt
         props = Basic.Properties(
+            # Persistent, like the durable session queue: an answer the client has not read yet
+            # survives a broker restart (the task is acked once its final event is confirmed,
+            # so nothing would produce it again).
+            delivery_mode=2,
             content_type="application/json",
             # Unique per message: aiormq matches a returned (unroutable) message by its id.
             message_id=f"{self.task_id}.{self.attempt}.{self.seq}",
