@@ -9,6 +9,7 @@ every short-lived session queue after a reconnect."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -109,11 +110,29 @@ class Broker:
                     reconnect_interval=RECONNECT_INTERVAL,
                     client_properties={"connection_name": name},
                 )
-                break
             except BROKER_ERRORS as exc:
                 self.last_error = f"cannot connect to RabbitMQ: {exc or type(exc).__name__}"
                 log.warning("%s; retrying in %.0fs", self.last_error, RECONNECT_INTERVAL)
                 await asyncio.sleep(RECONNECT_INTERVAL)
+                continue
+            try:
+                await self._set_up(conn, name)
+                return
+            except Exception as exc:
+                # The first set-up is ours to retry (aio-pika only restores a connection that
+                # was up): a broker that dropped us mid-way, or a queue an operator declared
+                # with other arguments (406). Say so and try again rather than sit idle.
+                error = f"RabbitMQ set-up failed: {exc!r}"
+                log.error("%s; retrying in %.0fs", error, RECONNECT_INTERVAL)
+                self.conn = self._pub = None
+                conn.close_callbacks.discard(self._on_lost)
+                conn.reconnect_callbacks.discard(self._on_reconnect)
+                with contextlib.suppress(*BROKER_ERRORS):
+                    await conn.close()
+                self.last_error = error
+                await asyncio.sleep(RECONNECT_INTERVAL)
+
+    async def _set_up(self, conn: AbstractRobustConnection, name: str) -> None:
         self.conn = conn
         conn.close_callbacks.add(self._on_lost)
         conn.reconnect_callbacks.add(self._on_reconnect)

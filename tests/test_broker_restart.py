@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+import uuid
 
+import aiormq
 import httpx
 import pytest
 
-from tests.conftest import StackFactory
-from tests.fakes.openai_server import text_for
-from tests.harness import rabbitmqctl
+from tests.conftest import FAST, StackFactory, provider_env
+from tests.fakes.openai_server import FakeOpenAI, text_for
+from tests.harness import Stack, free_port, make_env, rabbitmqctl
 from tests.sse import collect, iter_sse, text_of
 
 
@@ -118,3 +121,38 @@ async def test_an_answer_not_read_yet_survives_a_broker_restart(make_stack: Stac
             raise AssertionError("the answer's events did not survive the restart") from None
         assert events[-1].event == "done", events[-1]
         assert text_of(events).startswith("Echo: keep this answer")
+
+
+async def test_a_failed_first_set_up_is_reported_and_retried(namespace: str,
+                                                             fake: FakeOpenAI) -> None:
+    """An operator's `llm_tasks` with other arguments makes the declare fail (406): the API
+    says why on /health/full and keeps trying, and comes up once the queue is fixed."""
+    name = f"setup-{uuid.uuid4().hex[:6]}"
+    port = free_port()
+    stack = Stack(name, make_env(name, namespace, port, **FAST, **provider_env(fake)), port)
+    tasks = f"{stack.namespace}.llm_tasks"
+    conn = await aiormq.connect(stack.env.get("RABBITMQ_URL", "amqp://guest:guest@127.0.0.1/"))
+    ch = await conn.channel()
+    await ch.queue_declare(tasks, durable=True)  # classic, where Rafale declares a quorum queue
+    try:
+        stack.start_api()
+        async with httpx.AsyncClient(base_url=stack.url, timeout=5) as client:
+            deadline = time.monotonic() + 30
+            while True:
+                with contextlib.suppress(httpx.HTTPError):
+                    r = await client.get("/health/full")
+                    if r.status_code == 503 and "set-up failed" in str(r.json()["problems"]):
+                        break
+                assert time.monotonic() < deadline, "the set-up failure was never reported"
+                await asyncio.sleep(0.2)
+            assert "PRECONDITION_FAILED" in str(r.json()["problems"]), r.json()
+            await ch.queue_delete(tasks)
+            stack.start_workers()
+            await stack.wait_ready()
+            r = await client.post("/chat/async", json={"message": "fixed", "model": "mock/echo"})
+            assert r.status_code == 202, r.text
+            events = await collect(client, "GET", r.json()["stream_url"])
+            assert text_of(events).startswith("Echo: fixed")
+    finally:
+        await conn.close()
+        await stack.remove()
