@@ -141,6 +141,14 @@ class SessionBusy(RafaleError):
     code = "session_busy"
 
 
+class ClientGone(RafaleError):
+    """The client closed the request while its answer was being made (nginx's 499)."""
+
+    status = 499
+    type = "invalid_request_error"
+    code = "client_closed"
+
+
 class TaskParked(RafaleError):
     """The task crashed workers too often and was moved to the dead-letter queue."""
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 import httpx
 import openai
@@ -277,3 +278,27 @@ async def test_answered_sessions_are_gone_when_the_answer_is(asdk: openai.AsyncO
     with pytest.raises(openai.InternalServerError):
         await asdk.chat.completions.create(model="openai/fail500", messages=msgs)
     assert await sessions() - before == set()
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_client_leaving_before_the_answer_stops_the_provider_call(
+        stack: Stack, fake: FakeOpenAI, stream: bool) -> None:
+    """uvicorn does not cancel a handler whose client left; Rafale notices and closes the
+    session, so the worker stops paying for an answer nobody will read."""
+    # 20 s of answer (streamed: a token every 2.5 s, so the client leaves before the first);
+    # the last number makes the model this test's own among the fake's calls.
+    model = "slow-20000-17" if stream else "ok-400-50-7"
+    async with httpx.AsyncClient(base_url=stack.url, timeout=1) as c:
+        with pytest.raises(httpx.ReadTimeout):
+            await c.post("/v1/chat/completions", json={
+                "model": f"openai/{model}", "stream": stream,
+                "messages": [{"role": "user", "content": "leaving early"}]})
+    deadline = time.monotonic() + 10
+    while not (calls := [x for x in fake.calls if x.model == model]):
+        assert time.monotonic() < deadline, "the provider was never called"
+        await asyncio.sleep(0.05)
+    try:
+        async with asyncio.timeout(10):
+            await calls[0].gone.wait()
+    except TimeoutError:
+        raise AssertionError("the provider call went on after the client left") from None

@@ -5,10 +5,12 @@ and renders them as OpenAI objects, so the official SDK works against Rafale unc
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
 from contextlib import aclosing
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import orjson
 from fastapi import APIRouter, Depends, Request
@@ -19,11 +21,13 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from app.api.routes_chat import Who, enqueue_chat, event_stream
 from app.api.services import Services, services
 from app.completions import CompletionBuilder, finish_reasons, provider_extra
-from app.errors import RafaleError
+from app.errors import ClientGone, RafaleError
 from app.relay import Relayed
 from app.schemas import ChatBody
 
 router = APIRouter(prefix="/v1")
+T = TypeVar("T")
+DISCONNECT_POLL = 0.5  # seconds between looks for a client gone while its answer is made
 Svc = Annotated[Services, Depends(services)]
 
 
@@ -95,14 +99,15 @@ async def chat_completions(body: CompletionRequest, request: Request, svc: Svc,
     if not body.stream:
         try:
             async with aclosing(events) as evs:
-                return JSONResponse(await _complete(evs, base, n))
+                return JSONResponse(await _unless_client_leaves(request,
+                                                                _complete(evs, base, n)))
         finally:
             sub.close()
 
     # Wait for the first event before answering, so a failure that happens before any text
     # (bad key at the provider, rate limit, ...) still gets a real HTTP status.
     try:
-        first = await anext(events, None)
+        first = await _unless_client_leaves(request, anext(events, None))
         if first is None:
             raise _interrupted()
         if first.type == "error":
@@ -114,6 +119,25 @@ async def chat_completions(body: CompletionRequest, request: Request, svc: Svc,
         raise
     usage_wanted = bool(body.stream_options and body.stream_options.include_usage)
     return event_stream(svc, _stream(first, events, base, n, usage_wanted), sub)
+
+
+async def _unless_client_leaves(request: Request, work: Awaitable[T]) -> T:
+    """`work`, cancelled if the client disconnects first: uvicorn does not cancel a handler
+    whose client left, and a plain completion would otherwise be generated (and paid for)
+    to the end. Cancelling it closes the session, which stops the worker's provider call."""
+    task = asyncio.ensure_future(work)
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=DISCONNECT_POLL)
+            if done:
+                return task.result()
+            if await request.is_disconnected():
+                raise ClientGone("the client closed the request")
+    finally:
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
 
 async def _complete(events: AsyncIterator[Relayed], base: dict[str, Any],
