@@ -107,33 +107,31 @@ async def test_live_counts_are_counted_once_for_all_watchers(store: Store) -> No
 
 
 async def test_provider_slots_are_an_exact_semaphore_with_leases(store: Store) -> None:
-    await slots.ensure(store, {"openai": 2})
-    await slots.ensure(store, {"openai": 2})  # a second worker starting: nothing doubles
+    await slots.ensure(store, {"openai": 3})
+    await slots.ensure(store, {"openai": 3})  # a second worker starting: nothing doubles
     now = time.time()
-    a = await slots.acquire(store, "openai", "w1", "ta", now, 30)
-    b = await slots.acquire(store, "openai", "w2", "tb", now, 30)
-    assert {a, b} == {0, 1}
-    assert await slots.acquire(store, "openai", "w3", "tc", now, 30) is None
-    assert b is not None
-    await slots.release(store, "openai", b, "wrong-token")  # only the holder gives it back
-    assert await slots.acquire(store, "openai", "w3", "tc", now, 30) is None
-    await slots.release(store, "openai", b, "tb")
-    assert await slots.acquire(store, "openai", "w3", "tc", now, 30) == b
-    # w1 dies holding `a`: its slot comes free once the lease ends, not before; a live
-    # worker that renews keeps its own.
+    assert await slots.acquire(store, "openai", "w1", "ta", now, 30) == [0]
+    assert sorted(await slots.acquire(store, "openai", "w2", "tb", now, 30, limit=5)) == [1, 2]
+    assert await slots.acquire(store, "openai", "w3", "tc", now, 30) == []
+    await slots.release(store, "openai", [(1, "wrong-token")])  # only the holder gives back
+    assert await slots.acquire(store, "openai", "w3", "tc", now, 30) == []
+    await slots.release(store, "openai", [(1, "tb"), (2, "tb")])
+    assert sorted(await slots.acquire(store, "openai", "w3", "tc", now, 30, limit=2)) == [1, 2]
+    # w1 dies holding slot 0: it comes free once the lease ends, not before; a live worker
+    # that renews keeps its own.
     await slots.renew(store, "w3", now + 100)
-    assert await slots.acquire(store, "openai", "w4", "td", now + 20, 30) is None
-    assert await slots.acquire(store, "openai", "w4", "td", now + 31, 30) == a
-    assert await slots.acquire(store, "openai", "w5", "te", now + 31, 30) is None
+    assert await slots.acquire(store, "openai", "w4", "td", now + 20, 30) == []
+    assert await slots.acquire(store, "openai", "w4", "td", now + 31, 30, limit=3) == [0]
+    assert await slots.acquire(store, "openai", "w5", "te", now + 31, 30) == []
     # A lowered cap drops the slots past it.
     await slots.ensure(store, {"openai": 1})
-    assert await slots.acquire(store, "openai", "w6", "tf", now + 200, 30) == 0
+    assert await slots.acquire(store, "openai", "w6", "tf", now + 200, 30, limit=3) == [0]
 
 
 async def test_concurrent_takers_never_share_a_slot(store: Store) -> None:
-    await slots.ensure(store, {"p": 3})
+    await slots.ensure(store, {"p": 5})
     now = time.time()
-    got = await asyncio.gather(*(slots.acquire(store, "p", f"w{i}", f"t{i}", now, 30)
+    got = await asyncio.gather(*(slots.acquire(store, "p", f"w{i}", f"t{i}", now, 30, limit=2)
                                  for i in range(10)))
-    taken = [g for g in got if g is not None]
-    assert sorted(taken) == [0, 1, 2], got
+    taken = sorted(slot for g in got for slot in g)
+    assert taken == [0, 1, 2, 3, 4], got

@@ -5,10 +5,11 @@ host: a call runs only while it holds one, so the fleet never has more than N ca
 provider in flight, however many workers there are. A worker renews the leases of the slots
 it holds; a killed worker's slots come free within one lease.
 
-Each worker runs one taker per capped provider: calls wait in a local line, and the taker asks
-the store for slots while somebody waits, woken at once by a local release and every POLL
-seconds for releases elsewhere. Database calls run in those long-lived tasks, never in a call
-that may be cancelled (a cancelled transaction can lose what it did)."""
+Each worker runs one taker per capped provider: calls wait in a local line; the taker gives
+back what calls returned and takes as many slots as calls wait for, each in one statement,
+woken at once by a local return and every POLL seconds for releases elsewhere. Database
+calls run in those long-lived tasks, never in a call that may be cancelled (a cancelled
+transaction can lose what it did)."""
 
 from __future__ import annotations
 
@@ -48,6 +49,7 @@ class ProviderGate:
         self.worker = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._waiting: dict[str, deque[asyncio.Future[Grant]]] = {p: deque() for p in caps}
         self._wake: dict[str, asyncio.Event] = {p: asyncio.Event() for p in caps}
+        self._returns: dict[str, list[Grant]] = {p: [] for p in caps}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._started = self._closing = False
         self._renewing: asyncio.Task[None] | None = None
@@ -93,51 +95,55 @@ class ProviderGate:
 
     def _give_back(self, provider: str, slot: int, token: str) -> None:
         self.held -= 1
-        self._spawn(self._release(provider, slot, token))
-
-    async def _release(self, provider: str, slot: int, token: str) -> None:
-        try:
-            await slots.release(self.store, provider, slot, token)
-        except STORE_ERRORS as exc:
-            log.warning("could not give back %s slot %d (%s); its lease ends it",
-                        provider, slot, type(exc).__name__)
+        self._returns[provider].append((slot, token))
         self._wake[provider].set()
 
     async def _taker(self, provider: str) -> None:
-        waiting, wake = self._waiting[provider], self._wake[provider]
+        """Gives back and takes this provider's slots, many per transaction: what calls
+        returned since the last turn in one statement, as many as calls wait for in another."""
+        waiting, wake, returns = self._waiting[provider], self._wake[provider], \
+            self._returns[provider]
         ensured = False
-        while not self._closing:
+        while not self._closing or returns:
             while waiting and waiting[0].done():
                 waiting.popleft()  # gave up before its turn
-            if not waiting:
+            if returns:
+                batch, returns[:] = list(returns), []
+                try:
+                    await slots.release(self.store, provider, batch)
+                except STORE_ERRORS as exc:
+                    log.warning("could not give back %d %s slot(s) (%s); their lease ends "
+                                "them", len(batch), provider, type(exc).__name__)
+            if not waiting or self._closing:
                 wake.clear()
-                await wake.wait()
+                if not returns and not self._closing:
+                    await wake.wait()
                 continue
             token = uuid.uuid4().hex
-            slot: int | None = None
+            got: list[int] = []
             try:
                 if not ensured:
                     await slots.ensure(self.store, {provider: self.caps[provider]})
                     ensured = True
-                slot = await slots.acquire(self.store, provider, self.worker, token,
-                                           time.time(), LEASE)
+                got = await slots.acquire(self.store, provider, self.worker, token,
+                                          time.time(), LEASE, limit=len(waiting))
             except STORE_ERRORS as exc:
                 log.debug("no %s slot from the store (%s)", provider, type(exc).__name__)
             except Exception:
                 log.exception("taking a %s slot failed", provider)
-            if slot is None:
+            for slot in got:
+                self.held += 1
+                while waiting and waiting[0].done():
+                    waiting.popleft()
+                if waiting:
+                    waiting.popleft().set_result((slot, token))
+                else:
+                    self._give_back(provider, slot, token)
+            if not got:
                 wake.clear()
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(POLL):
                         await wake.wait()
-                continue
-            self.held += 1
-            while waiting and waiting[0].done():
-                waiting.popleft()
-            if waiting:
-                waiting.popleft().set_result((slot, token))
-            else:
-                self._give_back(provider, slot, token)
 
     async def _renewer(self) -> None:
         while True:
@@ -149,8 +155,8 @@ class ProviderGate:
                     log.warning("could not renew provider slot leases (%s)", type(exc).__name__)
 
     async def close(self) -> None:
-        """Stop taking slots and let the gives-back finish (a dead worker's slots would only
-        come free when their lease ends)."""
+        """Stop taking slots and give back the ones returned (a dead worker's slots would
+        only come free when their lease ends)."""
         self._closing = True
         for wake in self._wake.values():
             wake.set()

@@ -6,7 +6,9 @@ holds its slots for one lease at most."""
 
 from __future__ import annotations
 
-from sqlalchemy import delete, or_, select, update
+from collections.abc import Sequence
+
+from sqlalchemy import Table, bindparam, delete, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -26,29 +28,37 @@ async def ensure(store: Store, caps: dict[str, int]) -> None:
 
 
 async def acquire(store: Store, provider: str, worker: str, token: str, now: float,
-                  lease: float) -> int | None:
-    """Take one free slot for `token`; None when every slot is held."""
+                  lease: float, limit: int = 1) -> list[int]:
+    """Take up to `limit` free slots under `token`; [] when every slot is held."""
     free = or_(SlotRow.worker.is_(None), SlotRow.lease_until < now)
-    # SKIP LOCKED (PostgreSQL; SQLite has one writer at a time anyway): concurrent takers
-    # each get a different free slot instead of queueing on the same row.
-    first_free = (select(SlotRow.slot).where(SlotRow.provider == provider, free)
-                  .order_by(SlotRow.slot).limit(1).with_for_update(skip_locked=True)
-                  .scalar_subquery())
     async with store.tx() as s:
-        # The condition is checked again on the row itself, so a slot is never taken twice.
-        return (await s.execute(
+        # Pick, then take, in one transaction: SQLite's has the only writer; on PostgreSQL the
+        # picked rows are locked and concurrent takers skip them for other free ones. (One
+        # statement, with the pick as an IN subquery, PostgreSQL took more rows than asked.)
+        picked = list((await s.execute(
+            select(SlotRow.slot).where(SlotRow.provider == provider, free)
+            .order_by(SlotRow.slot).limit(limit).with_for_update(skip_locked=True))).scalars())
+        if not picked:
+            return []
+        return list((await s.execute(
             update(SlotRow)
-            .where(SlotRow.provider == provider, SlotRow.slot == first_free, free)
+            .where(SlotRow.provider == provider, SlotRow.slot.in_(picked), free)
             .values(worker=worker, token=token, lease_until=now + lease)
-            .returning(SlotRow.slot))).scalar_one_or_none()
+            .returning(SlotRow.slot))).scalars())
 
 
-async def release(store: Store, provider: str, slot: int, token: str) -> None:
+async def release(store: Store, provider: str, held: Sequence[tuple[int, str]]) -> None:
+    """Give back these (slot, token) pairs; a slot whose token changed is not ours any more."""
+    if not held:
+        return
+    table = Table("provider_slots", SlotRow.metadata)  # Core, so executemany applies
+    t = table.c
+    stmt = (update(table)
+            .where(t.provider == provider, t.slot == bindparam("k_slot"),
+                   t.token == bindparam("k_token"))
+            .values(worker=None, token=None, lease_until=None))
     async with store.tx() as s:
-        await s.execute(update(SlotRow)
-                        .where(SlotRow.provider == provider, SlotRow.slot == slot,
-                               SlotRow.token == token)
-                        .values(worker=None, token=None, lease_until=None))
+        await s.execute(stmt, [{"k_slot": slot, "k_token": token} for slot, token in held])
 
 
 async def renew(store: Store, worker: str, until: float) -> None:
