@@ -38,6 +38,9 @@ class Settings(BaseSettings):
     )
     rafale_namespace: str = Field("rafale", pattern=r"^[A-Za-z0-9_.\-]{1,64}$")
     session_ttl: PositiveFloat = 300.0  # seconds an unused session queue lives
+    # Answer events written to disk, so an answer not read yet survives a broker restart; off
+    # trades that for broker CPU (bench: /chat/async 209 -> 324 req/s on 2 cores).
+    session_events_persistent: bool = True
     # A task that kills this many workers is parked in the dead-letter queue.
     task_max_deliveries: int = Field(3, ge=1, le=100)
     publish_timeout: PositiveFloat = 5.0

@@ -37,12 +37,13 @@ async def run_chat(
     limits: Limits,
     flush_interval: float,
     metrics: Metrics | None = None,
+    persistent: bool = True,
 ) -> str:
     """Stream the answer to `task.reply_to`. Returns once the final event is confirmed (or the
     session turned out to be gone), with the outcome: done | error | gone | expired. Never
     raises for provider failures, which become events."""
     out = SessionStream(channel, task.reply_to, task_id=task.task_id, attempt=attempt,
-                        flush_interval=flush_interval)
+                        flush_interval=flush_interval, persistent=persistent)
     # Every line names the task and the HTTP request that created it (x-request-id).
     tlog = TaskLog(log, {"task_id": task.task_id, "request_id": task.request_id})
     try:

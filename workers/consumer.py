@@ -115,7 +115,8 @@ class Worker:
             await self._pub.ready()  # after a reconnect, deliveries can beat the channel restore
             channel = await self._pub.get_underlay_channel()
             outcome = await run_chat(task, attempt, channel, self.registry, self.limits,
-                                     self.settings.stream_flush_interval, m)
+                                     self.settings.stream_flush_interval, m,
+                                     self.settings.session_events_persistent)
             await message.ack()
         except asyncio.CancelledError:
             if self.stopping and self.broker.connected:

@@ -37,8 +37,10 @@ class SessionStream:
         task_id: str,
         attempt: int,
         flush_interval: float,
+        persistent: bool = True,
     ) -> None:
         self.channel = channel
+        self.delivery_mode = 2 if persistent else 1
         self.queue = queue
         self.task_id = task_id
         self.attempt = attempt
@@ -61,8 +63,8 @@ class SessionStream:
         props = Basic.Properties(
             # Persistent, like the durable session queue: an answer the client has not read yet
             # survives a broker restart (the task is acked once its final event is confirmed,
-            # so nothing would produce it again).
-            delivery_mode=2,
+            # so nothing would produce it again). SESSION_EVENTS_PERSISTENT=false turns it off.
+            delivery_mode=self.delivery_mode,
             content_type="application/json",
             # Unique per message: aiormq matches a returned (unroutable) message by its id.
             message_id=f"{self.task_id}.{self.attempt}.{self.seq}",
