@@ -37,7 +37,9 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("RABBITMQ_URL", "RABBIT_MQ"),
     )
     rafale_namespace: str = Field("rafale", pattern=r"^[A-Za-z0-9_.\-]{1,64}$")
-    session_ttl: PositiveFloat = 300.0  # seconds an unused session queue lives
+    # Seconds an unused session queue lives. Under RabbitMQ's consumer timeout (30 min): a
+    # stream may hold one unacked event that long, and the broker would close its channel.
+    session_ttl: float = Field(300.0, gt=0, lt=1800)
     # Answer events written to disk, so an answer not read yet survives a broker restart; off
     # trades that for broker CPU (bench: /chat/async 209 -> 324 req/s on 2 cores).
     session_events_persistent: bool = True

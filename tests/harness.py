@@ -97,7 +97,7 @@ class Stack:
                     ok = r.status_code == 200 or (not want_workers and checks["broker"][
                         "connected"] and checks.get("store", {}).get("ok"))
                     healthy = healthy + 1 if ok else 0
-                    if healthy >= needed:
+                    if healthy >= needed and self._api_processes_connected():
                         return
                     if ok:
                         continue
@@ -106,6 +106,19 @@ class Stack:
                     healthy = 0
                 await asyncio.sleep(0.1)
         raise TimeoutError(f"{self.name} not ready after {within}s: {last}")
+
+    def _api_processes_connected(self) -> bool:
+        """With several uvicorn processes, the health checks may all land on one of them: each
+        live one must also have logged its broker set-up."""
+        if self.api_workers == 1 or self.env.get("LOG_LEVEL", "INFO") not in ("DEBUG", "INFO"):
+            return True  # (a bench logging only warnings warms up before it measures)
+        try:
+            children = {p.pid for p in psutil.Process(self.procs["api"].pid).children()}
+        except psutil.Error:
+            return False
+        log = self.log_path("api").read_text(errors="replace")
+        ready = {pid for pid in children if f"api[{pid}] app.broker: connected to RabbitMQ" in log}
+        return len(ready) >= self.api_workers
 
     def log_tail(self, role: str, lines: int = 30) -> str:
         path = self.log_path(role)

@@ -100,7 +100,8 @@ async def test_request_id_is_echoed_or_made(client: httpx.AsyncClient) -> None:
 
 def test_bad_setting_fails_at_start_naming_it() -> None:
     for name, value in [("WORKER_CONCURRENCY", "lots"), ("PORT", "99999"),
-                        ("RABBITMQ_URL", "http://x"), ("PROVIDER_TOTAL_TIMEOUT", "7200")]:
+                        ("RABBITMQ_URL", "http://x"), ("PROVIDER_TOTAL_TIMEOUT", "7200"),
+                        ("SESSION_TTL", "3600")]:
         proc = subprocess.run(
             [sys.executable, "-m", "app.settings"], cwd=ROOT, capture_output=True, text=True,
             env={"PATH": "/usr/bin:/bin", name: value}, timeout=30,
