@@ -14,14 +14,12 @@ import asyncio
 import json
 import time
 import uuid
+from contextlib import AsyncExitStack
 from typing import Any
 
-import asyncpg
 import openai
 
-from tests.harness import start_stack
-
-PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+from tests.harness import scratch_database, start_stack
 
 
 def input_file(n: int) -> bytes:
@@ -33,14 +31,13 @@ def input_file(n: int) -> bytes:
 
 
 async def run(store: str, n: int, settings: dict[str, Any]) -> None:
-    db_name = ""
-    url = ""
-    if store == "postgresql":
-        db_name = f"rafale_bench_{uuid.uuid4().hex[:8]}"
-        admin = await asyncpg.connect(PG_ADMIN)
-        await admin.execute(f'CREATE DATABASE "{db_name}"')
-        await admin.close()
-        url = PG_ADMIN.rsplit("/", 1)[0] + f"/{db_name}"
+    async with AsyncExitStack() as scratch:
+        url = (await scratch.enter_async_context(scratch_database("rafale_bench"))
+               if store == "postgresql" else "")
+        await run_on(store, n, settings, url)
+
+
+async def run_on(store: str, n: int, settings: dict[str, Any], url: str) -> None:
     stack = await start_stack(f"bench-batch-{store}", f"bench-{uuid.uuid4().hex[:6]}",
                               mock_delay=0, database_url=url, log_level="WARNING",
                               **settings)
@@ -72,10 +69,6 @@ async def run(store: str, n: int, settings: dict[str, Any]) -> None:
               f"{n / (end - created):,.0f} items/s")
     finally:
         await stack.remove()
-        if db_name:
-            admin = await asyncpg.connect(PG_ADMIN)
-            await admin.execute(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
-            await admin.close()
 
 
 def main() -> None:

@@ -15,16 +15,16 @@ import statistics
 import tempfile
 import time
 import uuid
+from contextlib import AsyncExitStack
 from typing import Any
 
-import asyncpg
 from sqlalchemy import event, insert
 
 from app.store import Store, database_url
 from app.store import batches as db
 from app.store.models import BatchRow, ItemRow
+from tests.harness import scratch_database
 
-PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 ANSWER = '{"status_code":200,"body":{"choices":[{"message":{"content":"' + "x" * 600 + '"}}]}}'
 
 
@@ -76,31 +76,24 @@ async def watch(store: Store, row: BatchRow, watchers: int, cached: bool) -> dic
 
 
 async def run(kind: str, lines: int, watchers: int) -> None:
-    name = ""
-    if kind == "sqlite":
-        url = database_url("", tempfile.mkdtemp(prefix="rafale-bench-counts-"))
-    else:
-        name = f"rafale_bench_{uuid.uuid4().hex[:8]}"
-        conn = await asyncpg.connect(PG_ADMIN)
-        await conn.execute(f'CREATE DATABASE "{name}"')
-        await conn.close()
-        url = database_url(PG_ADMIN.rsplit("/", 1)[0] + f"/{name}", "")
-    store = Store(url)
-    try:
-        await store.start()
-        row = await fill(store, lines)
-        await db.counts(store, row)  # warm the caches of the database itself
-        for cached in (False, True):
-            r = await watch(store, row, watchers, cached)
-            label = "LiveCounts      " if cached else "no cache       "
-            print(f"  {kind:10} {label} {r['answers']:4d} answers  {r['queries']:4d} count queries"
-                  f"  latency p50 {r['p50']:7.1f} ms  p99 {r['p99']:7.1f} ms")
-    finally:
-        await store.close()
-        if name:
-            conn = await asyncpg.connect(PG_ADMIN)
-            await conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
-            await conn.close()
+    async with AsyncExitStack() as scratch:
+        if kind == "sqlite":
+            url = database_url("", tempfile.mkdtemp(prefix="rafale-bench-counts-"))
+        else:
+            url = database_url(
+                await scratch.enter_async_context(scratch_database("rafale_bench")), "")
+        store = Store(url)
+        try:
+            await store.start()
+            row = await fill(store, lines)
+            await db.counts(store, row)  # warm the caches of the database itself
+            for cached in (False, True):
+                r = await watch(store, row, watchers, cached)
+                label = "LiveCounts      " if cached else "no cache       "
+                print(f"  {kind:10} {label} {r['answers']:4d} answers  {r['queries']:4d} count "
+                      f"queries  latency p50 {r['p50']:7.1f} ms  p99 {r['p99']:7.1f} ms")
+        finally:
+            await store.close()
 
 
 async def main() -> None:

@@ -5,18 +5,16 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-import asyncpg
 import httpx
 import pytest
 
 from tests.fakes.deepl_server import FakeDeepL
 from tests.fakes.openai_server import FakeOpenAI
-from tests.harness import Stack, start_stack
+from tests.harness import PG_ADMIN, Stack, pg_admin, start_stack
 
 StackFactory = Callable[..., Awaitable[Stack]]
 # The machine's PostgreSQL. `make_stack(..., database_url=PG)` gives the stack a database of
 # its own there, dropped after the stack is stopped.
-PG_ADMIN = os.environ.get("RAFALE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 PG = "postgresql"
 
 
@@ -119,12 +117,6 @@ async def make_stack(namespace: str, fake: FakeOpenAI) -> AsyncIterator[StackFac
         await pg_admin(f'DROP DATABASE IF EXISTS "{db}"')
 
 
-async def pg_admin(sql: str) -> None:
-    admin = await asyncpg.connect(PG_ADMIN)
-    try:
-        await admin.execute(sql)
-    finally:
-        await admin.close()
 
 
 @pytest.fixture

@@ -12,11 +12,15 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import aiormq
+import asyncpg
 import httpx
 import psutil
 
@@ -152,6 +156,36 @@ class Stack:
         for x in ("dead", "heartbeat", "batch_control"):
             await ch.exchange_delete(f"{self.namespace}.{x}")
         await conn.close()
+
+
+PG_ADMIN = os.environ.get("RAFALE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+async def pg_admin(sql: str) -> None:
+    admin = await asyncpg.connect(PG_ADMIN)
+    try:
+        await admin.execute(sql)
+    finally:
+        await admin.close()
+
+
+@asynccontextmanager
+async def scratch_database(prefix: str = "rafale") -> AsyncIterator[str]:
+    """A fresh database on the machine's PostgreSQL, dropped afterwards; yields its URL."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    await pg_admin(f'CREATE DATABASE "{name}"')
+    try:
+        yield PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        await pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def list_queues(prefix: str) -> dict[str, int]:
+    """The broker's queues whose name starts with `prefix`, with their messages (ready and
+    unacked)."""
+    out = rabbitmqctl("-q", "list_queues", "name", "messages")
+    rows = (line.split() for line in out.splitlines())
+    return {row[0]: int(row[1]) for row in rows if len(row) == 2 and row[0].startswith(prefix)}
 
 
 def rabbitmqctl(*args: str) -> str:

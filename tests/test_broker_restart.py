@@ -13,7 +13,7 @@ import pytest
 
 from tests.conftest import FAST, StackFactory, provider_env
 from tests.fakes.openai_server import FakeOpenAI, text_for
-from tests.harness import Stack, free_port, make_env, rabbitmqctl
+from tests.harness import Stack, free_port, list_queues, make_env, rabbitmqctl
 from tests.sse import collect, iter_sse, text_of
 
 
@@ -100,11 +100,9 @@ async def test_an_answer_not_read_yet_survives_a_broker_restart(make_stack: Stac
         sid = r.json()["session_id"]
         deadline = time.monotonic() + 30
         while True:  # until the task is acked and its events wait in the session queue
-            rows = dict(line.split() for line in
-                        rabbitmqctl("-q", "list_queues", "name", "messages").splitlines()
-                        if line.startswith(stack.namespace))
-            session = [int(n) for q, n in rows.items() if q.endswith(sid)]
-            if rows.get(f"{stack.namespace}.llm_tasks") == "0" and session and session[0] > 0:
+            rows = list_queues(stack.namespace)
+            session = [n for q, n in rows.items() if q.endswith(sid)]
+            if rows.get(f"{stack.namespace}.llm_tasks") == 0 and session and session[0] > 0:
                 break
             assert time.monotonic() < deadline, rows
             await asyncio.sleep(0.1)

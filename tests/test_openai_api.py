@@ -11,7 +11,7 @@ import openai
 import pytest
 
 from tests.fakes.openai_server import FakeOpenAI, text_for, tool_arguments
-from tests.harness import Stack, rabbitmqctl
+from tests.harness import Stack, list_queues
 
 
 @pytest.fixture
@@ -266,8 +266,7 @@ async def test_answered_sessions_are_gone_when_the_answer_is(asdk: openai.AsyncO
     ends, not left to a grace period or the session TTL."""
 
     async def sessions() -> set[str]:
-        out = await asyncio.to_thread(rabbitmqctl, "-q", "list_queues", "name")
-        return {n for n in out.split() if n.startswith(f"{stack.namespace}.session.")}
+        return set(await asyncio.to_thread(list_queues, f"{stack.namespace}.session."))
 
     before = await sessions()
     msgs = [{"role": "user", "content": "gone after"}]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
 from pathlib import Path
 
 import pytest
@@ -14,25 +14,21 @@ from sqlalchemy import event, update
 from app.store import Store, database_url, slots
 from app.store import batches as db
 from app.store.models import BatchRow
-from tests.conftest import PG_ADMIN, pg_admin
+from tests.harness import scratch_database
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    name = ""
-    if request.param == "sqlite":
-        url = database_url("", str(tmp_path))
-    else:
-        name = f"rafale_{uuid.uuid4().hex[:12]}"
-        await pg_admin(f'CREATE DATABASE "{name}"')
-        url = database_url(PG_ADMIN.rsplit("/", 1)[0] + f"/{name}", "")
-    s = Store(url)
-    await s.start()
-    await s.start()  # a second process starting on the same database finds it ready
-    yield s
-    await s.close()
-    if name:
-        await pg_admin(f'DROP DATABASE IF EXISTS "{name}"')
+    async with AsyncExitStack() as stack:
+        if request.param == "sqlite":
+            url = database_url("", str(tmp_path))
+        else:
+            url = database_url(await stack.enter_async_context(scratch_database()), "")
+        s = Store(url)
+        await s.start()
+        await s.start()  # a second process starting on the same database finds it ready
+        yield s
+        await s.close()
 
 
 async def ended_batch(store: Store, days_ago: float) -> BatchRow:

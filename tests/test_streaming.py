@@ -9,7 +9,7 @@ import aiormq
 import httpx
 
 from tests.fakes.openai_server import FakeOpenAI, text_for
-from tests.harness import Stack, rabbitmqctl
+from tests.harness import Stack, list_queues
 from tests.sse import collect, iter_sse, text_of
 
 
@@ -170,8 +170,7 @@ async def test_head_on_a_stream_leaves_the_session_whole(client: httpx.AsyncClie
 
 
 async def session_queue_of(stack: Stack, sid: str) -> str:
-    out = await asyncio.to_thread(rabbitmqctl, "-q", "list_queues", "name")
-    names = [n for n in out.split() if n.startswith(stack.namespace) and n.endswith(sid)]
+    names = [n for n in await asyncio.to_thread(list_queues, stack.namespace) if n.endswith(sid)]
     assert len(names) == 1, names
     return names[0]
 
