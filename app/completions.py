@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
+from app.events import DoneEvent
 from app.providers.base import merge_tool_calls
 
 # Request fields Rafale reads itself; everything else in a chat body goes to the provider as is.
@@ -56,7 +57,7 @@ class CompletionBuilder:
         return {"index": index, "logprobs": None, "finish_reason": finish, "message": message}
 
 
-def finish_reasons(done: dict[str, Any], n: int) -> list[str]:
-    """Each choice's finish_reason from a `done` event (or Ending.done_event)."""
+def finish_reasons(done: DoneEvent, n: int) -> list[str]:
+    """Each of `n` choices' finish_reason from a `done` event (or Ending.done_event)."""
     reasons = done.get("finish_reasons") or [done.get("finish_reason") or "stop"]
     return [reasons[i] if i < len(reasons) else "stop" for i in range(n)]

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from app import events
+
 
 class RafaleError(Exception):
     """Base of every error Rafale reports to a client."""
@@ -33,21 +35,16 @@ class RafaleError(Exception):
             self.code = code
         self.retry_after = retry_after
 
-    def as_event(self) -> dict[str, Any]:
-        """The `error` event a stream ends with (seq and attempt are added by the sender)."""
-        return {
-            "type": "error",
-            "message": self.message,
-            "code": self.code,
-            "param": self.param,
-            "error_type": self.type,
-            "status": self.status,
-            "retry_after": self.retry_after,
-        }
+    def as_event(self) -> events.ErrorEvent:
+        """The `error` event a stream ends with (a numbering sender sets seq and attempt)."""
+        return events.error(self.message, code=self.code, param=self.param,
+                            error_type=self.type, status=self.status,
+                            retry_after=self.retry_after)
 
     @classmethod
-    def from_event(cls, event: dict[str, Any]) -> RafaleError:
+    def from_event(cls, event: events.ErrorEvent) -> RafaleError:
         """The error a worker reported in an event, to answer an HTTP request with."""
+        # Read leniently: the event may come from a worker of another version.
         err = cls(str(event.get("message") or "the request failed"), code=event.get("code"),
                   param=event.get("param"), retry_after=event.get("retry_after"))
         err.status = int(event.get("status") or 500)

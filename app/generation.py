@@ -13,6 +13,7 @@ from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from app import events
 from app.errors import ProviderRateLimited, ProviderTimeout, RafaleError
 from app.metrics import Metrics
 from app.providers.base import ChatParams, Delta, Provider
@@ -64,14 +65,14 @@ class Ending:
         if delta.usage:
             self.usage = delta.usage
 
-    def done_event(self, model: str) -> dict[str, Any]:
-        event: dict[str, Any] = {"type": "done", "finish_reason": self.finishes.get(0, "stop"),
-                                 "usage": self.usage, "model": model}
+    def done_event(self, model: str) -> events.DoneEvent:
+        reasons = None
         if len(self.finishes) > 1:
             # Indices come from the provider: never trust them to size a list (n <= 128).
             last = min(max(self.finishes), 127)
-            event["finish_reasons"] = [self.finishes.get(i, "stop") for i in range(last + 1)]
-        return event
+            reasons = [self.finishes.get(i, "stop") for i in range(last + 1)]
+        return events.done(model, self.finishes.get(0, "stop"), self.usage,
+                           finish_reasons=reasons)
 
 
 def backoff(attempt: int, limits: Limits, retry_after: float | None) -> float:

@@ -18,12 +18,11 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import aiormq
-import orjson
 from aio_pika.abc import AbstractRobustChannel
 
+from app import events
 from app.broker import BROKER_ERRORS, Broker
 from app.errors import BrokerUnavailable, NotFound, RafaleError, SessionBusy
-from app.schemas import event_id, parse_event_id
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -36,12 +35,20 @@ CONSUMER_CHECK = 2.0  # seconds between checks that the broker has not cancelled
 
 @dataclass(slots=True)
 class Relayed:
-    """One event as read off the session queue: raw JSON for the client plus routing fields."""
+    """One event as read off the session queue: its raw JSON (relayed to the client untouched)
+    and the event it parsed to."""
 
     data: str
-    type: str
+    event: events.Event
     sse_id: str
-    terminal: bool
+
+    @property
+    def type(self) -> events.EventType:
+        return self.event["type"]
+
+    @property
+    def terminal(self) -> bool:
+        return self.event["type"] in events.TERMINAL
 
 
 class _Lost:
@@ -174,7 +181,7 @@ class Subscription:
         self.relay = relay
         self.queue = queue
         self._ch = ch
-        self._resume = parse_event_id(last_event_id)
+        self._resume = events.parse_event_id(last_event_id)
         self._inbox: asyncio.Queue[aiormq.abc.DeliveredMessage | _Lost] = asyncio.Queue()
         self._tag: str | None = None
         self._pending_ack = 0
@@ -242,8 +249,8 @@ class Subscription:
                 item = await self._next(idle_limit)
                 if isinstance(item, RafaleError):
                     err = item.as_event()
-                    yield Relayed(orjson.dumps({**err, "seq": 0, "attempt": attempt}).decode(),
-                                  "error", "gone", True)
+                    err["attempt"] = attempt
+                    yield Relayed(events.encode(err).decode(), err, "gone")
                     self._finished = True
                     return
                 if isinstance(item, _Lost):
@@ -256,16 +263,20 @@ class Subscription:
                         self._lost = True
                         return  # the channel died; the client resumes with Last-Event-ID
                 self._pending_ack = item.delivery_tag or 0
-                ev = orjson.loads(item.body)
-                ev_attempt, seq, etype = ev.get("attempt", 1), ev["seq"], ev["type"]
+                try:
+                    ev = events.parse(item.body)
+                except ValueError:
+                    log.warning("%s: dropped a message that is not a session event", self.queue)
+                    continue
+                ev_attempt, seq = ev["attempt"], ev["seq"]
                 if ev_attempt < attempt:
                     continue  # left over from an attempt that a `reset` already replaced
                 attempt = ev_attempt
                 if resume is not None and (ev_attempt, seq) <= resume:
                     continue  # the client had this one before it reconnected
-                terminal = etype in ("done", "error")
-                yield Relayed(item.body.decode(), etype, event_id(ev_attempt, seq), terminal)
-                if terminal:
+                relayed = Relayed(item.body.decode(), ev, events.event_id(ev_attempt, seq))
+                yield relayed
+                if relayed.terminal:
                     # Only now, once the consumer asked for more, is the event known to be sent.
                     self._finished = True
                     # Delete before the response ends, so that a client that asks again once

@@ -1,4 +1,5 @@
-"""Wire messages between API and workers (Task, Event) and the shared chat request model.
+"""Wire messages from API to workers (Task, BatchTask) and the shared chat request model.
+Session events (worker → client) are in app/events.py.
 
 Everything on the broker is JSON with a `schema_version`; nothing is pickled."""
 
@@ -93,52 +94,3 @@ class BatchTask(BaseModel):
     lines: list[BatchLine] = Field(default_factory=list)
     created: float = 0.0
     request_id: str = ""
-
-
-EventType = Literal["chunk", "done", "error", "reset"]
-
-
-class Event(BaseModel):
-    """Worker → session queue → SSE `data:`. `seq` counts from 0 within one `attempt`.
-
-    The contract, written down: the hot path serialises plain dicts of this shape (workers)
-    and relays the bytes untouched (API) rather than building a model per chunk."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    type: EventType
-    seq: int
-    attempt: int = 1
-    # chunk
-    content: str | None = None
-    index: int = 0  # the choice, when n > 1 asked for several (omitted when 0)
-    tool_calls: list[dict[str, Any]] | None = None  # OpenAI tool-call deltas
-    # done
-    finish_reason: str | None = None
-    finish_reasons: list[str] | None = None  # each choice's, only when n > 1
-    usage: dict[str, Any] | None = None
-    model: str | None = None
-    # error (and reset's message)
-    message: str | None = None
-    code: str | None = None
-    param: str | None = None
-    error_type: str | None = None
-    status: int | None = None
-    retry_after: float | None = None
-
-
-def event_id(attempt: int, seq: int) -> str:
-    """The SSE `id`: `<seq>` on a first attempt, `<attempt>-<seq>` on a redelivered one (seq
-    restarts at each attempt, so a bare seq would be ambiguous for Last-Event-ID)."""
-    return str(seq) if attempt == 1 else f"{attempt}-{seq}"
-
-
-def parse_event_id(value: str | None) -> tuple[int, int] | None:
-    """`Last-Event-ID` back to (attempt, seq); None when absent or unreadable."""
-    if not value:
-        return None
-    attempt, _, seq = value.strip().rpartition("-")
-    try:
-        return (int(attempt) if attempt else 1, int(seq))
-    except ValueError:
-        return None

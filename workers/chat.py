@@ -10,6 +10,7 @@ from typing import Any
 
 import aiormq
 
+from app import events
 from app.broker import BROKER_ERRORS
 from app.errors import RafaleError
 from app.generation import Ending, Limits, stream_with_retries
@@ -49,7 +50,7 @@ async def run_chat(
     try:
         if attempt > 1:
             tlog.info("redelivered (attempt %d); resetting the stream", attempt)
-            out.publish({"type": "reset", "message": "the answer restarts: a worker was lost"})
+            out.publish(events.reset("the answer restarts: a worker was lost"))
         remaining = task.deadline - time.time()
         if remaining <= 0:
             tlog.info("expired before a worker took it")

@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiormq
-import orjson
 from aiormq.exceptions import DeliveryError, PublishError
 from pamqp.commands import Basic
 
+from app import events
 from app.providers.base import Delta, merge_tool_calls
 
 
@@ -57,7 +57,7 @@ class SessionStream:
         self._timer: asyncio.TimerHandle | None = None
         self._last_flush = -math.inf
 
-    def publish(self, event: dict[str, Any]) -> None:
+    def publish(self, event: events.Event) -> None:
         event["seq"] = self.seq
         event["attempt"] = self.attempt
         props = Basic.Properties(
@@ -72,7 +72,7 @@ class SessionStream:
         self.seq += 1
         fut = asyncio.ensure_future(
             self.channel.basic_publish(
-                orjson.dumps(event), routing_key=self.queue, mandatory=True, properties=props
+                events.encode(event), routing_key=self.queue, mandatory=True, properties=props
             )
         )
         self._pending.add(fut)
@@ -118,14 +118,10 @@ class SessionStream:
         buf, self._buf = self._buf, {}
         self._last_flush = self._loop.time()
         for index, waiting in buf.items():
-            event: dict[str, Any] = {"type": "chunk", "content": "".join(waiting.text)}
-            if index:
-                event["index"] = index
-            if waiting.tool_calls:
-                event["tool_calls"] = waiting.tool_calls
-            self.publish(event)
+            self.publish(events.chunk("".join(waiting.text), index=index,
+                                      tool_calls=waiting.tool_calls))
 
-    async def finish(self, event: dict[str, Any]) -> bool:
+    async def finish(self, event: events.Event) -> bool:
         """Flush what is buffered, publish the final event and wait for every confirm.
         Returns False when the session turned out to be gone."""
         if self._timer is not None:

@@ -9,12 +9,12 @@ from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from typing import Annotated, Any
 
-import orjson
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import JSONResponse
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.types import Receive, Scope, Send
 
+from app import events
 from app.api.services import Caller, Services, caller, services
 from app.errors import NotFound, RafaleError
 from app.generation import Ending, stream_with_retries
@@ -129,8 +129,8 @@ async def stream(
     return event_stream(svc, events(), sub)
 
 
-def _sse(event: dict[str, Any]) -> ServerSentEvent:
-    return ServerSentEvent(data=orjson.dumps(event).decode(), event=event["type"],
+def _sse(event: events.Event) -> ServerSentEvent:
+    return ServerSentEvent(data=events.encode(event).decode(), event=event["type"],
                            id=str(event["seq"]))
 
 
@@ -142,7 +142,7 @@ async def chat_direct(body: ChatRequest, svc: Svc) -> EventSourceResponse:
     provider = svc.registry.get(provider_name)
     params = ChatParams(provider_model, body.to_messages(), body.temperature, body.max_tokens)
 
-    async def events() -> AsyncGenerator[ServerSentEvent, None]:
+    async def answer() -> AsyncGenerator[ServerSentEvent, None]:
         seq = 0
         ending = Ending()
         try:
@@ -150,13 +150,16 @@ async def chat_direct(body: ChatRequest, svc: Svc) -> EventSourceResponse:
                                                      metrics=svc.metrics)) as deltas:
                 async for delta in deltas:
                     if delta.content:
-                        yield _sse({"type": "chunk", "seq": seq, "attempt": 1,
-                                    "content": delta.content})
+                        yield _sse(events.chunk(delta.content, seq=seq))
                         seq += 1
                     ending.see(delta)
         except RafaleError as exc:
-            yield _sse({**exc.as_event(), "seq": seq, "attempt": 1})
+            err = exc.as_event()
+            err["seq"] = seq
+            yield _sse(err)
             return
-        yield _sse({**ending.done_event(model), "seq": seq, "attempt": 1})
+        done = ending.done_event(model)
+        done["seq"] = seq
+        yield _sse(done)
 
-    return event_stream(svc, events())
+    return event_stream(svc, answer())

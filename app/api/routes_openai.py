@@ -110,9 +110,9 @@ async def chat_completions(body: CompletionRequest, request: Request, svc: Svc,
         first = await _unless_client_leaves(request, anext(events, None))
         if first is None:
             raise _interrupted()
-        if first.type == "error":
+        if first.event["type"] == "error":
             await anext(events, None)  # past the terminal event: the relay deletes the session
-            raise RafaleError.from_event(orjson.loads(first.data))
+            raise RafaleError.from_event(first.event)
     except BaseException:
         await events.aclose()
         sub.close()
@@ -145,16 +145,16 @@ async def _complete(events: AsyncIterator[Relayed], base: dict[str, Any],
     answer = CompletionBuilder()
     ended: RafaleError | dict[str, Any] = _interrupted()
     # Read to the end, past the terminal event: that is when the relay deletes the session.
-    async for ev in events:
-        data = orjson.loads(ev.data)
-        if ev.type == "chunk":
-            answer.add(data.get("index", 0), data.get("content"), data.get("tool_calls"))
-        elif ev.type == "reset":
+    async for relayed in events:
+        ev = relayed.event
+        if ev["type"] == "chunk":
+            answer.add(ev.get("index", 0), ev["content"], ev.get("tool_calls"))
+        elif ev["type"] == "reset":
             answer.reset()
-        elif ev.type == "error":
-            ended = RafaleError.from_event(data)
-        elif ev.type == "done":
-            ended = answer.build(base, finish_reasons(data, n), data.get("usage"))
+        elif ev["type"] == "error":
+            ended = RafaleError.from_event(ev)
+        elif ev["type"] == "done":
+            ended = answer.build(base, finish_reasons(ev, n), ev["usage"])
     if isinstance(ended, RafaleError):
         raise ended
     return ended
@@ -175,37 +175,37 @@ async def _stream(first: Relayed, events: AsyncGenerator[Relayed, None], base: d
         yield ServerSentEvent(data=_chunk(base, index, {"role": "assistant", "content": ""},
                                           None, with_usage))
     async with aclosing(events) as evs:
-        ev: Relayed | None = first
-        while ev is not None:
-            data = orjson.loads(ev.data)
-            if ev.type == "chunk":
+        relayed: Relayed | None = first
+        while relayed is not None:
+            ev = relayed.event
+            if ev["type"] == "chunk":
                 sent_text = True
                 delta: dict[str, Any] = {}
-                if data.get("content"):
-                    delta["content"] = data["content"]
-                if data.get("tool_calls"):
-                    delta["tool_calls"] = data["tool_calls"]
-                yield ServerSentEvent(data=_chunk(base, data.get("index", 0), delta, None,
+                if ev["content"]:
+                    delta["content"] = ev["content"]
+                if ev.get("tool_calls"):
+                    delta["tool_calls"] = ev.get("tool_calls")
+                yield ServerSentEvent(data=_chunk(base, ev.get("index", 0), delta, None,
                                                   with_usage))
-            elif ev.type == "reset" and sent_text:
+            elif ev["type"] == "reset" and sent_text:
                 # Text already reached the client and OpenAI's format cannot take it back.
                 err = RafaleError("the worker serving this answer was lost; retry the request",
                                   code="worker_lost")
                 yield ServerSentEvent(data=_error_data(err))
                 finished = True
                 break
-            elif ev.type == "error":
-                yield ServerSentEvent(data=_error_data(RafaleError.from_event(data)))
+            elif ev["type"] == "error":
+                yield ServerSentEvent(data=_error_data(RafaleError.from_event(ev)))
                 finished = True
-            elif ev.type == "done":
-                for index, reason in enumerate(finish_reasons(data, n)):
+            elif ev["type"] == "done":
+                for index, reason in enumerate(finish_reasons(ev, n)):
                     yield ServerSentEvent(data=_chunk(base, index, {}, reason, with_usage))
-                if with_usage and data.get("usage"):
+                if with_usage and ev["usage"]:
                     yield ServerSentEvent(data=orjson.dumps(
-                        {**base, "choices": [], "usage": data["usage"]}).decode())
+                        {**base, "choices": [], "usage": ev["usage"]}).decode())
                 finished = True
             # After a terminal event this is the relay deleting the session and ending.
-            ev = await anext(evs, None)
+            relayed = await anext(evs, None)
     if not finished:
         yield ServerSentEvent(data=_error_data(_interrupted()))
     yield ServerSentEvent(data="[DONE]")

@@ -8,12 +8,12 @@ import time
 from contextlib import aclosing
 from typing import Annotated, Any
 
-import orjson
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
+from app import events
 from app.api.routes_chat import Who, enqueue_chat
 from app.api.services import Services, services
 from app.broker import QueueInfo
@@ -152,30 +152,30 @@ async def round_trip(
     queue = svc.broker.topology.session_queue(who.tag, session_id)
     first: float | None = None
     text: list[str] = []
-    result: dict[str, Any] = {}
+    result: events.DoneEvent | events.ErrorEvent | None = None
     try:
         async with asyncio.timeout(wait):
             sub = await svc.relay.subscribe(queue, None)
-            async with aclosing(sub.events()) as events:  # ends after the terminal event
-                async for ev in events:
-                    data = orjson.loads(ev.data)
-                    if ev.type == "chunk":
+            async with aclosing(sub.events()) as relayed:  # ends after the terminal event
+                async for item in relayed:
+                    ev = item.event
+                    if ev["type"] == "chunk":
                         first = first or time.perf_counter()
-                        text.append(data["content"])
-                    elif ev.type == "reset":
+                        text.append(ev["content"])
+                    elif ev["type"] == "reset":
                         text.clear()
-                    elif ev.terminal:
-                        result = data
+                    else:
+                        result = ev
     except TimeoutError:
         # Nobody will read this session: do not leave it (and its worker) running to the TTL.
         svc.relay.spawn(svc.relay.delete_if_unused(queue))
         raise RafaleError(f"no answer through the queue within {wait:g}s: are workers "
                           "running?", code="round_trip_timeout") from None
     ms = lambda t: round((t - started) * 1000, 2) if t else None  # noqa: E731
-    ok = result.get("type") == "done"
+    ok = result is not None and result["type"] == "done"
     return JSONResponse(
         {"ok": ok, "model": model, "text": "".join(text), "enqueue_ms": ms(queued),
          "first_chunk_ms": ms(first), "total_ms": ms(time.perf_counter()),
-         "error": None if ok else result},
+         "error": None if ok else (result or {})},
         status_code=200 if ok else 502,
     )
