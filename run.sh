@@ -188,8 +188,16 @@ cmd_test() {
   "$VENV/bin/ruff" check app workers tests bench
   say "mypy"
   "$VENV/bin/mypy"
-  say "pytest (namespace $RAFALE_NAMESPACE)"
-  "$PY" -m pytest "$@"
+  if [ $# -gt 0 ]; then
+    say "pytest $* (namespace $RAFALE_NAMESPACE)"
+    "$PY" -m pytest "$@"
+    return
+  fi
+  # The unit tier first: seconds, and a broken invariant stops the run before any process starts.
+  say "pytest: unit tier (tests/unit)"
+  "$PY" -m pytest -q tests/unit
+  say "pytest: the rest (namespace $RAFALE_NAMESPACE)"
+  "$PY" -m pytest --ignore=tests/unit
 }
 
 docker_ok() {

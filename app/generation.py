@@ -10,6 +10,7 @@ import asyncio
 import logging
 import random
 from collections.abc import AsyncGenerator, Awaitable, Callable
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -84,6 +85,56 @@ def backoff(attempt: int, limits: Limits, retry_after: float | None) -> float:
     return delay
 
 
+class _Attempt:
+    """One try at a provider stream, each wait bounded: the first byte, every gap between
+    deltas, and `end` (the call's deadline, loop time). `started` tells whether anything a
+    client sees (text or a tool call) came out, after which the call is never retried."""
+
+    def __init__(self, provider: Provider, params: ChatParams, limits: Limits, end: float,
+                 caller_bound: bool) -> None:
+        self.provider, self.params, self.limits = provider, params, limits
+        self.end, self.caller_bound = end, caller_bound
+        self.started = False
+
+    async def deltas(self, began: float, metrics: Metrics | None) -> AsyncGenerator[Delta, None]:
+        loop = asyncio.get_running_loop()
+        it = aiter(self.provider.stream(self.params))
+        try:
+            while True:
+                gap = self.limits.idle if self.started else self.limits.first_byte
+                bound = min(self.end, loop.time() + gap)
+                try:
+                    async with asyncio.timeout_at(bound):
+                        delta = await anext(it)
+                except StopAsyncIteration:
+                    return
+                except TimeoutError:
+                    raise self._timed_out(bound, gap) from None
+                if not self.started and (delta.content or delta.tool_calls):
+                    self.started = True
+                    if metrics is not None:
+                        metrics.first_chunk_seconds.labels(self.provider.name).observe(
+                            loop.time() - began)
+                if metrics is not None and delta.usage:
+                    metrics.observe_usage(self.provider.name, delta.usage)
+                yield delta
+        finally:
+            # Closing the iterator closes the provider's HTTP response, which stops generation.
+            aclose = getattr(it, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
+    def _timed_out(self, bound: float, gap: float) -> ProviderTimeout:
+        # Which bound fired (not loop.time() >= end: timers fire a hair early).
+        name = self.provider.name
+        if bound >= self.end:
+            late = ProviderTimeout(f"{name}: no complete answer within the deadline")
+            late.out_of_time = self.caller_bound
+            return late
+        what = "between chunks" if self.started else "before the first chunk"
+        return ProviderTimeout(f"{name}: sent nothing for {gap:g}s {what}")
+
+
 async def stream_with_retries(
     provider: Provider,
     params: ChatParams,
@@ -107,40 +158,16 @@ async def stream_with_retries(
     attempt = 0
     while True:
         attempt += 1
-        started = False
-        it = aiter(provider.stream(params))
+        current = _Attempt(provider, params, limits, end, caller_bound)
         try:
-            while True:
-                gap = limits.idle if started else limits.first_byte
-                bound = min(end, loop.time() + gap)
-                try:
-                    async with asyncio.timeout_at(bound):
-                        delta = await anext(it)
-                except StopAsyncIteration:
-                    if metrics is not None:
-                        metrics.stream_seconds.labels(provider.name).observe(loop.time() - began)
-                    return
-                except TimeoutError:
-                    # Which bound fired (not loop.time() >= end: timers fire a hair early).
-                    if bound >= end:
-                        late = ProviderTimeout(
-                            f"{provider.name}: no complete answer within the deadline")
-                        late.out_of_time = caller_bound
-                        raise late from None
-                    what = "between chunks" if started else "before the first chunk"
-                    raise ProviderTimeout(
-                        f"{provider.name}: sent nothing for {gap:g}s {what}"
-                    ) from None
-                if not started and (delta.content or delta.tool_calls):
-                    started = True
-                    if metrics is not None:
-                        metrics.first_chunk_seconds.labels(provider.name).observe(
-                            loop.time() - began)
-                if metrics is not None and delta.usage:
-                    metrics.observe_usage(provider.name, delta.usage)
-                yield delta
+            async with aclosing(current.deltas(began, metrics)) as deltas:
+                async for delta in deltas:
+                    yield delta
+            if metrics is not None:
+                metrics.stream_seconds.labels(provider.name).observe(loop.time() - began)
+            return
         except RafaleError as exc:
-            retry = exc.retryable and not started and attempt < limits.attempts_for(exc)
+            retry = exc.retryable and not current.started and attempt < limits.attempts_for(exc)
             delay = backoff(attempt, limits, exc.retry_after) if retry else 0.0
             if not retry or loop.time() + delay >= end:
                 # Retryable, but no time left before the caller's deadline for the retry.
@@ -151,11 +178,6 @@ async def stream_with_retries(
             log.warning("%s attempt %d failed (%s); retrying in %.2fs", label, attempt, exc, delay)
             if metrics is not None:
                 metrics.retries.labels(provider.name).inc()
-        finally:
-            # Closing the iterator closes the provider's HTTP response, which stops generation.
-            aclose = getattr(it, "aclose", None)
-            if aclose is not None:
-                await aclose()
         await asyncio.sleep(delay)
 
 

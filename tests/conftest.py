@@ -19,17 +19,35 @@ PG = "postgresql"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    # Tests that stop the broker run late, so they cannot disturb the others; the log audit
-    # runs after everything else has logged.
+    # The unit tier first (seconds; a broken invariant shows before any process starts). Tests
+    # that stop the broker run late, so they cannot disturb the others; the log audit runs
+    # after everything else has logged.
+    for item in items:
+        if _is_slow(item):
+            item.add_marker(pytest.mark.slow)
     items.sort(key=lambda item: (item.get_closest_marker("last") is not None,
                                  item.get_closest_marker("broker_restart") is not None
-                                 or item.get_closest_marker("service_restart") is not None))
+                                 or item.get_closest_marker("service_restart") is not None,
+                                 "tests/unit/" not in item.nodeid))
+
+
+def _is_slow(item: pytest.Item) -> bool:
+    """What `-m "not slow"` leaves out: tests that start stacks of their own, restart a service,
+    drive a browser, or audit the whole run's logs. What stays (the unit tier and the tests on
+    the shared stack) runs in about a minute."""
+    fixtures = getattr(item, "fixturenames", ())
+    return (any(item.get_closest_marker(m) for m in ("broker_restart", "service_restart", "last",
+                                                       "slow"))
+            or "make_stack" in fixtures or "browser" in fixtures)
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "broker_restart: stops and restarts RabbitMQ")
     config.addinivalue_line("markers", "service_restart: stops and restarts PostgreSQL")
     config.addinivalue_line("markers", "last: runs after every other test")
+    config.addinivalue_line("markers", "slow: left out by -m 'not slow' (set for tests that "
+                                       "start their own stacks, restart services or drive a "
+                                       "browser)")
 
 
 @pytest.fixture

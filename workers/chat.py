@@ -6,7 +6,7 @@ import asyncio
 import logging
 import time
 from contextlib import aclosing
-from typing import Any
+from typing import Any, Literal
 
 import aiormq
 
@@ -21,6 +21,8 @@ from app.schemas import Task
 from workers.stream import SessionStream
 
 log = logging.getLogger(__name__)
+
+ChatOutcome = Literal["done", "error", "gone", "expired"]
 
 
 class TaskLog(logging.LoggerAdapter[logging.Logger]):
@@ -39,7 +41,7 @@ async def run_chat(
     flush_interval: float,
     metrics: Metrics | None = None,
     persistent: bool = True,
-) -> str:
+) -> ChatOutcome:
     """Stream the answer to `task.reply_to`. Returns once the final event is confirmed (or the
     session turned out to be gone), with the outcome: done | error | gone | expired. Never
     raises for provider failures, which become events."""
@@ -57,28 +59,8 @@ async def run_chat(
             await out.finish(RafaleError("the task expired in the queue",
                                          code="task_expired").as_event())
             return "expired"
-        ending = Ending()
         try:
-            provider_name, model = registry.split(task.model)
-            params = ChatParams(
-                model, task.body.messages, task.body.temperature, task.body.max_tokens,
-                task.body.extra,
-            )
-            deadline = asyncio.get_running_loop().time() + remaining
-            stream = stream_with_retries(
-                registry.get(provider_name), params, limits, deadline=deadline,
-                label=f"task {task.task_id} [{task.request_id}]", metrics=metrics,
-            )
-            async with aclosing(stream):
-                async for delta in stream:
-                    if delta.content or delta.tool_calls:
-                        out.add(delta)
-                    ending.see(delta)
-                    if out.gone:
-                        tlog.info("session gone; stopping the provider call")
-                        return "gone"
-                    if out.broken is not None:
-                        raise out.broken
+            ending = await _generate(task, out, registry, limits, remaining, metrics, tlog)
         except RafaleError as exc:
             tlog.info("failed: %s", exc.message)
             await out.finish(exc.as_event())
@@ -92,11 +74,38 @@ async def run_chat(
             await out.finish(RafaleError("internal error while generating the answer",
                                          code="internal_error").as_event())
             return "error"
-        delivered = await out.finish(ending.done_event(task.model))
-        if not delivered:
+        if ending is None:
+            return "gone"
+        if not await out.finish(ending.done_event(task.model)):
             tlog.info("finished but nobody was listening")
             return "gone"
         return "done"
     except BaseException:
         out.cancel()
         raise
+
+
+async def _generate(task: Task, out: SessionStream, registry: Registry, limits: Limits,
+                    remaining: float, metrics: Metrics | None, tlog: TaskLog) -> Ending | None:
+    """Feed the provider's deltas to `out`; how the answer ended, or None when the session
+    went away mid-answer (the provider call is stopped then)."""
+    ending = Ending()
+    provider_name, model = registry.split(task.model)
+    params = ChatParams(model, task.body.messages, task.body.temperature, task.body.max_tokens,
+                        task.body.extra)
+    deadline = asyncio.get_running_loop().time() + remaining
+    stream = stream_with_retries(
+        registry.get(provider_name), params, limits, deadline=deadline,
+        label=f"task {task.task_id} [{task.request_id}]", metrics=metrics,
+    )
+    async with aclosing(stream):
+        async for delta in stream:
+            if delta.content or delta.tool_calls:
+                out.add(delta)
+            ending.see(delta)
+            if out.gone:
+                tlog.info("session gone; stopping the provider call")
+                return None
+            if out.broken is not None:
+                raise out.broken
+    return ending

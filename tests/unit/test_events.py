@@ -1,0 +1,90 @@
+"""Session events: constructors, the relay's parser and the SSE ids."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from app import events
+from app.completions import finish_reasons
+from app.errors import ProviderRateLimited, RafaleError
+
+
+def test_chunk_omits_index_zero_and_empty_tool_calls() -> None:
+    assert events.chunk("hi") == {"type": "chunk", "seq": 0, "attempt": 1, "content": "hi"}
+    call = {"index": 0, "function": {"arguments": "{"}}
+    ev = events.chunk("", index=2, tool_calls=[call], seq=5, attempt=3)
+    assert ev == {"type": "chunk", "seq": 5, "attempt": 3, "content": "", "index": 2,
+                  "tool_calls": [call]}
+
+
+def test_done_carries_finish_reasons_only_when_given() -> None:
+    assert "finish_reasons" not in events.done("mock/echo", "stop", None)
+    ev = events.done("m", "stop", {"total_tokens": 3}, finish_reasons=["stop", "length"])
+    assert ev["finish_reasons"] == ["stop", "length"]
+    assert ev["usage"] == {"total_tokens": 3}
+
+
+def test_error_event_round_trips_through_the_exception() -> None:
+    exc = ProviderRateLimited("slow down", param="model", retry_after=2.5)
+    ev = exc.as_event()
+    assert ev["type"] == "error" and ev["status"] == 429 and ev["error_type"] == "rate_limit_error"
+    back = RafaleError.from_event(events.parse(events.encode(ev)))  # type: ignore[arg-type]
+    assert (back.message, back.status, back.type, back.code, back.param, back.retry_after) == (
+        "slow down", 429, "rate_limit_error", "rate_limit_exceeded", "model", 2.5)
+    assert back.envelope() == exc.envelope()
+
+
+def test_error_from_an_older_worker_missing_fields_still_reads() -> None:
+    err = RafaleError.from_event({"type": "error", "seq": 0})  # type: ignore[typeddict-item]
+    assert (err.message, err.status, err.type) == ("the request failed", 500, "server_error")
+
+
+@pytest.mark.parametrize("event", [
+    events.chunk("a", seq=3), events.done("m", "length", None), events.reset("again"),
+    RafaleError("x").as_event(),
+])
+def test_parse_reads_back_every_constructor(event: events.Event) -> None:
+    assert events.parse(events.encode(event)) == event
+
+
+def test_parse_defaults_a_missing_attempt_to_one() -> None:
+    assert events.parse(b'{"type": "chunk", "seq": 0, "content": ""}')["attempt"] == 1
+
+
+@pytest.mark.parametrize("raw", [
+    b"[]", b'{"seq": 0}', b'{"type": "stop", "seq": 0}', b'{"type": "chunk"}',
+    b'{"type": "chunk", "seq": "1"}', b'{"type": "chunk", "seq": 0, "attempt": null}',
+])
+def test_parse_refuses_what_is_not_an_event(raw: bytes) -> None:
+    with pytest.raises(ValueError):
+        events.parse(raw)
+
+
+def test_parse_refuses_bad_json() -> None:
+    with pytest.raises(orjson.JSONDecodeError):
+        events.parse(b"{nope")
+
+
+@pytest.mark.parametrize(("attempt", "seq", "sse_id"), [(1, 0, "0"), (1, 17, "17"),
+                                                         (2, 0, "2-0"), (12, 3, "12-3")])
+def test_event_id_round_trips(attempt: int, seq: int, sse_id: str) -> None:
+    assert events.event_id(attempt, seq) == sse_id
+    assert events.parse_event_id(sse_id) == (attempt, seq)
+
+
+@pytest.mark.parametrize("value", [None, "", "x", "1-", "a-2", "--"])
+def test_unreadable_last_event_id_means_from_the_start(value: str | None) -> None:
+    assert events.parse_event_id(value) is None
+
+
+def test_terminal_types() -> None:
+    assert events.TERMINAL == {"done", "error"}
+    assert events.TERMINAL < events.EVENT_TYPES
+
+
+def test_finish_reasons_pads_missing_choices_with_stop() -> None:
+    assert finish_reasons(events.done("m", "length", None), 1) == ["length"]
+    assert finish_reasons(events.done("m", "length", None), 3) == ["length", "stop", "stop"]
+    many = events.done("m", "stop", None, finish_reasons=["stop", "tool_calls"])
+    assert finish_reasons(many, 2) == ["stop", "tool_calls"]
