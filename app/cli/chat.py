@@ -1,7 +1,8 @@
-"""The `rafale` command: chat from a terminal, list models, check health, run batches.
+"""`rafale chat`: one prompt, the answer streamed to stdout as it arrives.
 
 Only the answer's text goes to stdout (so `rafale chat ... | less` works); notices, errors and
-`--verbose` details go to stderr."""
+`--verbose` details go to stderr. A queued answer whose stream drops is resumed with
+Last-Event-ID; a direct one (`--direct`) cannot be."""
 
 from __future__ import annotations
 
@@ -15,46 +16,34 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from app.cli_batch import batch_app
-from app.cli_common import (
-    DEFAULT_BASE_URL,
-    STREAM_TIMEOUT,
-    Config,
-    Event,
-    JsonFlag,
-    check,
-    connect,
-    err_console,
-    fail,
-    iter_sse,
-    out_console,
-    print_json,
-)
+from app.cli.common import STREAM_TIMEOUT, check, connect, err_console, fail
+from app.cli.sse import Event, iter_sse
 
 # Reconnects with Last-Event-ID after a queued stream ends without done/error; the server keeps
 # an interrupted session for STREAM_RESUME_GRACE (1 s by default), so the first try is quick.
 RECONNECT_DELAYS = (0.2, 1.0)
 
-# Locals are never shown in tracebacks: they would include the API key.
-app = typer.Typer(name="rafale", help="Command-line client for the Rafale LLM gateway.",
-                  no_args_is_help=True, add_completion=False,
-                  pretty_exceptions_show_locals=False)
+
+def chat_body(prompt: str, model: str | None, system: str | None, temperature: float | None,
+              max_tokens: int | None) -> dict[str, Any]:
+    """The `/chat` request: options left out are the server's to choose."""
+    body: dict[str, Any] = {"message": prompt, "model": model, "system": system,
+                            "temperature": temperature, "max_tokens": max_tokens}
+    return {k: v for k, v in body.items() if v is not None}
 
 
-@app.callback()
-def root(
-    ctx: typer.Context,
-    base_url: Annotated[str, typer.Option(envvar="RAFALE_BASE_URL",
-                                          help="Where the Rafale API listens.")] = DEFAULT_BASE_URL,
-    api_key: Annotated[str | None, typer.Option(
-        envvar="RAFALE_API_KEY", show_default=False,
-        help="Sent as `Authorization: Bearer`.")] = None,
-) -> None:
-    """Command-line client for the Rafale LLM gateway."""
-    ctx.obj = Config(base_url.rstrip("/"), api_key or None)
+def error_text(data: dict[str, Any]) -> str:
+    """An `error` event as one line: the message, then the HTTP status (if any) and the code."""
+    status = f"HTTP {data['status']}, " if data.get("status") else ""
+    return f"{data.get('message') or 'the request failed'} ({status}{data.get('code')})"
 
 
-# --- chat ------------------------------------------------------------------------------------
+def usage_text(usage: dict[str, Any]) -> str:
+    if not usage:
+        return "-"
+    return (f"{usage.get('prompt_tokens', '?')} prompt + "
+            f"{usage.get('completion_tokens', '?')} completion = "
+            f"{usage.get('total_tokens', '?')}")
 
 
 @dataclass
@@ -75,15 +64,7 @@ class Answer:
         if ev.id is not None:
             self.last_id = ev.id
         if ev.type == "chunk":
-            text = str(ev.data.get("content") or "")
-            if text:
-                self.first_chunk = self.first_chunk or time.perf_counter()
-                if self.held is not None:
-                    self.held.append(text)
-                else:
-                    sys.stdout.write(text)
-                    sys.stdout.flush()
-                    self.shown = True
+            self.write(str(ev.data.get("content") or ""))
         elif ev.type == "reset":
             if self.held is not None:
                 self.held.clear()
@@ -95,10 +76,19 @@ class Answer:
             return 0
         elif ev.type == "error":
             self.end_line()
-            d = ev.data
-            status = f"HTTP {d['status']}, " if d.get("status") else ""
-            fail(f"{d.get('message') or 'the request failed'} ({status}{d.get('code')})")
+            fail(error_text(ev.data))
         return None
+
+    def write(self, text: str) -> None:
+        if not text:
+            return
+        self.first_chunk = self.first_chunk or time.perf_counter()
+        if self.held is not None:
+            self.held.append(text)
+        else:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+            self.shown = True
 
     def read(self, r: httpx.Response) -> int | None:
         """Feed a response's events; the exit code once the answer ended, None if cut short."""
@@ -123,17 +113,16 @@ class Answer:
         prefix = "\n" if self.shown and sys.stdout.isatty() else ""
         err_console().print(prefix + text, style="yellow", markup=False)
 
+    def since_start(self, t: float | None) -> str:
+        return f"{(t - self.started) * 1000:.0f} ms" if t else "-"
+
     def summary(self, done: dict[str, Any]) -> None:
-        ms = lambda t: f"{(t - self.started) * 1000:.0f} ms" if t else "-"  # noqa: E731
-        usage = done.get("usage") or {}
         grid = Table.grid(padding=(0, 2))
         grid.add_row("[dim]model[/]", escape(str(done.get("model"))))
         grid.add_row("[dim]finish[/]", escape(str(done.get("finish_reason"))))
-        grid.add_row("[dim]tokens[/]", f"{usage.get('prompt_tokens', '?')} prompt + "
-                     f"{usage.get('completion_tokens', '?')} completion = "
-                     f"{usage.get('total_tokens', '?')}" if usage else "-")
-        grid.add_row("[dim]first chunk[/]", ms(self.first_chunk))
-        grid.add_row("[dim]total[/]", ms(time.perf_counter()))
+        grid.add_row("[dim]tokens[/]", usage_text(done.get("usage") or {}))
+        grid.add_row("[dim]first chunk[/]", self.since_start(self.first_chunk))
+        grid.add_row("[dim]total[/]", self.since_start(time.perf_counter()))
         err_console().print(grid)
 
 
@@ -176,7 +165,6 @@ def stream_direct(client: httpx.Client, body: dict[str, Any], answer: Answer) ->
     fail("the answer was interrupted (the connection dropped); retry the request")
 
 
-@app.command()
 def chat(
     ctx: typer.Context,
     prompt: Annotated[str, typer.Argument(help="What to ask.")],
@@ -195,9 +183,7 @@ def chat(
                                           "timings to stderr.")] = False,
 ) -> None:
     """Stream an answer to stdout as it arrives."""
-    body: dict[str, Any] = {"message": prompt, "model": model, "system": system,
-                            "temperature": temperature, "max_tokens": max_tokens}
-    body = {k: v for k, v in body.items() if v is not None}
+    body = chat_body(prompt, model, system, temperature, max_tokens)
     answer = Answer(verbose)
     with connect(ctx) as client:
         if direct:
@@ -207,65 +193,5 @@ def chat(
         queued = r.json()
         if verbose:
             err_console().print(f"session {queued.get('session_id')}, model {queued.get('model')}",
-                           style="dim", markup=False)
+                                style="dim", markup=False)
         raise typer.Exit(stream_queued(client, str(queued["stream_url"]), answer))
-
-
-# --- models, health --------------------------------------------------------------------------
-
-@app.command()
-def models(ctx: typer.Context, as_json: JsonFlag = False) -> None:
-    """List the models this deployment offers."""
-    with connect(ctx) as client:
-        r = client.get("/v1/models")
-        check(r)
-    data = r.json()
-    if as_json:
-        print_json(data)
-        return
-    table = Table("id", "owned_by")
-    for m in data.get("data", []):
-        table.add_row(escape(str(m.get("id"))), escape(str(m.get("owned_by"))))
-    out_console().print(table)
-
-
-@app.command()
-def health(ctx: typer.Context, as_json: JsonFlag = False) -> None:
-    """Broker, workers and providers; exit code 1 when anything is wrong."""
-    with connect(ctx) as client:
-        r = client.get("/health/full")
-        check(r, 200, 503)  # 503 carries the problems in the same shape
-    data = r.json()
-    ok = data.get("status") == "ok"
-    if as_json:
-        print_json(data)
-        raise typer.Exit(0 if ok else 1)
-    checks = data.get("checks", {})
-    broker = checks.get("broker", {})
-    workers = checks.get("workers", {})
-    providers = checks.get("providers", {})
-    out = out_console()
-    grid = Table.grid(padding=(0, 2))
-    status = escape(str(data.get("status")))
-    grid.add_row("status", f"[green]{status}[/]" if ok else f"[red]{status}[/]")
-    grid.add_row("broker", "connected" if broker.get("connected")
-                 else escape(f"not connected ({broker.get('error') or 'unknown'})"))
-    if workers:
-        grid.add_row("workers", f"{workers.get('consuming', 0)} consuming llm_tasks, "
-                     f"{workers.get('alive', 0)} alive")
-    grid.add_row("providers", escape(", ".join(providers.get("configured") or []) or "none"))
-    grid.add_row("default model", escape(str(providers.get("default_model"))))
-    out.print(grid)
-    for problem in data.get("problems") or []:
-        out.print(f"problem: {problem}", style="red", markup=False)
-    raise typer.Exit(0 if ok else 1)
-
-
-def main() -> None:
-    app(prog_name="rafale")
-
-
-app.add_typer(batch_app, name="batch")
-
-if __name__ == "__main__":
-    main()

@@ -1,4 +1,8 @@
-"""What every `rafale` command shares: the HTTP client and its errors, the consoles, SSE."""
+"""What every `rafale` command shares: the HTTP client and its errors, the consoles, API paths.
+
+Only what scripts read goes to stdout (`out_console`, `print_json`); notices and errors go to
+stderr (`err_console`, `fail`). `connect` turns every HTTP failure into one line on stderr and
+exit code 1, so commands need no error handling of their own."""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Annotated, Any, NoReturn
+from urllib.parse import quote
 
 import httpx
 import typer
@@ -18,6 +23,7 @@ TIMEOUT = httpx.Timeout(30.0, connect=5.0)
 # The server pings idle streams every 15 s (SSE_PING_INTERVAL): a minute of silence means the
 # connection is dead, and the stream is resumed (queue) or reported (direct).
 STREAM_TIMEOUT = httpx.Timeout(60.0, connect=5.0)
+
 
 @cache
 def err_console() -> Console:
@@ -87,36 +93,9 @@ def connect(ctx: typer.Context) -> Iterator[httpx.Client]:
         fail(f"--base-url / RAFALE_BASE_URL is not a valid URL: {exc}")
 
 
-@dataclass
-class Event:
-    type: str
-    id: str | None
-    data: dict[str, Any]
-
-
-def iter_sse(lines: Iterator[str]) -> Iterator[Event]:
-    """Server-Sent Events off a line iterator (comments, e.g. keep-alive pings, skipped)."""
-    kind: str = "message"
-    eid: str | None = None
-    data: list[str] = []
-    for line in lines:
-        if line == "":
-            if data:
-                try:
-                    payload = json.loads("\n".join(data))
-                except ValueError:
-                    payload = {"raw": "\n".join(data)}
-                yield Event(kind, eid, payload if isinstance(payload, dict) else {"raw": payload})
-            kind, eid, data = "message", None, []
-        elif not line.startswith(":"):
-            name, _, value = line.partition(":")
-            value = value.removeprefix(" ")
-            if name == "event":
-                kind = value
-            elif name == "id":
-                eid = value
-            elif name == "data":
-                data.append(value)
+def path_of(*parts: str) -> str:
+    """An API path with each id quoted (an id typed by hand cannot reach another route)."""
+    return "/v1/" + "/".join(quote(p, safe="") for p in parts)
 
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print the server's JSON as is.")]
