@@ -146,8 +146,9 @@ class Settings(BaseSettings):
             caps[name.strip()] = int(value)
         return caps
 
-    def queue(self, name: str) -> str:
-        """A broker name in this deployment's namespace."""
+    def namespaced(self, name: str) -> str:
+        """A broker name (queue or exchange) in this deployment's namespace, so deployments
+        sharing one RabbitMQ never see each other's: `<RAFALE_NAMESPACE>.<name>`."""
         return f"{self.rafale_namespace}.{name}"
 
     @property
