@@ -42,12 +42,18 @@ def test_language_codes_are_upper_cased(code: str, upper: str) -> None:
 
 
 @pytest.mark.parametrize("code", [
-    "", "d", "deu", "english", "en-", "en-g", "en-abcde", "e1", "en_GB", " de", "de "])
+    "", "d", "deu", "english", "en-", "en-g", "en-abcde", "e1", "en_GB", " de", "de ",
+    "de\n", "EN-GB\n"])
 def test_what_is_not_a_language_code_is_refused(code: str) -> None:
     with pytest.raises(InvalidRequest) as info:
         check_language(code, "source_lang")
     assert (info.value.param, info.value.code, info.value.status) == (
         "source_lang", "invalid_value", 400)
+
+
+def test_a_model_with_a_trailing_new_line_is_not_a_language() -> None:
+    with pytest.raises(ModelNotFound):
+        check_language("de\n", "model")
 
 
 def test_a_bad_language_as_model_is_model_not_found() -> None:
