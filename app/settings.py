@@ -134,7 +134,17 @@ class Settings(BaseSettings):
             if name in BUILTIN_PROVIDERS or not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,31}", name):
                 raise ValueError(f"ENDPOINTS__{name.upper()}: an endpoint name must be lower-case "
                                  f"letters, digits, - or _, and not one of {BUILTIN_PROVIDERS}")
+        self._check_default_model()
         return self
+
+    def _check_default_model(self) -> None:
+        # Bare names are routed to DEFAULT_MODEL's provider: one that does not exist would fail
+        # every such request (and every request naming no model) instead of failing here.
+        provider, _, model = self.default_model.partition("/")
+        if self.default_model and (not model or provider not in (*BUILTIN_PROVIDERS,
+                                                                 *self.endpoints)):
+            raise ValueError("DEFAULT_MODEL must be `provider/model`, the provider one of "
+                             f"{BUILTIN_PROVIDERS} or an ENDPOINTS__<NAME>")
 
     def provider_caps(self) -> dict[str, int]:
         """PROVIDER_CONCURRENCY as {provider: cap}."""

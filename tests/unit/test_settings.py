@@ -145,6 +145,19 @@ def test_the_default_model_follows_the_configured_providers(
     assert make_settings(**kwargs).resolved_default_model == model
 
 
+@pytest.mark.parametrize("model", ["gpt-4o", "vllm/llama", "openai/", "/gpt-4o", "mock"])
+def test_a_default_model_without_a_known_provider_fails_at_start(
+        make_settings: SettingsFactory, model: str) -> None:
+    assert "DEFAULT_MODEL" in error_of(make_settings, default_model=model)
+
+
+@pytest.mark.parametrize("model", ["openai/gpt-4o", "mock/echo", "vllm/meta-llama/Llama-3"])
+def test_a_default_model_may_name_any_builtin_or_endpoint_provider(
+        make_settings: SettingsFactory, model: str) -> None:
+    s = make_settings(default_model=model, endpoints={"vllm": {"base_url": "http://v/v1"}})
+    assert s.resolved_default_model == model
+
+
 def test_secrets_stay_out_of_the_repr(make_settings: SettingsFactory) -> None:
     s = make_settings(openai_api_key="sk-secret", rafale_api_keys="alice:0123456789",
                       database_url="postgresql://u:pw@h/db")
