@@ -180,7 +180,8 @@ def describe_error(exc: ValidationError) -> str:
     """One line per bad setting, named as the operator writes it (upper case env name)."""
     lines = []
     for err in exc.errors():
-        name = ".".join(str(p) for p in err["loc"]).upper() or "settings"
+        # Nested settings join like their env names: ENDPOINTS__VLLM__BASE_URL.
+        name = "__".join(str(p) for p in err["loc"]).upper() or "settings"
         lines.append(f"invalid setting {name}: {err['msg']}")
     return "\n".join(lines)
 

@@ -172,6 +172,12 @@ def test_describe_error_gives_one_line_per_bad_setting(make_settings: SettingsFa
     assert lines[1].startswith("invalid setting PORT:")
 
 
+def test_describe_error_names_a_nested_setting_by_its_env_name(
+        make_settings: SettingsFactory) -> None:
+    msg = error_of(make_settings, endpoints={"vllm": {"base_url": "ftp://v"}})
+    assert msg.startswith("invalid setting ENDPOINTS__VLLM__BASE_URL: ")
+
+
 def test_main_exits_2_with_the_reason_on_a_bad_setting(
         clean_env: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
         capsys: pytest.CaptureFixture[str]) -> None:
