@@ -41,19 +41,19 @@ class Topology:
     """Names and arguments of every queue and exchange, in one place."""
 
     def __init__(self, s: Settings) -> None:
-        self.tasks = s.queue("llm_tasks")
+        self.tasks = s.namespaced("llm_tasks")
         # Batch work: its own queue, consumed with its own (bounded) share of each worker, so a
         # 50k-line batch never starves interactive chat.
-        self.batch = s.queue("llm_batch")
+        self.batch = s.namespaced("llm_batch")
         # Fanout to every worker: "batch X was cancelled", "provider P asked us to back off".
-        self.batch_control = s.queue("batch_control")
-        self.dead = s.queue("llm_tasks.dead")
+        self.batch_control = s.namespaced("batch_control")
+        self.dead = s.namespaced("llm_tasks.dead")
         # A second copy of each dead-lettered task, consumed by workers to tell the waiting
         # client; the parked copy in `dead` stays for the operator.
-        self.dead_notify = s.queue("llm_tasks.dead.notify")
-        self.dead_exchange = s.queue("dead")
-        self.heartbeat_exchange = s.queue("heartbeat")
-        self.session_prefix = s.queue("session.")
+        self.dead_notify = s.namespaced("llm_tasks.dead.notify")
+        self.dead_exchange = s.namespaced("dead")
+        self.heartbeat_exchange = s.namespaced("heartbeat")
+        self.session_prefix = s.namespaced("session.")
         self.task_args: dict[str, Any] = {
             # Quorum queues count deliveries (x-delivery-count) and park poison after the limit;
             # classic queues in RabbitMQ 3.x have no such limit.

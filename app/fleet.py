@@ -26,7 +26,7 @@ class Fleet:
     async def start(self) -> None:
         s = self.broker.settings
         ch = await self.broker.channel(publisher_confirms=False)
-        name = s.queue(f"fleet.{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:8]}")
+        name = s.namespaced(f"fleet.{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:8]}")
         queue = await ch.declare_queue(name, exclusive=True, auto_delete=True,
                                        arguments={"x-max-length": 1000})
         await queue.bind(self.broker.topology.heartbeat_exchange)

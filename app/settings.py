@@ -134,7 +134,17 @@ class Settings(BaseSettings):
             if name in BUILTIN_PROVIDERS or not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,31}", name):
                 raise ValueError(f"ENDPOINTS__{name.upper()}: an endpoint name must be lower-case "
                                  f"letters, digits, - or _, and not one of {BUILTIN_PROVIDERS}")
+        self._check_default_model()
         return self
+
+    def _check_default_model(self) -> None:
+        # Bare names are routed to DEFAULT_MODEL's provider: one that does not exist would fail
+        # every such request (and every request naming no model) instead of failing here.
+        provider, _, model = self.default_model.partition("/")
+        if self.default_model and (not model or provider not in (*BUILTIN_PROVIDERS,
+                                                                 *self.endpoints)):
+            raise ValueError("DEFAULT_MODEL must be `provider/model`, the provider one of "
+                             f"{BUILTIN_PROVIDERS} or an ENDPOINTS__<NAME>")
 
     def provider_caps(self) -> dict[str, int]:
         """PROVIDER_CONCURRENCY as {provider: cap}."""
@@ -146,8 +156,9 @@ class Settings(BaseSettings):
             caps[name.strip()] = int(value)
         return caps
 
-    def queue(self, name: str) -> str:
-        """A broker name in this deployment's namespace."""
+    def namespaced(self, name: str) -> str:
+        """A broker name (queue or exchange) in this deployment's namespace, so deployments
+        sharing one RabbitMQ never see each other's: `<RAFALE_NAMESPACE>.<name>`."""
         return f"{self.rafale_namespace}.{name}"
 
     @property
@@ -169,7 +180,8 @@ def describe_error(exc: ValidationError) -> str:
     """One line per bad setting, named as the operator writes it (upper case env name)."""
     lines = []
     for err in exc.errors():
-        name = ".".join(str(p) for p in err["loc"]).upper() or "settings"
+        # Nested settings join like their env names: ENDPOINTS__VLLM__BASE_URL.
+        name = "__".join(str(p) for p in err["loc"]).upper() or "settings"
         lines.append(f"invalid setting {name}: {err['msg']}")
     return "\n".join(lines)
 

@@ -24,7 +24,7 @@ from app.providers.mock import text_of
 
 FREE_URL = "https://api-free.deepl.com"
 PRO_URL = "https://api.deepl.com"
-_LANG = re.compile(r"^[A-Za-z]{2}(-[A-Za-z]{2,4})?$")
+_LANG = re.compile(r"[A-Za-z]{2}(-[A-Za-z]{2,4})?")
 
 
 def base_url_for(api_key: str, override: str = "") -> str:
@@ -35,7 +35,8 @@ def base_url_for(api_key: str, override: str = "") -> str:
 
 
 def check_language(code: str, param: str) -> str:
-    if not _LANG.match(code):
+    # fullmatch: `$` would also accept a trailing new line ("de\n" -> "DE\n" sent to DeepL).
+    if not _LANG.fullmatch(code):
         msg = f"`{code}` is not a DeepL language code (e.g. DE, EN-GB)"
         if param == "model":
             raise ModelNotFound(msg, param=param)

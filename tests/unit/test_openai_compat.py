@@ -1,0 +1,111 @@
+"""OpenAI-compatible adapter's pure parts: SDK errors to Rafale's tree, request arguments."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from app.errors import (
+    ProviderAuthError,
+    ProviderBadRequest,
+    ProviderError,
+    ProviderQuotaExceeded,
+    ProviderRateLimited,
+    ProviderTimeout,
+    ProviderUnavailable,
+)
+from app.providers.base import ChatParams
+from app.providers.openai_compat import _retry_after, map_error, request_kwargs
+
+REQUEST = httpx.Request("POST", "http://upstream/v1/chat/completions")
+
+
+def status_error(status: int, body: object = None, headers: dict[str, str] | None = None,
+                 message: str = "sdk message") -> openai.APIStatusError:
+    response = httpx.Response(status, request=REQUEST, headers=headers or {})
+    return openai.APIStatusError(message, response=response, body=body)
+
+
+def mapped(status: int, **kw: Any) -> ProviderError:
+    return map_error("vllm", status_error(status, **kw))
+
+
+@pytest.mark.parametrize(("status", "cls"), [
+    (400, ProviderBadRequest), (404, ProviderBadRequest), (422, ProviderBadRequest),
+    (401, ProviderAuthError), (403, ProviderAuthError),
+    (408, ProviderUnavailable), (409, ProviderUnavailable),
+    (500, ProviderUnavailable), (502, ProviderUnavailable), (503, ProviderUnavailable),
+    (429, ProviderRateLimited),
+])
+def test_status_codes_map_to_their_error_class(status: int, cls: type[ProviderError]) -> None:
+    assert type(mapped(status)) is cls
+
+
+def test_429_with_insufficient_quota_is_not_retryable() -> None:
+    err = mapped(429, body={"message": "pay up", "code": "insufficient_quota"})
+    assert type(err) is ProviderQuotaExceeded and not err.retryable
+    assert mapped(429, body={"code": "rate_limit_exceeded"}).retryable
+
+
+def test_message_names_provider_status_and_the_bodys_message() -> None:
+    assert mapped(400, body={"message": "bad tools"}).message == "vllm answered 400: bad tools"
+
+
+def test_without_a_body_message_the_sdk_message_is_kept() -> None:
+    assert mapped(400, body="not a dict").message == "vllm answered 400: sdk message"
+    assert mapped(400, body={"code": "x"}).message == "vllm answered 400: sdk message"
+
+
+def test_rate_limit_and_5xx_carry_retry_after_from_the_headers() -> None:
+    assert mapped(429, headers={"retry-after": "3"}).retry_after == 3.0
+    assert mapped(503, headers={"retry-after-ms": "250"}).retry_after == 0.25
+    assert mapped(500).retry_after is None
+
+
+def test_timeouts_and_connection_failures_are_retryable() -> None:
+    timeout = map_error("openai", openai.APITimeoutError(request=REQUEST))
+    assert type(timeout) is ProviderTimeout and timeout.retryable
+    assert timeout.message == "openai: request timed out"
+    down = map_error("openai", openai.APIConnectionError(message="refused", request=REQUEST))
+    assert type(down) is ProviderUnavailable and down.retryable
+    assert down.message.startswith("openai: connection failed")
+
+
+def test_anything_else_is_unavailable_with_its_type_named() -> None:
+    err = map_error("deepseek", RuntimeError("socket closed"))
+    assert type(err) is ProviderUnavailable
+    assert err.message == "deepseek: RuntimeError: socket closed"
+
+
+def test_retry_after_ms_wins_over_seconds() -> None:
+    assert _retry_after({"retry-after-ms": "1500", "retry-after": "9"}) == 1.5
+
+
+def test_retry_after_ignores_what_is_not_a_number_and_clamps_below_zero() -> None:
+    assert _retry_after({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}) is None
+    assert _retry_after({"retry-after-ms": "soon", "retry-after": "2"}) == 2.0
+    assert _retry_after({"retry-after": "-5"}) == 0.0
+    assert _retry_after({"retry-after": ""}) is None
+    assert _retry_after({}) is None
+
+
+def test_request_kwargs_carry_model_messages_and_set_options_only() -> None:
+    msgs = [{"role": "user", "content": "hi"}]
+    assert request_kwargs(ChatParams("gpt-4o", msgs)) == {"model": "gpt-4o", "messages": msgs}
+    kw = request_kwargs(ChatParams("gpt-4o", msgs, temperature=0.0, max_tokens=0))
+    assert kw["temperature"] == 0.0 and kw["max_tokens"] == 0
+
+
+def test_sdk_parameters_go_by_name_and_others_in_extra_body() -> None:
+    kw = request_kwargs(ChatParams("llama", [], extra={"seed": 1, "tools": [], "top_k": 40,
+                                                       "repetition_penalty": 1.1}))
+    assert kw["seed"] == 1 and kw["tools"] == []
+    assert kw["extra_body"] == {"top_k": 40, "repetition_penalty": 1.1}
+
+
+def test_no_extra_body_when_every_extra_is_an_sdk_parameter() -> None:
+    assert "extra_body" not in request_kwargs(ChatParams("m", [], extra={"n": 2}))
+

@@ -1,0 +1,189 @@
+"""Settings: parsing (endpoints, provider caps, API keys), validation, derived values."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from app.settings import Endpoint, describe_error, main
+from tests.unit.conftest import SettingsFactory
+
+
+def error_of(make: SettingsFactory, **kwargs: object) -> str:
+    with pytest.raises(ValidationError) as info:
+        make(**kwargs)
+    return describe_error(info.value)
+
+
+def test_defaults_need_no_environment(make_settings: SettingsFactory) -> None:
+    s = make_settings()
+    assert (s.rafale_namespace, s.session_ttl, s.endpoints) == ("rafale", 300.0, {})
+    assert s.rabbitmq_url == "amqp://guest:guest@127.0.0.1:5672/"
+    assert s.provider_caps() == {}
+
+
+def test_namespaced_prefixes_a_broker_name_with_the_namespace(
+        make_settings: SettingsFactory) -> None:
+    s = make_settings(rafale_namespace="wt-a.1")
+    assert s.namespaced("llm_tasks") == "wt-a.1.llm_tasks"
+    assert s.namespaced("heartbeat") == "wt-a.1.heartbeat"
+
+
+@pytest.mark.parametrize("namespace", ["", "has space", "a/b", "x" * 65])
+def test_a_namespace_outside_the_allowed_characters_is_refused(
+        make_settings: SettingsFactory, namespace: str) -> None:
+    assert "RAFALE_NAMESPACE" in error_of(make_settings, rafale_namespace=namespace)
+
+
+def test_endpoints_are_read_from_nested_env_names(make_settings: SettingsFactory,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ENDPOINTS__VLLM__BASE_URL", "http://vllm:8000/v1")
+    monkeypatch.setenv("ENDPOINTS__VLLM__MODELS", "llama-3,qwen")
+    monkeypatch.setenv("ENDPOINTS__LM-STUDIO__BASE_URL", "https://lm/v1")
+    monkeypatch.setenv("ENDPOINTS__LM-STUDIO__API_KEY", "secret-key")
+    s = make_settings()
+    assert s.endpoints == {
+        "vllm": Endpoint(base_url="http://vllm:8000/v1", models="llama-3,qwen"),
+        "lm-studio": Endpoint(base_url="https://lm/v1", api_key="secret-key"),
+    }
+    assert "secret-key" not in repr(s.endpoints)
+
+
+def test_other_settings_are_read_from_the_environment(make_settings: SettingsFactory,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RAFALE_NAMESPACE", "from-env")
+    monkeypatch.setenv("RABBIT_MQ", "amqps://u:p@broker:5671/")
+    monkeypatch.setenv("session_ttl", "60")
+    s = make_settings()
+    assert (s.rafale_namespace, s.rabbitmq_url, s.session_ttl) == (
+        "from-env", "amqps://u:p@broker:5671/", 60.0)
+
+
+def test_an_endpoint_needs_an_http_url(make_settings: SettingsFactory) -> None:
+    assert "BASE_URL" in error_of(make_settings, endpoints={"x": {"base_url": "ftp://x"}})
+    assert "BASE_URL" in error_of(make_settings, endpoints={"x": {"models": "a"}})
+
+
+@pytest.mark.parametrize("name", ["mock", "openai", "deepseek", "deepl", "-x", "a.b", "A",
+                                  "x" * 33])
+def test_an_endpoint_name_must_be_new_and_well_formed(make_settings: SettingsFactory,
+                                                      name: str) -> None:
+    msg = error_of(make_settings, endpoints={name: {"base_url": "http://h/v1"}})
+    assert f"ENDPOINTS__{name.upper()}" in msg
+
+
+@pytest.mark.parametrize(("raw", "caps"), [
+    ("", {}), ("openai=16", {"openai": 16}),
+    (" openai = 16 , deepl=4 ,", {"openai": 16, "deepl": 4}),
+    ("vllm=1,vllm=2", {"vllm": 2}), (" , ", {}),
+])
+def test_provider_caps_parse_provider_equals_n(make_settings: SettingsFactory, raw: str,
+                                               caps: dict[str, int]) -> None:
+    assert make_settings(provider_concurrency=raw).provider_caps() == caps
+
+
+@pytest.mark.parametrize("raw", ["openai", "openai=0", "openai=-1", "=3", "openai=x",
+                                 "openai=1.5", "openai=3,deepl"])
+def test_a_bad_provider_cap_fails_at_start(make_settings: SettingsFactory, raw: str) -> None:
+    assert "PROVIDER_CONCURRENCY" in error_of(make_settings, provider_concurrency=raw)
+
+
+def test_api_keys_are_checked_at_start_without_echoing_them(
+        make_settings: SettingsFactory) -> None:
+    make_settings(rafale_api_keys="alice:0123456789,bob:abcdefghij")
+    msg = error_of(make_settings, rafale_api_keys="alice:0123456789,bob:short")
+    assert "RAFALE_API_KEYS" in msg and "short" not in msg
+
+
+def test_an_api_keys_file_is_read_and_checked(make_settings: SettingsFactory,
+                                              tmp_path: Path) -> None:
+    good, bad = tmp_path / "keys", tmp_path / "bad"
+    good.write_text("# one a line\nalice:0123456789\n")
+    bad.write_text("alice\n")
+    make_settings(rafale_api_keys_file=str(good))
+    assert "RAFALE_API_KEYS_FILE" in error_of(make_settings, rafale_api_keys_file=str(bad))
+    missing = error_of(make_settings, rafale_api_keys_file=str(tmp_path / "nope"))
+    assert "RAFALE_API_KEYS_FILE: cannot read" in missing
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("session_ttl", 1800), ("session_ttl", 0), ("provider_total_timeout", 1800),
+    ("port", 0), ("port", 65536), ("task_max_deliveries", 0), ("stream_flush_interval", 2),
+    ("log_format", "xml"), ("log_level", "verbose"), ("publish_timeout", 0),
+])
+def test_out_of_range_values_are_refused_and_named(make_settings: SettingsFactory,
+                                                   field: str, value: object) -> None:
+    assert f"invalid setting {field.upper()}:" in error_of(make_settings, **{field: value})
+
+
+def test_the_largest_session_ttl_under_the_consumer_timeout_is_accepted(
+        make_settings: SettingsFactory) -> None:
+    assert make_settings(session_ttl=1799.5).session_ttl == 1799.5
+
+
+def test_log_level_is_case_insensitive(make_settings: SettingsFactory) -> None:
+    assert make_settings(log_level="debug").log_level == "debug"
+
+
+def test_the_broker_url_must_be_amqp(make_settings: SettingsFactory) -> None:
+    assert "RABBITMQ_URL" in error_of(make_settings, rabbitmq_url="http://rabbit:15672/")
+
+
+@pytest.mark.parametrize(("kwargs", "model"), [
+    ({}, "mock/echo"),
+    ({"deepseek_api_key": "ds"}, "deepseek/deepseek-chat"),
+    ({"deepseek_api_key": "ds", "openai_api_key": "sk"}, "openai/gpt-4o-mini"),
+    ({"endpoints": {"vllm": {"base_url": "http://v/v1", "models": " llama , qwen"}}},
+     "vllm/llama"),
+    ({"endpoints": {"vllm": {"base_url": "http://v/v1"}}}, "mock/echo"),
+    ({"openai_api_key": "sk", "default_model": "mock/echo"}, "mock/echo"),
+])
+def test_the_default_model_follows_the_configured_providers(
+        make_settings: SettingsFactory, kwargs: dict[str, object], model: str) -> None:
+    assert make_settings(**kwargs).resolved_default_model == model
+
+
+@pytest.mark.parametrize("model", ["gpt-4o", "vllm/llama", "openai/", "/gpt-4o", "mock"])
+def test_a_default_model_without_a_known_provider_fails_at_start(
+        make_settings: SettingsFactory, model: str) -> None:
+    assert "DEFAULT_MODEL" in error_of(make_settings, default_model=model)
+
+
+@pytest.mark.parametrize("model", ["openai/gpt-4o", "mock/echo", "vllm/meta-llama/Llama-3"])
+def test_a_default_model_may_name_any_builtin_or_endpoint_provider(
+        make_settings: SettingsFactory, model: str) -> None:
+    s = make_settings(default_model=model, endpoints={"vllm": {"base_url": "http://v/v1"}})
+    assert s.resolved_default_model == model
+
+
+def test_secrets_stay_out_of_the_repr(make_settings: SettingsFactory) -> None:
+    s = make_settings(openai_api_key="sk-secret", rafale_api_keys="alice:0123456789",
+                      database_url="postgresql://u:pw@h/db")
+    for secret in ("sk-secret", "0123456789", "pw@h"):
+        assert secret not in repr(s)
+
+
+def test_describe_error_gives_one_line_per_bad_setting(make_settings: SettingsFactory) -> None:
+    lines = error_of(make_settings, port=0, session_ttl=5000).splitlines()
+    assert len(lines) == 2
+    assert lines[0].startswith("invalid setting SESSION_TTL:")
+    assert lines[1].startswith("invalid setting PORT:")
+
+
+def test_describe_error_names_a_nested_setting_by_its_env_name(
+        make_settings: SettingsFactory) -> None:
+    msg = error_of(make_settings, endpoints={"vllm": {"base_url": "ftp://v"}})
+    assert msg.startswith("invalid setting ENDPOINTS__VLLM__BASE_URL: ")
+
+
+def test_main_exits_2_with_the_reason_on_a_bad_setting(
+        clean_env: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(tmp_path)  # no .env of the checkout
+    assert main() == 0
+    monkeypatch.setenv("SESSION_TTL", "3600")
+    assert main() == 2
+    assert "invalid setting SESSION_TTL" in capsys.readouterr().err
+
