@@ -8,7 +8,7 @@ import os
 import socket
 import time
 import uuid
-from typing import Any
+from typing import Any, TypedDict, TypeGuard
 
 import orjson
 from aio_pika.abc import AbstractIncomingMessage
@@ -18,10 +18,42 @@ from app.broker import Broker
 log = logging.getLogger(__name__)
 
 
+class Heartbeat(TypedDict):
+    """What a worker process says about itself every HEARTBEAT_INTERVAL (fanout, not kept)."""
+
+    worker: str
+    host: str
+    pid: int
+    in_flight: int
+    concurrency: int
+    ts: float  # epoch seconds when sent
+
+
+def heartbeat(worker: str, in_flight: int, concurrency: int) -> bytes:
+    """The heartbeat this process sends, encoded for the wire."""
+    beat: Heartbeat = {"worker": worker, "host": socket.gethostname(), "pid": os.getpid(),
+                       "in_flight": in_flight, "concurrency": concurrency, "ts": time.time()}
+    return orjson.dumps(beat)
+
+
+def _is_heartbeat(value: Any) -> TypeGuard[Heartbeat]:
+    return (isinstance(value, dict) and isinstance(value.get("worker"), str)
+            and all(isinstance(value.get(k), int) for k in ("pid", "in_flight", "concurrency"))
+            and isinstance(value.get("ts"), (int, float)))
+
+
+def parse_heartbeat(data: bytes) -> Heartbeat:
+    """Raises ValueError for anything that is not a heartbeat."""
+    value = orjson.loads(data)
+    if not _is_heartbeat(value):
+        raise ValueError("not a heartbeat")
+    return value
+
+
 class Fleet:
     def __init__(self, broker: Broker) -> None:
         self.broker = broker
-        self.workers: dict[str, dict[str, Any]] = {}
+        self.workers: dict[str, Heartbeat] = {}
 
     async def start(self) -> None:
         s = self.broker.settings
@@ -34,20 +66,20 @@ class Fleet:
 
     async def _on_beat(self, message: AbstractIncomingMessage) -> None:
         try:
-            beat = orjson.loads(message.body)
-            self.workers[str(beat["worker"])] = beat
-        except (orjson.JSONDecodeError, KeyError, TypeError):
+            beat = parse_heartbeat(message.body)
+        except ValueError:  # orjson.JSONDecodeError included
             log.warning("ignoring a malformed heartbeat")
+            return
+        self.workers[beat["worker"]] = beat
 
     def load(self) -> tuple[int, int]:
         """(tasks in flight, tasks the fleet can take at once), over the live workers."""
         workers = self.alive()
-        return (sum(int(w.get("in_flight", 0)) for w in workers),
-                sum(int(w.get("concurrency", 0)) for w in workers))
+        return (sum(w["in_flight"] for w in workers), sum(w["concurrency"] for w in workers))
 
-    def alive(self) -> list[dict[str, Any]]:
+    def alive(self) -> list[Heartbeat]:
         """Workers heard from within three heartbeat intervals."""
         cutoff = time.time() - 3 * self.broker.settings.heartbeat_interval
-        for key in [k for k, b in self.workers.items() if b.get("ts", 0) < cutoff]:
+        for key in [k for k, b in self.workers.items() if b["ts"] < cutoff]:
             del self.workers[key]
-        return sorted(self.workers.values(), key=lambda b: str(b["worker"]))
+        return sorted(self.workers.values(), key=lambda b: b["worker"])

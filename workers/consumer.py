@@ -11,12 +11,12 @@ import time
 import uuid
 from typing import Any
 
-import orjson
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustChannel
 from pydantic import ValidationError
 
 from app.broker import BROKER_ERRORS, Broker
 from app.errors import TaskParked
+from app.fleet import heartbeat
 from app.generation import Limits
 from app.metrics import Metrics
 from app.providers.registry import Registry
@@ -198,11 +198,7 @@ class Worker:
     async def _beat(self) -> None:
         s = self.settings
         while True:
-            body = orjson.dumps({
-                "worker": self.worker_id, "host": socket.gethostname(), "pid": os.getpid(),
-                "in_flight": len(self.inflight), "concurrency": s.worker_concurrency,
-                "ts": time.time(),
-            })
+            body = heartbeat(self.worker_id, len(self.inflight), s.worker_concurrency)
             try:
                 assert self._pub is not None
                 ch = await self._pub.get_underlay_channel()
