@@ -20,8 +20,7 @@ from typing import Any
 
 from sqlalchemy import event, insert
 
-from app.store import Store, database_url
-from app.store import batches as db
+from app.store import Store, batches, database_url
 from app.store.models import BatchRow, ItemRow
 from tests.harness import scratch_database
 
@@ -44,7 +43,7 @@ async def fill(store: Store, lines: int) -> BatchRow:
                 for i in range(start, min(lines + 1, start + 5000))]
         async with store.tx() as s:
             await s.execute(insert(ItemRow), rows)
-    return await db.load(store, batch_id)
+    return await batches.load(store, batch_id)
 
 
 async def watch(store: Store, row: BatchRow, watchers: int, cached: bool) -> dict[str, Any]:
@@ -54,14 +53,14 @@ async def watch(store: Store, row: BatchRow, watchers: int, cached: bool) -> dic
         nonlocal queries
         queries += "batch_items" in statement
 
-    live = db.LiveCounts(store)
+    live = batches.LiveCounts(store)
     latencies: list[float] = []
 
     async def watcher() -> None:
         end = time.monotonic() + 5
         while time.monotonic() < end:
             t = time.perf_counter()
-            await (live.counts(row) if cached else db.counts(store, row))
+            await (live.counts(row) if cached else batches.counts(store, row))
             latencies.append((time.perf_counter() - t) * 1000)
             await asyncio.sleep(0.5)
 
@@ -86,7 +85,7 @@ async def run(kind: str, lines: int, watchers: int) -> None:
         try:
             await store.start()
             row = await fill(store, lines)
-            await db.counts(store, row)  # warm the caches of the database itself
+            await batches.counts(store, row)  # warm the caches of the database itself
             for cached in (False, True):
                 r = await watch(store, row, watchers, cached)
                 label = "LiveCounts      " if cached else "no cache       "

@@ -194,7 +194,7 @@ async def test_provider_cap_holds_across_the_fleet(make_stack: StackFactory, fak
         sdk, [chat_line(f"cap{i}", f"capped {i}", model=f"openai/{model}")
               for i in range(60)])).id, within=60)
     assert done.request_counts is not None and done.request_counts.completed == 60
-    # 2 workers x 16 slots would allow 32 at once; the cap keeps the whole fleet at `cap`.
+    # 2 workers x 16 lanes would allow 32 at once; the cap keeps the whole fleet at `cap`.
     # A group's 10 lines all wait for slots at once, so the cap is reached, and never passed.
     assert fake.peak[model] == cap, fake.peak[model]
 

@@ -11,8 +11,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import event, update
 
-from app.store import Store, database_url, slots
-from app.store import batches as db
+from app.store import Store, batches, database_url, slots
 from app.store.models import BatchRow
 from tests.harness import scratch_database
 
@@ -32,57 +31,58 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
 
 
 async def ended_batch(store: Store, days_ago: float) -> BatchRow:
-    row = await db.create_batch(store, owner="o", endpoint="/v1/chat/completions",
-                                input_file_id="file-x", completion_window="24h",
-                                window_seconds=86400, metadata=None)
-    await db.add_items(store, row.id, [(1, "a"), (2, "b")])
+    row = await batches.create_batch(store, owner="o", endpoint="/v1/chat/completions",
+                                     input_file_id="file-x", completion_window="24h",
+                                     window_seconds=86400, metadata=None)
+    await batches.add_items(store, row.id, [(1, "a"), (2, "b")])
     async with store.tx() as s:
         await s.execute(update(BatchRow).where(BatchRow.id == row.id).values(
             status="completed", completed_at=int(time.time() - days_ago * 86400), total=2,
             completed=2, failed=0, planned=True))
-    return await db.load(store, row.id)
+    return await batches.load(store, row.id)
 
 
 async def test_prune_drops_old_line_rows_and_keeps_the_batch(store: Store) -> None:
     old, recent = await ended_batch(store, 40), await ended_batch(store, 1)
-    assert await db.prune(store, 30) == 2
-    assert await db.items_page(store, old.id, 0, 10, ("pending",)) == []
-    assert len(await db.items_page(store, recent.id, 0, 10, ("pending",))) == 2
-    kept = await db.LiveCounts(store).describe(await db.load(store, old.id))
+    assert await batches.prune(store, 30) == 2
+    assert await batches.items_page(store, old.id, 0, 10, ("pending",)) == []
+    assert len(await batches.items_page(store, recent.id, 0, 10, ("pending",))) == 2
+    kept = await batches.LiveCounts(store).describe(await batches.load(store, old.id))
     assert kept["status"] == "completed" and kept["request_counts"]["completed"] == 2
-    assert await db.prune(store, 30) == 0
+    assert await batches.prune(store, 30) == 0
 
 
 async def test_a_claim_takes_only_lines_it_changed(store: Store) -> None:
-    row = await db.create_batch(store, owner="o", endpoint="/v1/chat/completions",
-                                input_file_id="file-x", completion_window="24h",
-                                window_seconds=86400, metadata=None)
-    await db.add_items(store, row.id, [(i, f"c{i}") for i in range(1, 11)])
-    await db.add_items(store, row.id, [(i, f"again{i}") for i in range(1, 11)])  # no-op
-    first = await db.claim(store, row.id, range(1, 11), False, "t1")
+    row = await batches.create_batch(store, owner="o", endpoint="/v1/chat/completions",
+                                     input_file_id="file-x", completion_window="24h",
+                                     window_seconds=86400, metadata=None)
+    await batches.add_items(store, row.id, [(i, f"c{i}") for i in range(1, 11)])
+    await batches.add_items(store, row.id, [(i, f"again{i}") for i in range(1, 11)])  # no-op
+    first = await batches.claim(store, row.id, range(1, 11), False, "t1")
     assert first == set(range(1, 11))
-    assert await db.claim(store, row.id, range(1, 11), False, "t2") == set()
+    assert await batches.claim(store, row.id, range(1, 11), False, "t2") == set()
     # Taken back on redelivery: the first claim can no longer write those lines.
-    assert await db.claim(store, row.id, range(1, 6), True, "t3") == set(range(1, 6))
-    await db.record(store, row.id, "t1", [db.Outcome(i, "done") for i in range(1, 11)])
-    await db.record(store, row.id, "t3", [db.Outcome(i, "failed") for i in range(1, 6)])
-    done = await db.items_page(store, row.id, 0, 20, ("done",))
-    failed = await db.items_page(store, row.id, 0, 20, ("failed",))
+    assert await batches.claim(store, row.id, range(1, 6), True, "t3") == set(range(1, 6))
+    await batches.record(store, row.id, "t1", [batches.Outcome(i, "done") for i in range(1, 11)])
+    await batches.record(store, row.id, "t3", [batches.Outcome(i, "failed") for i in range(1, 6)])
+    done = await batches.items_page(store, row.id, 0, 20, ("done",))
+    failed = await batches.items_page(store, row.id, 0, 20, ("failed",))
     assert [i.line for i in done] == list(range(6, 11))
     assert [i.line for i in failed] == list(range(1, 6))
     assert [i.custom_id for i in failed] == [f"c{i}" for i in range(1, 6)]
 
 
 async def test_live_counts_are_counted_once_for_all_watchers(store: Store) -> None:
-    row = await db.create_batch(store, owner="o", endpoint="/v1/chat/completions",
-                                input_file_id="file-x", completion_window="24h",
-                                window_seconds=86400, metadata=None)
-    await db.add_items(store, row.id, [(i, f"c{i}") for i in range(1, 101)])
-    assert await db.start(store, row.id, 100, "mock/echo")
-    assert await db.claim(store, row.id, range(1, 41), False, "t1") == set(range(1, 41))
-    await db.record(store, row.id, "t1", [db.Outcome(i, "done") for i in range(1, 31)]
-                    + [db.Outcome(i, "failed") for i in range(31, 41)])
-    row = await db.load(store, row.id)
+    row = await batches.create_batch(store, owner="o", endpoint="/v1/chat/completions",
+                                     input_file_id="file-x", completion_window="24h",
+                                     window_seconds=86400, metadata=None)
+    await batches.add_items(store, row.id, [(i, f"c{i}") for i in range(1, 101)])
+    assert await batches.start(store, row.id, 100, "mock/echo")
+    assert await batches.claim(store, row.id, range(1, 41), False, "t1") == set(range(1, 41))
+    await batches.record(store, row.id, "t1",
+                         [batches.Outcome(i, "done") for i in range(1, 31)]
+                         + [batches.Outcome(i, "failed") for i in range(31, 41)])
+    row = await batches.load(store, row.id)
     queries: list[str] = []
 
     def seen(conn: object, cursor: object, statement: str, *args: object) -> None:
@@ -91,7 +91,7 @@ async def test_live_counts_are_counted_once_for_all_watchers(store: Store) -> No
 
     event.listen(store.reader.sync_engine, "before_cursor_execute", seen)
     try:
-        live = db.LiveCounts(store, ttl=60)
+        live = batches.LiveCounts(store, ttl=60)
         results = await asyncio.gather(*(live.counts(row) for _ in range(50)))
         assert {(c.completed, c.failed) for c in results} == {(30, 10)}
         assert len(queries) == 1, queries  # 50 watchers, one count

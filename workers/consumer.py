@@ -8,7 +8,6 @@ import logging
 import os
 import socket
 import time
-import uuid
 from typing import Any
 
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustChannel
@@ -20,11 +19,10 @@ from app.fleet import heartbeat
 from app.generation import Limits
 from app.metrics import Metrics
 from app.providers.registry import Registry
-from app.schemas import BatchTask, Task
+from app.schemas import Task
 from app.settings import Settings
 from app.store import Store, database_url
-from app.store import batches as batch_db
-from workers.batch import BatchRunner
+from workers.batch.runner import BatchRunner
 from workers.chat import run_chat
 from workers.stream import SessionStream
 
@@ -39,8 +37,8 @@ class Worker:
         self.limits = Limits.from_settings(settings)
         self.metrics = Metrics()
         self.store = Store(database_url(settings.database_url, settings.data_dir))
-        self.batches = BatchRunner(settings, self.broker, self.registry, self.store,
-                                   self.metrics)
+        self.batch_runner = BatchRunner(settings, self.broker, self.registry, self.store,
+                                        self.metrics)
         self.worker_id = f"{socket.gethostname()}-{os.getpid()}"
         self.inflight: dict[asyncio.Task[Any], AbstractIncomingMessage] = {}
         self.stopping = False
@@ -83,11 +81,11 @@ class Worker:
 
     async def _start_batches(self) -> None:
         await self.store.start_when_reachable()
-        await self.batches.start()
+        await self.batch_runner.start()
 
     def _on_connection_lost(self, *_: Any) -> None:
         # Batch groups too: their lines stay `running` and the redelivered group takes them.
-        for handler in [*self.inflight, *self.batches.groups]:
+        for handler in [*self.inflight, *self.batch_runner.in_flight]:
             handler.cancel()
 
     async def _on_task(self, message: AbstractIncomingMessage) -> None:
@@ -146,7 +144,7 @@ class Worker:
         try:
             task = Task.model_validate_json(message.body)
         except ValidationError:
-            await self._on_dead_batch(message)
+            await self.batch_runner.on_dead_letter(message)
             return
         assert self._pub is not None
         out = SessionStream(
@@ -160,39 +158,6 @@ class Worker:
         log.error("task %s: dead-lettered after %d deliveries", task.task_id,
                   self.settings.task_max_deliveries)
         await out.finish(err.as_event())
-        await message.ack()
-
-    async def _on_dead_batch(self, message: AbstractIncomingMessage) -> None:
-        """A batch message that kept failing or killing workers: its lines fail (500), or its
-        plan fails the batch, rather than hold the batch open until it expires."""
-        try:
-            task = BatchTask.model_validate_json(message.body)
-        except ValidationError:
-            await message.ack()
-            return
-        log.error("batch %s: %s dead-lettered after %d deliveries", task.batch_id, task.kind,
-                  self.settings.task_max_deliveries)
-        err = TaskParked(f"this failed on {self.settings.task_max_deliveries} workers and was "
-                         "set aside")
-        try:
-            if task.kind == "batch_items":
-                token = uuid.uuid4().hex
-                lines = await batch_db.claim(self.store, task.batch_id,
-                                             (ln.line for ln in task.lines), True, token)
-                await batch_db.record(self.store, task.batch_id, token, [
-                    batch_db.Outcome(line, "failed", {
-                        "status_code": err.status, "request_id": f"req_{uuid.uuid4().hex}",
-                        "body": err.envelope()}) for line in lines])
-            elif task.kind == "batch_plan":
-                await batch_db.fail_validation(self.store, task.batch_id, [{
-                    "code": "server_error", "line": None, "message": err.message,
-                    "param": None}])
-            await self.batches.finalize(task.batch_id)
-        except Exception:
-            log.exception("batch %s: could not settle the dead-lettered %s; later", task.batch_id,
-                          task.kind)
-            await message.nack(requeue=True)
-            return
         await message.ack()
 
     async def _beat(self) -> None:
@@ -219,8 +184,8 @@ class Worker:
                 log.warning("could not cancel the consumer: %s", exc)
         if self._batches_start is not None:
             self._batches_start.cancel()
-        await self.batches.stop_consuming()
-        busy = [*self.inflight, *self.batches.groups]
+        await self.batch_runner.stop_consuming()
+        busy = [*self.inflight, *self.batch_runner.in_flight]
         if busy:
             _, late = await asyncio.wait(busy, timeout=grace)
             for handler in late:
@@ -230,7 +195,7 @@ class Worker:
                 await asyncio.wait(late, timeout=5)
         if self._heartbeat is not None:
             self._heartbeat.cancel()
-        await self.batches.gate.close()
+        await self.batch_runner.close()
         await self.registry.aclose()
         await self.broker.close()
         await self.store.close()

@@ -12,11 +12,12 @@ from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
+from app import control
 from app.api.routes_chat import Who, event_stream
 from app.api.services import Services, services
 from app.errors import InvalidRequest
 from app.schemas import BatchTask
-from app.store import batches as db
+from app.store import batches
 
 router = APIRouter(prefix="/v1")
 Svc = Annotated[Services, Depends(services)]
@@ -70,26 +71,26 @@ async def create_batch(body: CreateBatch, request: Request, svc: Svc, who: Who) 
         raise InvalidRequest(f"Invalid value: '{body.endpoint}'. Supported values are: {listed}.",
                              param="endpoint", code="invalid_value")
     seconds = window_seconds(body.completion_window, svc.settings.batch_completion_windows)
-    row = await db.create_batch(svc.store, owner=who.owner, endpoint=body.endpoint,
-                                input_file_id=body.input_file_id,
-                                completion_window=body.completion_window,
-                                window_seconds=seconds, metadata=body.metadata,
-                                output_expires_after=(body.output_expires_after.seconds
-                                                      if body.output_expires_after else None))
+    row = await batches.create_batch(svc.store, owner=who.owner, endpoint=body.endpoint,
+                                     input_file_id=body.input_file_id,
+                                     completion_window=body.completion_window,
+                                     window_seconds=seconds, metadata=body.metadata,
+                                     output_expires_after=(body.output_expires_after.seconds
+                                                           if body.output_expires_after else None))
     task = BatchTask(kind="batch_plan", batch_id=row.id, endpoint=row.endpoint,
                      created=row.created_at, request_id=request.state.request_id)
     try:
         await svc.broker.publish([(f"{row.id}.plan", task.model_dump_json().encode())],
                                  routing_key=svc.broker.topology.batch)
     except BaseException:
-        await db.delete_batch(svc.store, row.id)  # never leave a batch nobody will plan
+        await batches.delete_batch(svc.store, row.id)  # never leave a batch nobody will plan
         raise
     return await svc.counts.describe(row)
 
 
 @router.get("/batches/{batch_id}")
 async def get_batch(batch_id: str, svc: Svc, who: Who) -> dict[str, Any]:
-    return await svc.counts.describe(await db.load(svc.store, batch_id, who.owner))
+    return await svc.counts.describe(await batches.load(svc.store, batch_id, who.owner))
 
 
 @router.get("/batches")
@@ -98,7 +99,7 @@ async def list_batches(
     after: Annotated[str | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> dict[str, Any]:
-    rows, more = await db.list_batches(svc.store, who.owner, after=after, limit=limit)
+    rows, more = await batches.list_batches(svc.store, who.owner, after=after, limit=limit)
     data = [await svc.counts.describe(r) for r in rows]
     return {"object": "list", "data": data, "first_id": data[0]["id"] if data else None,
             "last_id": data[-1]["id"] if data else None, "has_more": more}
@@ -106,13 +107,11 @@ async def list_batches(
 
 @router.post("/batches/{batch_id}/cancel")
 async def cancel_batch(batch_id: str, request: Request, svc: Svc, who: Who) -> dict[str, Any]:
-    row, changed = await db.request_cancel(svc.store, who.owner, batch_id)
+    row, changed = await batches.request_cancel(svc.store, who.owner, batch_id)
     if changed:
         # Running lines stop within moments (every worker hears it); whoever sees nothing
         # left running writes the files, and this task makes sure somebody looks.
-        stop = orjson.dumps({"type": "stop", "batch_id": batch_id, "status": "cancelled"})
-        await svc.broker.publish([(f"stop.{batch_id}", stop)], routing_key="",
-                                 exchange=svc.broker.topology.batch_control, persistent=False)
+        await control.publish(svc.broker, control.stop_message(batch_id, "cancelled"))
         task = BatchTask(kind="batch_finalize", batch_id=batch_id,
                          request_id=request.state.request_id)
         await svc.broker.publish([(f"{batch_id}.finalize", task.model_dump_json().encode())],
@@ -123,17 +122,17 @@ async def cancel_batch(batch_id: str, request: Request, svc: Svc, who: Who) -> d
 @router.get("/batches/{batch_id}/events")
 async def batch_events(batch_id: str, svc: Svc, who: Who) -> EventSourceResponse:
     """Live progress: the batch object each time its status or counts change, until it ends."""
-    await db.load(svc.store, batch_id, who.owner)  # 404 before the stream starts
+    await batches.load(svc.store, batch_id, who.owner)  # 404 before the stream starts
 
     async def events() -> AsyncGenerator[ServerSentEvent, None]:
         last: tuple[Any, ...] | None = None
         while True:
-            batch = await svc.counts.describe(await db.load(svc.store, batch_id))
+            batch = await svc.counts.describe(await batches.load(svc.store, batch_id))
             key = (batch["status"], tuple(batch["request_counts"].values()))
             if key != last:
                 last = key
                 yield ServerSentEvent(data=orjson.dumps(batch).decode(), event="batch")
-            if batch["status"] in db.TERMINAL:
+            if batch["status"] in batches.TERMINAL:
                 return
             await asyncio.sleep(EVENTS_POLL)
 

@@ -9,7 +9,7 @@ import functools
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, cast, get_args
 
 import orjson
 from sqlalchemy import Table, and_, bindparam, case, delete, func, or_, select, update
@@ -20,9 +20,24 @@ from app.errors import Conflict, NotFound
 from app.store.db import Store, new_id
 from app.store.models import BatchRow, ItemRow
 
-TERMINAL = frozenset({"completed", "failed", "expired", "cancelled"})
-OPEN_ITEMS = ("pending", "running")
-FAILED_ITEMS = ("failed", "cancelled", "expired")
+# The words a batch's and a line's `status` column may hold (the API shows a batch's as is).
+# The columns themselves are plain strings to the ORM; these types hold at this module's edge.
+BatchStatus = Literal["validating", "failed", "in_progress", "finalizing", "completed",
+                      "expired", "cancelling", "cancelled"]
+ItemStatus = Literal["pending", "running", "done", "failed", "cancelled", "expired"]
+# How a batch is to end early (`BatchRow.ending`; None: it runs to the end and completes).
+BatchEnding = Literal["cancel", "expire"]
+# What a batch that ended early becomes, and what its lines that never ran become.
+Stopped = Literal["cancelled", "expired"]
+# A line's result as a worker records it; `pending` gives the line back to run later.
+OutcomeStatus = Literal["done", "failed", "cancelled", "expired", "pending"]
+
+TERMINAL: frozenset[BatchStatus] = frozenset({"completed", "failed", "expired", "cancelled"})
+OPEN_ITEMS: tuple[ItemStatus, ...] = ("pending", "running")
+FAILED_ITEMS: tuple[ItemStatus, ...] = ("failed", "cancelled", "expired")
+# Statuses a cancel may still move a batch out of, and an expiry.
+_CANCELLABLE: tuple[BatchStatus, ...] = ("validating", "in_progress", "finalizing")
+_EXPIRABLE: tuple[BatchStatus, ...] = ("validating", "in_progress")
 # A finalizer silent this long is presumed dead; the sweep lets another take over.
 STALE_FINALIZER = 120.0
 
@@ -30,6 +45,16 @@ STALE_FINALIZER = 120.0
 # Statuses a planned batch can be finalized from (a validating one only when it was stopped).
 _ENDABLE = or_(BatchRow.status.in_(("in_progress", "finalizing", "cancelling")),
                and_(BatchRow.status == "validating", BatchRow.ending.is_not(None)))
+
+
+def stopped_status(ending: str) -> Stopped:
+    """How a batch ended early (its `ending`) -> the status it and its unrun lines take."""
+    return "expired" if ending == "expire" else "cancelled"
+
+
+# The same mapping, for SQL: the terminal status a batch's `ending` leads to.
+_TERMINAL_STATUS = case({e: stopped_status(e) for e in get_args(BatchEnding)},
+                        value=BatchRow.ending, else_="completed")
 
 
 def _changed(result: Any) -> int:
@@ -200,7 +225,7 @@ async def request_cancel(store: Store, owner: str, batch_id: str) -> tuple[Batch
         changed = _changed(await s.execute(
             update(BatchRow)
             .where(BatchRow.id == batch_id, BatchRow.owner == owner,
-                   BatchRow.status.in_(("validating", "in_progress", "finalizing")))
+                   BatchRow.status.in_(_CANCELLABLE))
             .values(status="cancelling", cancelling_at=now, ending="cancel")))
         if changed:
             await s.execute(update(ItemRow)
@@ -277,7 +302,7 @@ async def claim(store: Store, batch_id: str, lines: Iterable[int], redelivered: 
 @dataclass(slots=True)
 class Outcome:
     line: int
-    status: str  # done | failed | cancelled | expired | pending (given back, to run later)
+    status: OutcomeStatus
     response: dict[str, Any] | None = None
     input_tokens: int = 0
     output_tokens: int = 0
@@ -311,7 +336,7 @@ async def record(store: Store, batch_id: str, token: str, outcomes: Sequence[Out
             for o in outcomes])
 
 
-async def settle_unstarted(store: Store, batch_id: str, status: str) -> None:
+async def settle_unstarted(store: Store, batch_id: str, status: Stopped) -> None:
     """Pending lines -> cancelled | expired (they will never run)."""
     async with store.tx() as s:
         await s.execute(update(ItemRow)
@@ -356,7 +381,7 @@ async def claim_finalization(store: Store, batch_id: str, token: str) -> BatchRo
 
 
 async def items_page(store: Store, batch_id: str, after_line: int, limit: int,
-                     statuses: Sequence[str]) -> list[ItemRow]:
+                     statuses: Sequence[ItemStatus]) -> list[ItemRow]:
     async with store.ro() as s:
         return list((await s.execute(
             select(ItemRow).where(ItemRow.batch_id == batch_id, ItemRow.line > after_line,
@@ -374,17 +399,15 @@ async def keep_finalizing(store: Store, batch_id: str, token: str) -> bool:
 
 async def finish(store: Store, batch_id: str, token: str, *, output_file_id: str | None,
                  error_file_id: str | None, completed: int, failed: int,
-                 usage: dict[str, Any]) -> str | None:
+                 usage: dict[str, Any]) -> BatchStatus | None:
     """Freeze counts and files and enter the terminal state the batch is heading for (read
     in the same statement: a cancel that came during finalization still counts). Returns
     that state, or None when this finalizer had lost its claim."""
     now = int(time.time())
-    terminal = case((BatchRow.ending == "cancel", "cancelled"),
-                    (BatchRow.ending == "expire", "expired"), else_="completed")
     async with store.tx() as s:
         won = _changed(await s.execute(
             update(BatchRow).where(BatchRow.id == batch_id, BatchRow.finalizer == token)
-            .values(status=terminal,
+            .values(status=_TERMINAL_STATUS,
                     completed_at=case((BatchRow.ending.is_(None), now), else_=None),
                     cancelled_at=case((BatchRow.ending == "cancel", now), else_=None),
                     expired_at=case((BatchRow.ending == "expire", now), else_=None),
@@ -393,8 +416,9 @@ async def finish(store: Store, batch_id: str, token: str, *, output_file_id: str
                     usage_json=orjson.dumps(usage).decode(), finalizer=None)))
         if not won:
             return None
-        return str((await s.execute(select(BatchRow.status)
-                                    .where(BatchRow.id == batch_id))).scalar_one())
+        status = (await s.execute(select(BatchRow.status)
+                                  .where(BatchRow.id == batch_id))).scalar_one()
+    return cast(BatchStatus, status)
 
 
 # --- the sweep (workers)
@@ -406,7 +430,7 @@ async def expire_due(store: Store) -> list[str]:
     now = int(time.time())
     async with store.ro() as s:
         due = (await s.execute(
-            select(BatchRow.id).where(BatchRow.status.in_(("validating", "in_progress")),
+            select(BatchRow.id).where(BatchRow.status.in_(_EXPIRABLE),
                                       BatchRow.ending.is_(None), BatchRow.expires_at <= now)
             .limit(100))).scalars().all()
     return [batch_id for batch_id in due if await mark_expiring(store, batch_id)]
@@ -418,7 +442,7 @@ async def mark_expiring(store: Store, batch_id: str) -> bool:
     async with store.tx() as s:
         won = _changed(await s.execute(
             update(BatchRow).where(BatchRow.id == batch_id, BatchRow.ending.is_(None),
-                                   BatchRow.status.in_(("validating", "in_progress")))
+                                   BatchRow.status.in_(_EXPIRABLE))
             .values(ending="expire")))
         if won:
             await s.execute(update(ItemRow)

@@ -14,13 +14,13 @@ from typing import Any
 
 import orjson
 
-from app.store import Store
-from app.store import batches as db
+from app.store import Store, batches
 from app.store.files import create_file, purge_file
 from app.store.models import BatchRow, ItemRow
 
 PAGE = 500  # rows per read, results included: bounded memory
-UNRUN = {
+# The `error` of a line that never ran, by its status.
+UNRUN: dict[str, dict[str, str]] = {
     "cancelled": {"code": "batch_cancelled",
                   "message": "This request was not executed because the batch was cancelled."},
     "expired": {"code": "batch_expired",
@@ -35,7 +35,7 @@ class Written:
     error_file_id: str | None = None
     completed: int = 0
     failed: int = 0
-    usage: dict[str, Any] = field(default_factory=lambda: db.usage_of(0, 0, 0, 0))
+    usage: dict[str, Any] = field(default_factory=lambda: batches.usage_of(0, 0, 0, 0))
 
 
 def request_line_id(batch_id: str, line: int) -> str:
@@ -60,11 +60,11 @@ async def _lines(store: Store, batch_id: str, token: str, success: bool,
                  tally: Written) -> AsyncIterator[bytes]:
     after = 0
     buf = bytearray()
-    statuses = ("done",) if success else db.FAILED_ITEMS
+    statuses: tuple[batches.ItemStatus, ...] = ("done",) if success else batches.FAILED_ITEMS
     while True:
-        if not await db.keep_finalizing(store, batch_id, token):
+        if not await batches.keep_finalizing(store, batch_id, token):
             raise LostClaim(batch_id)
-        page = await db.items_page(store, batch_id, after, PAGE, statuses)
+        page = await batches.items_page(store, batch_id, after, PAGE, statuses)
         if not page:
             break
         for item in page:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,8 +21,7 @@ from app.providers.deepl import check_language
 from app.providers.registry import Registry
 from app.schemas import BatchLine, BatchTask
 from app.settings import Settings
-from app.store import Store
-from app.store import batches as db
+from app.store import Store, batches
 from app.store.files import get_file, read_file
 from app.store.models import BatchRow
 
@@ -34,13 +33,18 @@ GROUP_BYTES = 1 << 20  # a group message stays well under RabbitMQ's message siz
 FLUSH_BYTES = 8 << 20  # pending messages held before publishing
 
 
-async def lines_of(store: Store, file_id: str) -> AsyncIterator[tuple[int, bytes]]:
-    """(1-based line number, content) of a stored file, without a BOM, `\\r` or the newline;
-    blank lines are skipped but still counted."""
+def lines_of(store: Store, file_id: str) -> AsyncIterator[tuple[int, bytes]]:
+    """The lines of a stored file (see `split_lines`)."""
+    return split_lines(read_file(store, file_id))
+
+
+async def split_lines(parts: AsyncIterable[bytes]) -> AsyncIterator[tuple[int, bytes]]:
+    """(1-based line number, content) of a file read in parts, without a BOM, `\\r` or the
+    newline; blank lines are skipped but still counted."""
     rest = b""
     number = 0
     first = True
-    async for part in read_file(store, file_id):
+    async for part in parts:
         if first:
             part = part.removeprefix(b"\xef\xbb\xbf")
             first = False
@@ -189,8 +193,8 @@ async def plan(task: BatchTask, *, store: Store, broker: Broker, registry: Regis
     a group sent twice runs its lines once. Returns True when the caller should look at
     finalizing (planning is over), False when there is nothing to end (failed validation,
     or done before)."""
-    row = await db.load(store, task.batch_id)
-    if row.planned or row.status in db.TERMINAL:
+    row = await batches.load(store, task.batch_id)
+    if row.planned or row.status in batches.TERMINAL:
         return False
     if row.status == "validating" and row.ending is None:
         total = await _validate(row, store, registry, settings)
@@ -199,19 +203,18 @@ async def plan(task: BatchTask, *, store: Store, broker: Broker, registry: Regis
         model = None
         if row.endpoint == "/v1/chat/completions":
             model = total[1]
-        if not await db.start(store, row.id, total[0], model):
-            row = await db.load(store, row.id)  # a cancel or the expiry came first
+        if not await batches.start(store, row.id, total[0], model):
+            row = await batches.load(store, row.id)  # a cancel or the expiry came first
         else:
-            row = await db.load(store, row.id)
+            row = await batches.load(store, row.id)
             log.info("batch %s validated: %d request(s)", row.id, row.total)
     if row.ending is None:
         await _fan_out(row, task, store, broker, settings)
-        row = await db.load(store, row.id)
+        row = await batches.load(store, row.id)
     if row.ending is not None:
         # Stopped before or while planning: what was not started never will be.
-        await db.settle_unstarted(store, row.id, "expired" if row.ending == "expire"
-                                  else "cancelled")
-    await db.mark_planned(store, row.id)
+        await batches.settle_unstarted(store, row.id, batches.stopped_status(row.ending))
+    await batches.mark_planned(store, row.id)
     return True
 
 
@@ -223,7 +226,7 @@ async def _validate(row: BatchRow, store: Store, registry: Registry,
     except RafaleError:
         info = None
     if info is None or info.purpose != "batch":
-        await db.fail_validation(store, row.id, [_err(
+        await batches.fail_validation(store, row.id, [_err(
             "invalid_request", f"Cannot find file {row.input_file_id} with purpose 'batch', or "
             "it is not accessible to this API key.", None, "file_id")])
         return None
@@ -240,7 +243,7 @@ async def _validate(row: BatchRow, store: Store, registry: Registry,
             check.errors.append(_err("too_many_errors", f"{check.dropped} more problems not "
                                      "listed.", None))
         log.info("batch %s failed validation: %d problem(s)", row.id, len(check.errors))
-        await db.fail_validation(store, row.id, check.errors)
+        await batches.fail_validation(store, row.id, check.errors)
         return None
     return min(check.count, sample_size(row.metadata_json) or check.count), check.model
 
@@ -249,48 +252,70 @@ async def _fan_out(row: BatchRow, task: BatchTask, store: Store, broker: Broker,
                    settings: Settings) -> None:
     """The second pass: a row per line, then its group on `llm_batch`, in chunks; stops early
     if the batch is cancelled or expires meanwhile."""
-    group: list[BatchLine] = []
-    group_bytes = 0
-    rows: list[tuple[int, str]] = []
-    messages: list[tuple[str, bytes]] = []
-    pending_bytes = 0
+    out = Fanout(row.id, row.endpoint, task.request_id, settings.batch_group_size)
     planned = 0
-
-    def close_group() -> None:
-        nonlocal group_bytes, pending_bytes
-        if group:
-            body = BatchTask(kind="batch_items", batch_id=row.id, endpoint=row.endpoint,
-                             lines=list(group), created=time.time(),
-                             request_id=task.request_id).model_dump_json().encode()
-            messages.append((f"{row.id}.{group[0].line}", body))
-            pending_bytes += len(body)
-            group.clear()
-            group_bytes = 0
-
-    async def flush() -> bool:
-        """Rows first (a group must find its lines), then their groups; False once the batch
-        was stopped."""
-        nonlocal pending_bytes
-        close_group()
-        await db.add_items(store, row.id, rows)
-        rows.clear()
-        await broker.publish(list(messages), routing_key=broker.topology.batch)
-        messages.clear()
-        pending_bytes = 0
-        return (await db.load(store, row.id)).ending is None
-
     async for number, raw in lines_of(store, row.input_file_id):
         if planned >= row.total:
             break
         obj = orjson.loads(raw)
-        group.append(BatchLine(line=number, custom_id=obj["custom_id"], body=obj["body"]))
-        group_bytes += len(raw)
-        rows.append((number, obj["custom_id"]))
+        out.add(BatchLine(line=number, custom_id=obj["custom_id"], body=obj["body"]), len(raw))
         planned += 1
-        if len(group) >= settings.batch_group_size or group_bytes >= GROUP_BYTES:
-            close_group()
-        if (len(rows) >= INSERT_CHUNK or pending_bytes >= FLUSH_BYTES) and not await flush():
+        if out.due() and not await _flush(out, row.id, store, broker):
             return
-    await flush()
+    await _flush(out, row.id, store, broker)
     log.info("batch %s planned: %d request(s) in groups of up to %d", row.id, planned,
              settings.batch_group_size)
+
+
+async def _flush(out: Fanout, batch_id: str, store: Store, broker: Broker) -> bool:
+    """Rows first (a group must find its lines), then their groups; False once the batch was
+    stopped."""
+    rows, messages = out.take()
+    await batches.add_items(store, batch_id, rows)
+    await broker.publish(messages, routing_key=broker.topology.batch)
+    return (await batches.load(store, batch_id)).ending is None
+
+
+class Fanout:
+    """The second pass's pending work: the group being filled, and the rows and group
+    messages not yet written and published."""
+
+    def __init__(self, batch_id: str, endpoint: str, request_id: str, group_size: int) -> None:
+        self.batch_id = batch_id
+        self.endpoint = endpoint
+        self.request_id = request_id
+        self.group_size = group_size
+        self.group: list[BatchLine] = []
+        self.group_bytes = 0
+        self.rows: list[tuple[int, str]] = []
+        self.messages: list[tuple[str, bytes]] = []
+        self.pending_bytes = 0
+
+    def add(self, line: BatchLine, size: int) -> None:
+        """One more line (`size`: its bytes in the input); a full group is closed."""
+        self.group.append(line)
+        self.group_bytes += size
+        self.rows.append((line.line, line.custom_id))
+        if len(self.group) >= self.group_size or self.group_bytes >= GROUP_BYTES:
+            self.close_group()
+
+    def due(self) -> bool:
+        """Enough is pending to write and publish it now."""
+        return len(self.rows) >= INSERT_CHUNK or self.pending_bytes >= FLUSH_BYTES
+
+    def close_group(self) -> None:
+        if self.group:
+            body = BatchTask(kind="batch_items", batch_id=self.batch_id, endpoint=self.endpoint,
+                             lines=list(self.group), created=time.time(),
+                             request_id=self.request_id).model_dump_json().encode()
+            self.messages.append((f"{self.batch_id}.{self.group[0].line}", body))
+            self.pending_bytes += len(body)
+            self.group.clear()
+            self.group_bytes = 0
+
+    def take(self) -> tuple[list[tuple[int, str]], list[tuple[str, bytes]]]:
+        """Close the open group and hand over (rows, messages); nothing is pending after."""
+        self.close_group()
+        rows, messages = self.rows, self.messages
+        self.rows, self.messages, self.pending_bytes = [], [], 0
+        return rows, messages

@@ -1,0 +1,222 @@
+"""One batch line's provider call: chat or translate, with a batch's retry policy, the fleet's
+per-provider caps (gate.py) and cooldowns, and the response cache.
+
+A call ends in an `Outcome`, or raises `Release` when it could not start in its group's time
+(rate limits, a busy fleet, another worker's identical call still running): a line is never
+failed for being rate-limited, only given back to run later. A request that ran and got an
+error is `failed`, with the error as its response; one cut off by the batch's window is
+`expired`, an unrun request."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from contextlib import aclosing
+from typing import Any
+
+from app import control
+from app.broker import Broker
+from app.completions import CompletionBuilder, finish_reasons, provider_extra
+from app.errors import ProviderRateLimited, RafaleError
+from app.generation import Ending, Limits, call_with_retries, stream_with_retries
+from app.metrics import Metrics
+from app.providers.base import ChatParams
+from app.providers.deepl import DeepLProvider, request_fields
+from app.providers.registry import Registry
+from app.schemas import BatchLine
+from app.settings import Settings
+from app.store import Store, cache
+from app.store.batches import Outcome
+from app.store.cache import cache_key
+from workers.batch.gate import ProviderGate
+
+# How often a line waiting on another worker's identical call looks for its answer.
+CACHE_POLL = 0.1
+# The longest pause one cooldown message can impose: a provider's Retry-After is advice.
+MAX_COOLDOWN = 60.0
+
+
+class Release(Exception):
+    """This line could not start in its group's time: give it back for a later group."""
+
+
+def new_request_id() -> str:
+    return f"req_{uuid.uuid4().hex}"
+
+
+def failed(line: int, request_id: str, exc: RafaleError) -> Outcome:
+    """A request that ran and got an error: its line goes to the error file with the status."""
+    return Outcome(line, "failed", {"status_code": exc.status, "request_id": request_id,
+                                    "body": exc.envelope()})
+
+
+def done(line: int, request_id: str, completion: dict[str, Any],
+         usage: dict[str, Any]) -> Outcome:
+    """A chat line that got its answer, with the tokens it spent."""
+    return Outcome(
+        line, "done", {"status_code": 200, "request_id": request_id, "body": completion},
+        input_tokens=int(usage.get("prompt_tokens") or 0),
+        output_tokens=int(usage.get("completion_tokens") or 0),
+        cached_tokens=int((usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0),
+        reasoning_tokens=int((usage.get("completion_tokens_details") or {})
+                             .get("reasoning_tokens") or 0))
+
+
+def batch_limits(settings: Settings) -> Limits:
+    """A batch has hours, not seconds: more attempts and a longer backoff than chat."""
+    base = Limits.from_settings(settings)
+    return Limits(first_byte=base.first_byte, idle=base.idle, total=base.total,
+                  max_attempts=settings.batch_max_attempts, backoff_base=base.backoff_base,
+                  backoff_max=max(base.backoff_max, 30.0))
+
+
+class Cooldowns:
+    """Fleet-wide pauses per provider: any worker that is still rate-limited after every
+    attempt announces one, and every worker (itself included) holds off that provider."""
+
+    def __init__(self, broker: Broker) -> None:
+        self.broker = broker
+        self._until: dict[str, float] = {}  # provider -> loop time before which nobody calls
+
+    def hold(self, provider: str, seconds: float) -> None:
+        until = asyncio.get_running_loop().time() + min(seconds, MAX_COOLDOWN)
+        self._until[provider] = max(self._until.get(provider, 0.0), until)
+
+    def remaining(self, provider: str) -> float:
+        """Seconds before this provider may be called again (0 or less: now)."""
+        return self._until.get(provider, 0.0) - asyncio.get_running_loop().time()
+
+    async def wait(self, provider: str, budget_end: float) -> None:
+        """Wait out this provider's cooldown, or raise `Release` if it outlasts the group."""
+        loop = asyncio.get_running_loop()
+        # Sleep to the end of the cooldown, then look again: another 429 may have pushed it.
+        while (wait := self.remaining(provider)) > 0:
+            if loop.time() + wait >= budget_end:
+                raise Release
+            await asyncio.sleep(wait)
+
+    async def announce(self, provider: str, exc: ProviderRateLimited) -> None:
+        """Tell the whole fleet to hold off this provider for as long as it asked (short
+        waits are the line's own backoff's business)."""
+        if not exc.retry_after or exc.retry_after < 1:
+            return
+        with contextlib.suppress(RafaleError):
+            await control.publish(self.broker,
+                                  control.cooldown_message(provider, exc.retry_after))
+
+
+class Caller:
+    def __init__(self, settings: Settings, registry: Registry, store: Store, metrics: Metrics,
+                 gate: ProviderGate, cooldowns: Cooldowns) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.store = store
+        self.metrics = metrics
+        self.gate = gate
+        self.cooldowns = cooldowns
+        self.limits = batch_limits(settings)
+
+    async def answer(self, endpoint: str, owner: str, line: BatchLine, deadline: float,
+                     budget_end: float) -> Outcome:
+        """With RESPONSE_CACHE_TTL on, an identical deterministic request of the same key is
+        answered from the cache, and identical ones in flight across the fleet share one
+        provider call."""
+        ttl = self.settings.response_cache_ttl
+        key = cache_key(endpoint, owner, line.body) if ttl else None
+        if key is None:
+            return await self._call(endpoint, line, deadline, budget_end)
+        # A claim outlives its caller at most this long (a worker killed mid-call).
+        claim_ttl = self.settings.provider_total_timeout
+        loop = asyncio.get_running_loop()
+        while True:
+            state, hit = await cache.lookup(self.store, key, ttl, claim_ttl)
+            if hit is not None:
+                self.metrics.cache_hits.inc()
+                # No tokens counted: nothing was spent on this line.
+                return Outcome(line.line, "done", {**hit, "request_id": new_request_id()})
+            if state == "miss" and await cache.claim(self.store, key, ttl, claim_ttl):
+                break
+            if loop.time() >= min(deadline, budget_end):
+                raise Release
+            await asyncio.sleep(CACHE_POLL)  # another worker is calling: its answer is ours
+        try:
+            outcome = await self._call(endpoint, line, deadline, budget_end)
+        except BaseException:
+            await asyncio.shield(cache.release(self.store, key))
+            raise
+        if outcome.status == "done" and outcome.response is not None:
+            await cache.fulfil(self.store, key, outcome.response)
+        else:
+            await cache.release(self.store, key)
+        return outcome
+
+    async def _call(self, endpoint: str, line: BatchLine, deadline: float,
+                    budget_end: float) -> Outcome:
+        if endpoint == "/v1/translate":
+            return await self._translate(line, deadline, budget_end)
+        return await self._chat(line, deadline, budget_end)
+
+    async def _chat(self, line: BatchLine, deadline: float, budget_end: float) -> Outcome:
+        body = line.body
+        model = str(body.get("model"))
+        request_id = new_request_id()
+        provider_name = model.partition("/")[0]
+        try:
+            provider_name, provider_model = self.registry.split(model)
+            await self.cooldowns.wait(provider_name, budget_end)
+            params = ChatParams(provider_model, list(body["messages"]), body.get("temperature"),
+                                body.get("max_completion_tokens") or body.get("max_tokens"),
+                                provider_extra(body))
+            answer, ending = CompletionBuilder(), Ending()
+            stream = stream_with_retries(
+                self.registry.get(provider_name), params, self.limits, deadline=deadline,
+                label=f"batch line {line.line}", metrics=self.metrics)
+            async with self.gate.slot(provider_name, budget_end), aclosing(stream) as deltas:
+                async for delta in deltas:
+                    answer.add(delta.index, delta.content, delta.tool_calls)
+                    ending.see(delta)
+        except RafaleError as exc:
+            return await self._failure(line.line, request_id, provider_name, exc)
+        base = {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion",
+                "created": int(time.time()), "model": model, "system_fingerprint": None}
+        completion = answer.build(base, finish_reasons(ending.done_event(model),
+                                                       int(body.get("n") or 1)), ending.usage)
+        return done(line.line, request_id, completion, ending.usage or {})
+
+    async def _translate(self, line: BatchLine, deadline: float, budget_end: float) -> Outcome:
+        """A DeepL line, with the same retry policy as chat lines (DeepL has no stream)."""
+        request_id = new_request_id()
+        try:
+            fields = request_fields(line.body)
+            self.registry.split(f"deepl/{fields['target_lang']}")
+            provider = self.registry.get("deepl")
+            assert isinstance(provider, DeepLProvider)
+            deepl: DeepLProvider = provider
+
+            async def once() -> list[dict[str, Any]]:
+                await self.cooldowns.wait("deepl", budget_end)
+                async with self.gate.slot("deepl", budget_end):
+                    return await deepl.translate(fields)
+
+            translations = await call_with_retries(
+                once, "deepl", self.limits, deadline=deadline,
+                label=f"batch line {line.line}", metrics=self.metrics)
+        except RafaleError as exc:
+            return await self._failure(line.line, request_id, "deepl", exc)
+        return Outcome(line.line, "done", {"status_code": 200, "request_id": request_id,
+                                           "body": {"translations": translations}})
+
+    async def _failure(self, line: int, request_id: str, provider: str,
+                       exc: RafaleError) -> Outcome:
+        if exc.out_of_time:
+            # Cut off by the batch's window (a timeout, or no time left to retry): an unrun
+            # request, not the provider's answer.
+            return Outcome(line, "expired")
+        if isinstance(exc, ProviderRateLimited):
+            # Still rate-limited after every attempt: run it later, never fail it for that.
+            await self.cooldowns.announce(provider, exc)
+            raise Release
+        return failed(line, request_id, exc)
+
