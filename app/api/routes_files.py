@@ -7,16 +7,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
-from app.api.routes_chat import Who
-from app.api.services import Services, services
+from app.api.deps import Svc, Who
+from app.api.services import Services
 from app.errors import Conflict, InvalidRequest, PayloadTooLarge
 from app.settings import Settings
 from app.store import batches
@@ -31,7 +31,6 @@ from app.store.files import (
 )
 
 router = APIRouter()
-Svc = Annotated[Services, Depends(services)]
 
 UPLOAD_PATH = "/v1/files"
 # Room for the multipart framing and the small fields around the file itself.
