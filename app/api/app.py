@@ -10,8 +10,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from app.api import errors
-from app.api.middleware import GuardMiddleware
+from app.api import errors, middleware
 from app.api.routes_batches import router as batches_router
 from app.api.routes_chat import router as chat_router
 from app.api.routes_files import body_limits
@@ -80,10 +79,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(files_router)
     app.include_router(batches_router)
     app.include_router(web_router)
-    app.add_middleware(GuardMiddleware, max_body_bytes=settings.max_body_bytes, keys=keys,
-                       metrics=metrics, body_limits=body_limits(settings))
+    middleware.install(app, max_body_bytes=settings.max_body_bytes,
+                       body_limits=body_limits(settings), keys=keys, metrics=metrics)
     origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
     if origins:
+        # Outside the guard: a preflight is answered here, without a key.
         # An explicit list only: `*` with credentials would reflect any caller's origin.
         app.add_middleware(CORSMiddleware, allow_origins=origins, allow_credentials=False,
                            allow_methods=["GET", "POST", "DELETE", "OPTIONS"],

@@ -1,30 +1,49 @@
-"""Pure ASGI middleware (streaming-safe, unlike BaseHTTPMiddleware): request ids, API keys, the
-body size limit (enforced before the body is read) and the HTTP metrics."""
+"""The guard in front of every route: four pure-ASGI layers (streaming-safe, unlike
+BaseHTTPMiddleware), each one job, each an ASGI app a test can drive on its own.
+
+`install` composes them, outermost first:
+
+    HttpMetrics  every request counted with the status the client saw, refusals included
+    RequestId    `request.state.request_id`, and `x-request-id` on every response (so on the
+                 refusals of the two layers below as well)
+    ApiKeys      `request.state.owner`, or 401 before the body is read
+    BodyLimit    413 for a body over the route's limit: a declared content-length before a
+                 byte is read, a chunked body as soon as it grows past the limit
+
+Separate layers, not one function: each refusal is a plain `send` that the layers above see
+like any response, so the request id and the metrics need no special case for it."""
 
 from __future__ import annotations
 
 import re
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import orjson
+from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.auth import KeyRing
 from app.errors import PayloadTooLarge, RafaleError, Unauthorized
 from app.metrics import Metrics
 
-_SAFE_ID = re.compile(rb"^[A-Za-z0-9._\-]{1,64}$")
+Headers = Iterable[tuple[bytes, bytes]]
 
 
-class _TooLarge(Exception):
-    pass
+def install(app: FastAPI, *, max_body_bytes: int, body_limits: Mapping[tuple[str, str], int],
+            keys: KeyRing | None, metrics: Metrics) -> None:
+    """Add the four layers in the order the module docstring gives."""
+    # Each add_middleware wraps everything added before it: innermost first.
+    app.add_middleware(BodyLimit, max_body_bytes=max_body_bytes, body_limits=body_limits)
+    app.add_middleware(ApiKeys, keys=keys)
+    app.add_middleware(RequestId)
+    app.add_middleware(HttpMetrics, metrics=metrics)
 
 
-async def _send_error(send: Send, exc: RafaleError, request_id: bytes,
-                      extra: tuple[tuple[bytes, bytes], ...] = ()) -> None:
+async def _refuse(send: Send, exc: RafaleError, extra: Headers = ()) -> None:
+    """Answer `exc` in the error envelope, without the app: the request goes no further."""
     body = orjson.dumps(exc.envelope())
     await send({
         "type": "http.response.start",
@@ -32,11 +51,73 @@ async def _send_error(send: Send, exc: RafaleError, request_id: bytes,
         "headers": [
             (b"content-type", b"application/json"),
             (b"content-length", str(len(body)).encode()),
-            (b"x-request-id", request_id),
             *extra,
         ],
     })
     await send({"type": "http.response.body", "body": body})
+
+
+class HttpMetrics:
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500  # what the client saw if the app died before answering
+
+        async def observed_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, observed_send)
+        finally:
+            # The route template, not the path: one series per route whatever the ids in it.
+            # The router sets scope["route"] in this same dict; a refused request has none.
+            route = getattr(scope.get("route"), "path", None) or "<unmatched>"
+            method = scope["method"]
+            self.metrics.http_requests.labels(method, route, str(status)).inc()
+            self.metrics.http_seconds.labels(method, route).observe(
+                time.perf_counter() - started)
+
+
+_SAFE_ID = re.compile(rb"^[A-Za-z0-9._\-]{1,64}$")
+
+
+def request_id(headers: Headers) -> bytes:
+    """The caller's `x-request-id` when it is safe to log and echo, else a new one."""
+    found = b""
+    for name, value in headers:
+        if name == b"x-request-id" and _SAFE_ID.match(value):
+            found = value
+    return found or b"req_" + uuid.uuid4().hex.encode()
+
+
+class RequestId:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        rid = request_id(scope["headers"])
+        scope.setdefault("state", {})["request_id"] = rid.decode()
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers: list[Any] = list(message.get("headers", []))
+                headers.append((b"x-request-id", rid))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
 
 
 # Open even when API keys are on: liveness probes and the chat page (which then asks for a key).
@@ -45,8 +126,7 @@ _QUERY_KEY = re.compile(rb"(?:^|&)(?:api[_-]?key|key|access[_-]?token|token)=", 
 _CHALLENGE = ((b"www-authenticate", b'Bearer realm="rafale"'),)
 
 
-def authenticate(keys: KeyRing, path: str, query: bytes,
-                 headers: list[tuple[bytes, bytes]]) -> str | Unauthorized:
+def authenticate(keys: KeyRing, query: bytes, headers: Headers) -> str | Unauthorized:
     """The caller's key name, or the 401 to answer."""
     if _QUERY_KEY.search(query):
         return Unauthorized("API keys in the query string are refused (they end up in logs); "
@@ -65,99 +145,93 @@ def authenticate(keys: KeyRing, path: str, query: bytes,
     return owner
 
 
-class GuardMiddleware:
-    def __init__(self, app: ASGIApp, max_body_bytes: int, keys: KeyRing | None,
-                 metrics: Metrics, body_limits: Mapping[tuple[str, str], int] | None = None
-                 ) -> None:
+class ApiKeys:
+    """`keys=None`: Rafale runs open, and every caller's owner is ""."""
+
+    def __init__(self, app: ASGIApp, keys: KeyRing | None) -> None:
         self.app = app
-        self.max = max_body_bytes
-        # (method, path) -> that route's own body limit: uploads are far larger than any JSON.
-        self.body_limits = dict(body_limits or {})
         self.keys = keys
-        self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        started = time.perf_counter()
-        status = 500  # what the client saw if the app died before answering
-
-        async def observed_send(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self._guard(scope, receive, observed_send)
-        finally:
-            # The route template, not the path: one series per route whatever the ids in it.
-            route = getattr(scope.get("route"), "path", None) or "<unmatched>"
-            method = scope["method"]
-            self.metrics.http_requests.labels(method, route, str(status)).inc()
-            self.metrics.http_seconds.labels(method, route).observe(
-                time.perf_counter() - started)
-
-    async def _guard(self, scope: Scope, receive: Receive, send: Send) -> None:
-        request_id = b""
-        length: bytes | None = None
-        for name, value in scope["headers"]:
-            if name == b"x-request-id" and _SAFE_ID.match(value):
-                request_id = value
-            elif name == b"content-length":
-                length = value
-        if not request_id:
-            request_id = b"req_" + uuid.uuid4().hex.encode()
         state = scope.setdefault("state", {})
-        state["request_id"] = request_id.decode()
         state["owner"] = ""
         if self.keys is not None and scope["path"] not in PUBLIC_PATHS:
-            who = authenticate(self.keys, scope["path"], scope.get("query_string", b""),
-                               scope["headers"])
+            who = authenticate(self.keys, scope.get("query_string", b""), scope["headers"])
             if isinstance(who, Unauthorized):
-                await _send_error(send, who, request_id, _CHALLENGE)
+                await _refuse(send, who, _CHALLENGE)
                 return
             state["owner"] = who
-        limit = self.body_limits.get((scope["method"], scope["path"].rstrip("/") or "/"),
-                                     self.max)
-        too_large = PayloadTooLarge(
-            f"The request body is larger than the limit of {limit} bytes"
-        )
-        if length is not None and (not length.isdigit() or int(length) > limit):
-            await _send_error(send, too_large, request_id)
+        await self.app(scope, receive, send)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def _too_large(limit: int) -> PayloadTooLarge:
+    return PayloadTooLarge(f"The request body is larger than the limit of {limit} bytes")
+
+
+class _CountedBody:
+    """The app's receive and send for one request: `receive` raises _TooLarge once the body
+    passes `limit`; `send` then replaces whatever error the framework made of that with 413."""
+
+    def __init__(self, receive: Receive, send: Send, limit: int) -> None:
+        self._receive = receive
+        self._send = send
+        self.limit = limit
+        self.seen = 0
+        self.exceeded = self.started = False
+
+    async def receive(self) -> Message:
+        message = await self._receive()
+        if message["type"] == "http.request":
+            self.seen += len(message.get("body", b""))
+            if self.seen > self.limit:
+                self.exceeded = True
+                raise _TooLarge
+        return message
+
+    async def send(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.started = True
+        if not self.exceeded:
+            await self._send(message)
+        elif message["type"] == "http.response.start":
+            # The framework turned _TooLarge into an error of its own: answer 413 instead.
+            await _refuse(self._send, _too_large(self.limit))
+
+
+class BodyLimit:
+    def __init__(self, app: ASGIApp, max_body_bytes: int,
+                 body_limits: Mapping[tuple[str, str], int] | None = None) -> None:
+        self.app = app
+        self.max = max_body_bytes
+        # (method, path) -> that route's own body limit: uploads are far larger than any JSON.
+        self.body_limits = dict(body_limits or {})
+
+    def limit(self, scope: Scope) -> int:
+        return self.body_limits.get((scope["method"], scope["path"].rstrip("/") or "/"),
+                                    self.max)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
             return
-
-        seen = 0
-        started = exceeded = False
-
-        async def limited_receive() -> Message:
-            nonlocal seen, exceeded
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > limit:
-                    exceeded = True
-                    raise _TooLarge
-            return message
-
-        async def send_with_id(message: Message) -> None:
-            nonlocal started
-            if exceeded:
-                # The framework turned our exception into its own error; answer 413 instead.
-                if message["type"] == "http.response.start":
-                    started = True
-                    await _send_error(send, too_large, request_id)
-                return
-            if message["type"] == "http.response.start":
-                started = True
-                headers: list[Any] = list(message.get("headers", []))
-                headers.append((b"x-request-id", request_id))
-                message = {**message, "headers": headers}
-            await send(message)
-
+        limit = self.limit(scope)
+        length: bytes | None = None
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                length = value
+        if length is not None and (not length.isdigit() or int(length) > limit):
+            await _refuse(send, _too_large(limit))
+            return
+        body = _CountedBody(receive, send, limit)
         try:
-            await self.app(scope, limited_receive, send_with_id)
+            await self.app(scope, body.receive, body.send)
         except _TooLarge:
-            if not started:
-                await _send_error(send, too_large, request_id)
+            if not body.started:
+                await _refuse(send, _too_large(limit))

@@ -8,19 +8,18 @@ from collections.abc import AsyncGenerator
 from typing import Annotated, Any, Literal
 
 import orjson
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from app import control
-from app.api.routes_chat import Who, event_stream
-from app.api.services import Services, services
+from app.api.deps import Svc, Who
+from app.api.streaming import event_stream
 from app.errors import InvalidRequest
 from app.schemas import BatchTask
 from app.store import batches
 
 router = APIRouter(prefix="/v1")
-Svc = Annotated[Services, Depends(services)]
 
 ENDPOINTS = ("/v1/chat/completions", "/v1/translate")
 _WINDOW = re.compile(r"^(\d+)([smhd])$")

@@ -7,16 +7,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
-from app.api.routes_chat import Who
-from app.api.services import Services, services
+from app.api.deps import Svc, Who
+from app.api.services import Services
 from app.errors import Conflict, InvalidRequest, PayloadTooLarge
 from app.settings import Settings
 from app.store import batches
@@ -31,7 +31,6 @@ from app.store.files import (
 )
 
 router = APIRouter()
-Svc = Annotated[Services, Depends(services)]
 
 UPLOAD_PATH = "/v1/files"
 # Room for the multipart framing and the small fields around the file itself.
@@ -45,7 +44,7 @@ FIELD_MAX_BYTES = 16 * 1024  # purpose and expires_after[...] are a few bytes ea
 
 
 def body_limits(settings: Settings) -> dict[tuple[str, str], int]:
-    """The routes whose body may exceed MAX_BODY_BYTES, for GuardMiddleware."""
+    """The routes whose body may exceed MAX_BODY_BYTES, for the BodyLimit middleware."""
     return {("POST", UPLOAD_PATH): settings.file_max_bytes + MULTIPART_OVERHEAD}
 
 
@@ -64,8 +63,8 @@ async def _read_form(request: Request) -> FormData:
     file part arrives in a SpooledTemporaryFile that rolls over to disk past 1 MiB, so memory
     stays bounded whatever the upload's size; the small fields may come before or after the
     file and are all known before anything is stored, so a refused upload never touches the
-    store. The cost is one pass through a local temporary file. GuardMiddleware has already
-    capped the body at FILE_MAX_BYTES plus MULTIPART_OVERHEAD."""
+    store. The cost is one pass through a local temporary file. The BodyLimit middleware
+    already caps the body at FILE_MAX_BYTES plus MULTIPART_OVERHEAD."""
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if kind != "multipart/form-data":
         raise InvalidRequest("The body must be multipart/form-data with a 'file' and a "

@@ -10,16 +10,17 @@ import contextlib
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
 from contextlib import aclosing
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 import orjson
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from app.api.routes_chat import Who, enqueue_chat, event_stream
-from app.api.services import Services, services
+from app.api.chat_queue import enqueue_chat
+from app.api.deps import Svc, Who
+from app.api.streaming import event_stream
 from app.completions import CompletionBuilder, finish_reasons, provider_extra
 from app.errors import ClientGone, RafaleError
 from app.relay import Relayed
@@ -28,9 +29,6 @@ from app.schemas import ChatBody
 router = APIRouter(prefix="/v1")
 T = TypeVar("T")
 DISCONNECT_POLL = 0.5  # seconds between looks for a client gone while its answer is made
-Svc = Annotated[Services, Depends(services)]
-
-
 
 class Message(BaseModel):
     model_config = ConfigDict(extra="allow")
@@ -88,9 +86,8 @@ def _error_data(exc: RafaleError) -> str:
 @router.post("/chat/completions", response_model=None)
 async def chat_completions(body: CompletionRequest, request: Request, svc: Svc,
                            who: Who) -> JSONResponse | EventSourceResponse:
-    session_id = await enqueue_chat(svc, who, body.model, body.to_body(),
-                                    request.state.request_id)
-    queue = svc.broker.topology.session_queue(who.tag, session_id)
+    session_id, queue = await enqueue_chat(svc, who, body.model, body.to_body(),
+                                           request.state.request_id)
     base = {"id": f"chatcmpl-{session_id}", "object": "chat.completion.chunk",
             "created": int(time.time()), "model": body.model, "system_fingerprint": None}
     n = body.n or 1

@@ -8,14 +8,15 @@ import time
 from contextlib import aclosing
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
 from app import events
-from app.api.routes_chat import Who, enqueue_chat
-from app.api.services import Services, services
+from app.api.chat_queue import enqueue_chat
+from app.api.deps import Svc, Who
+from app.api.services import Services
 from app.broker import QueueInfo
 from app.errors import BrokerUnavailable, RafaleError, StoreUnavailable
 from app.metrics import CONTENT_TYPE
@@ -23,7 +24,6 @@ from app.schemas import ChatBody
 
 router = APIRouter()
 log = logging.getLogger(__name__)
-Svc = Annotated[Services, Depends(services)]
 
 
 @router.get("/health")
@@ -147,35 +147,44 @@ async def round_trip(
     """One real trip through the queue and a worker: enqueue a tiny prompt, read its stream."""
     started = time.perf_counter()
     body = ChatBody(messages=[{"role": "user", "content": "ping"}], max_tokens=3)
-    session_id = await enqueue_chat(svc, who, model, body, request.state.request_id)
+    _, queue = await enqueue_chat(svc, who, model, body, request.state.request_id)
     queued = time.perf_counter()
-    queue = svc.broker.topology.session_queue(who.tag, session_id)
-    first: float | None = None
-    text: list[str] = []
-    result: events.DoneEvent | events.ErrorEvent | None = None
     try:
         async with asyncio.timeout(wait):
-            sub = await svc.relay.subscribe(queue, None)
-            async with aclosing(sub.events()) as relayed:  # ends after the terminal event
-                async for item in relayed:
-                    ev = item.event
-                    if ev["type"] == "chunk":
-                        first = first or time.perf_counter()
-                        text.append(ev["content"])
-                    elif ev["type"] == "reset":
-                        text.clear()
-                    else:
-                        result = ev
+            first, text, result = await _read_answer(svc, queue)
     except TimeoutError:
         # Nobody will read this session: do not leave it (and its worker) running to the TTL.
         svc.relay.spawn(svc.relay.delete_if_unused(queue))
         raise RafaleError(f"no answer through the queue within {wait:g}s: are workers "
                           "running?", code="round_trip_timeout") from None
-    ms = lambda t: round((t - started) * 1000, 2) if t else None  # noqa: E731
+
+    def ms(t: float | None) -> float | None:
+        return round((t - started) * 1000, 2) if t else None
+
     ok = result is not None and result["type"] == "done"
     return JSONResponse(
-        {"ok": ok, "model": model, "text": "".join(text), "enqueue_ms": ms(queued),
+        {"ok": ok, "model": model, "text": text, "enqueue_ms": ms(queued),
          "first_chunk_ms": ms(first), "total_ms": ms(time.perf_counter()),
          "error": None if ok else (result or {})},
         status_code=200 if ok else 502,
     )
+
+
+async def _read_answer(svc: Services, queue: str
+                       ) -> tuple[float | None, str, events.DoneEvent | events.ErrorEvent | None]:
+    """When the first chunk came (perf_counter), the text, and the terminal event."""
+    first: float | None = None
+    text: list[str] = []
+    result: events.DoneEvent | events.ErrorEvent | None = None
+    sub = await svc.relay.subscribe(queue, None)
+    async with aclosing(sub.events()) as relayed:  # ends after the terminal event
+        async for item in relayed:
+            ev = item.event
+            if ev["type"] == "chunk":
+                first = first or time.perf_counter()
+                text.append(ev["content"])
+            elif ev["type"] == "reset":
+                text.clear()
+            else:
+                result = ev
+    return first, "".join(text), result

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.api.services import Services, services
+from app.api.deps import Svc
 from app.providers.deepl import DeepLProvider, request_fields
 
 router = APIRouter(prefix="/v1")
-Svc = Annotated[Services, Depends(services)]
 
 
 class TranslateRequest(BaseModel):

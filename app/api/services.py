@@ -1,10 +1,10 @@
-"""What a request handler may use, built once per process by the lifespan."""
+"""What a request handler works with: the process's services, built once by the lifespan, and
+the caller of the request. Plain data, no FastAPI: the helpers that take them (chat_queue,
+streaming) stay callable outside a request; app/api/deps.py is how a route asks for them."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-from fastapi import Request
 
 from app.auth import owner_tag
 from app.broker import Broker
@@ -41,13 +41,3 @@ class Caller:
     def tag(self) -> str:
         # Part of each session queue's name, so another key's lookup of the id finds nothing.
         return owner_tag(self.owner)
-
-
-async def caller(request: Request) -> Caller:
-    return Caller(request.state.owner)
-
-
-async def services(request: Request) -> Services:
-    # async: a plain `def` dependency would run in the thread pool on every request.
-    svc: Services = request.app.state.services
-    return svc

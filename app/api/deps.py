@@ -1,0 +1,26 @@
+"""The route dependencies, written once: `svc: Svc` and `who: Who` in a route's signature.
+
+Both are `async def`: FastAPI runs a plain `def` dependency in the thread pool, on every
+request. The caller's key name was put in `request.state.owner` by the API-key middleware
+(app/api/middleware.py), which runs before any route."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from app.api.services import Caller, Services
+
+
+async def services(request: Request) -> Services:
+    svc: Services = request.app.state.services
+    return svc
+
+
+async def caller(request: Request) -> Caller:
+    return Caller(request.state.owner)
+
+
+Svc = Annotated[Services, Depends(services)]
+Who = Annotated[Caller, Depends(caller)]

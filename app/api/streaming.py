@@ -1,0 +1,80 @@
+"""Server-sent events: every SSE response Rafale sends, and a session event's SSE form.
+
+`/stream/{id}` relays a session's events as the worker wrote them; direct-mode `/chat` makes
+the same events itself. Both go through `relayed_sse` / `event_sse` here, so the two can
+never drift apart on the wire."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
+from typing import Any
+
+from sse_starlette import EventSourceResponse, ServerSentEvent
+from starlette.types import Receive, Scope, Send
+
+from app import events
+from app.api.services import Services
+from app.relay import Relayed, Subscription
+
+
+class _SessionStream(EventSourceResponse):
+    """An SSE response that owns a session subscription: released however the response ends,
+    even when its body never ran (HEAD, or a client gone before the first byte)."""
+
+    def __init__(self, content: AsyncGenerator[ServerSentEvent, None], sub: Subscription,
+                 **kw: Any) -> None:
+        super().__init__(content, **kw)
+        self.subscription = sub
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.subscription.close()
+
+
+def event_stream(svc: Services, sse: AsyncGenerator[ServerSentEvent, None],
+                 sub: Subscription | None = None) -> EventSourceResponse:
+    """Every SSE response Rafale sends, counted while it is open; with `sub`, the response
+    also releases that session subscription when it ends."""
+
+    async def counted() -> AsyncGenerator[ServerSentEvent, None]:
+        svc.metrics.streams_open.inc()
+        try:
+            # aclosing: a client that leaves must close `sse` (and the provider call behind
+            # it) now, not whenever the garbage collector gets to it.
+            async with aclosing(sse) as evs:
+                async for event in evs:
+                    yield event
+        finally:
+            svc.metrics.streams_open.dec()
+
+    kw: dict[str, Any] = {"ping": int(svc.settings.sse_ping_interval),
+                          "send_timeout": svc.settings.stream_send_timeout,
+                          "headers": {"cache-control": "no-store"}}
+    if sub is None:
+        return EventSourceResponse(counted(), **kw)
+    return _SessionStream(counted(), sub, **kw)
+
+
+def session_stream(svc: Services, sub: Subscription) -> EventSourceResponse:
+    """A session's events as the client reads them from `/stream/{id}`."""
+
+    async def relayed() -> AsyncGenerator[ServerSentEvent, None]:
+        async with aclosing(sub.events()) as evs:
+            async for ev in evs:
+                yield relayed_sse(ev)
+
+    return event_stream(svc, relayed(), sub)
+
+
+def relayed_sse(ev: Relayed) -> ServerSentEvent:
+    # The worker's JSON as it came off the queue: relayed, never re-encoded.
+    return ServerSentEvent(data=ev.data, event=ev.type, id=ev.sse_id)
+
+
+def event_sse(event: events.Event) -> ServerSentEvent:
+    """An event made in this process (direct mode): the same lines `relayed_sse` sends."""
+    return ServerSentEvent(data=events.encode(event).decode(), event=event["type"],
+                           id=events.event_id(event["attempt"], event["seq"]))
