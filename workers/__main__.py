@@ -52,7 +52,7 @@ def serve_metrics(settings: Settings, path: str) -> None:
     from prometheus_client.multiprocess import MultiProcessCollector
 
     registry = CollectorRegistry()
-    MultiProcessCollector(registry, path)
+    MultiProcessCollector(registry, path)  # type: ignore[no-untyped-call]
     try:
         start_http_server(settings.worker_metrics_port, settings.host, registry)
     except OSError as exc:
@@ -73,10 +73,10 @@ def supervise(settings: Settings) -> int:
     if settings.worker_metrics_port:
         serve_metrics(settings, metrics_dir)
 
-    def spawn(slot: int, delay: float = 0.0) -> None:
+    def spawn(child: int, delay: float = 0.0) -> None:
         proc = subprocess.Popen([sys.executable, "-m", "workers", "--child"], env=child_env)
-        children[slot] = (proc, time.monotonic(), delay)
-        log.info("worker slot %d: started pid %d", slot, proc.pid)
+        children[child] = (proc, time.monotonic(), delay)
+        log.info("worker %d: started pid %d", child, proc.pid)
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         nonlocal stopping
@@ -87,25 +87,26 @@ def supervise(settings: Settings) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    for slot in range(settings.llm_workers):
-        spawn(slot)
-    restarts: dict[int, tuple[float, float]] = {}  # slot -> (when, delay)
+    for child in range(settings.llm_workers):
+        spawn(child)
+    restarts: dict[int, tuple[float, float]] = {}  # child -> (when, delay)
     while not stopping:
         now = time.monotonic()
-        for slot, (proc, started, delay) in list(children.items()):
+        for child, (proc, started, delay) in list(children.items()):
             code = proc.poll()
-            if code is None or slot in restarts:
+            if code is None or child in restarts:
                 continue
             # Back off when a child dies young (a crash loop), reset when it lived a while.
             delay = 0.0 if now - started > 30 else min(max(delay * 2, 0.5), 10.0)
-            log.warning("worker slot %d: pid %d exited with %s; restarting in %.1fs",
-                        slot, proc.pid, code, delay)
-            mark_process_dead(proc.pid, metrics_dir)  # its in-flight gauge no longer counts
-            restarts[slot] = (now + delay, delay)
-        for slot, (when, delay) in list(restarts.items()):
+            log.warning("worker %d: pid %d exited with %s; restarting in %.1fs",
+                        child, proc.pid, code, delay)
+            # Its in-flight gauge no longer counts.
+            mark_process_dead(proc.pid, metrics_dir)  # type: ignore[no-untyped-call]
+            restarts[child] = (now + delay, delay)
+        for child, (when, delay) in list(restarts.items()):
             if now >= when:
-                del restarts[slot]
-                spawn(slot, delay)
+                del restarts[child]
+                spawn(child, delay)
         time.sleep(0.1)
     deadline = time.monotonic() + settings.shutdown_grace + 10
     for proc, _, _ in children.values():
