@@ -25,7 +25,10 @@ T = TypeVar("T")
 
 
 @dataclass(slots=True)
-class Limits:
+class CallPolicy:
+    """How one provider call is bounded and retried: timeouts (seconds) and attempts. ("Limits"
+    are the per-key ones of app/limits.py; this is the call's own policy.)"""
+
     first_byte: float
     idle: float
     total: float
@@ -36,7 +39,7 @@ class Limits:
     rate_limited_attempts: int | None = None
 
     @classmethod
-    def from_settings(cls, s: Settings) -> Limits:
+    def from_settings(cls, s: Settings) -> CallPolicy:
         return cls(
             first_byte=s.provider_first_byte_timeout,
             idle=s.provider_idle_timeout,
@@ -76,9 +79,9 @@ class Ending:
                            finish_reasons=reasons)
 
 
-def backoff(attempt: int, limits: Limits, retry_after: float | None) -> float:
+def backoff(attempt: int, policy: CallPolicy, retry_after: float | None) -> float:
     """Exponential backoff with full jitter; a provider's retry-after wins when it says more."""
-    ceiling = min(limits.backoff_max, limits.backoff_base * (2 ** min(attempt - 1, 30)))
+    ceiling = min(policy.backoff_max, policy.backoff_base * (2 ** min(attempt - 1, 30)))
     delay = random.uniform(ceiling / 2, ceiling)
     if retry_after is not None:
         delay = max(delay, min(retry_after, 60.0))
@@ -90,9 +93,9 @@ class _Attempt:
     deltas, and `end` (the call's deadline, loop time). `started` tells whether anything a
     client sees (text or a tool call) came out, after which the call is never retried."""
 
-    def __init__(self, provider: Provider, params: ChatParams, limits: Limits, end: float,
+    def __init__(self, provider: Provider, params: ChatParams, policy: CallPolicy, end: float,
                  caller_bound: bool) -> None:
-        self.provider, self.params, self.limits = provider, params, limits
+        self.provider, self.params, self.policy = provider, params, policy
         self.end, self.caller_bound = end, caller_bound
         self.started = False
 
@@ -101,7 +104,7 @@ class _Attempt:
         it = aiter(self.provider.stream(self.params))
         try:
             while True:
-                gap = self.limits.idle if self.started else self.limits.first_byte
+                gap = self.policy.idle if self.started else self.policy.first_byte
                 bound = min(self.end, loop.time() + gap)
                 try:
                     async with asyncio.timeout_at(bound):
@@ -138,7 +141,7 @@ class _Attempt:
 async def stream_with_retries(
     provider: Provider,
     params: ChatParams,
-    limits: Limits,
+    policy: CallPolicy,
     *,
     deadline: float | None = None,
     label: str = "",
@@ -146,11 +149,11 @@ async def stream_with_retries(
 ) -> AsyncGenerator[Delta, None]:
     """Yield the provider's deltas. Raises a RafaleError when it gives up.
 
-    `deadline` is a loop.time() bound (e.g. the task's own deadline) tighter than `limits.total`.
+    `deadline` is a loop.time() bound (e.g. the task's own deadline) tighter than `policy.total`.
     """
     loop = asyncio.get_running_loop()
     began = loop.time()
-    end = began + limits.total
+    end = began + policy.total
     # Whether the caller's deadline (not the call's own limit) is what ends the call.
     caller_bound = deadline is not None and deadline < end
     if deadline is not None:
@@ -158,7 +161,7 @@ async def stream_with_retries(
     attempt = 0
     while True:
         attempt += 1
-        current = _Attempt(provider, params, limits, end, caller_bound)
+        current = _Attempt(provider, params, policy, end, caller_bound)
         try:
             async with aclosing(current.deltas(began, metrics)) as deltas:
                 async for delta in deltas:
@@ -167,8 +170,8 @@ async def stream_with_retries(
                 metrics.stream_seconds.labels(provider.name).observe(loop.time() - began)
             return
         except RafaleError as exc:
-            retry = exc.retryable and not current.started and attempt < limits.attempts_for(exc)
-            delay = backoff(attempt, limits, exc.retry_after) if retry else 0.0
+            retry = exc.retryable and not current.started and attempt < policy.attempts_for(exc)
+            delay = backoff(attempt, policy, exc.retry_after) if retry else 0.0
             if not retry or loop.time() + delay >= end:
                 # Retryable, but no time left before the caller's deadline for the retry.
                 exc.out_of_time = exc.out_of_time or (retry and caller_bound)
@@ -184,7 +187,7 @@ async def stream_with_retries(
 async def call_with_retries(
     call: Callable[[], Awaitable[T]],
     provider: str,
-    limits: Limits,
+    policy: CallPolicy,
     *,
     deadline: float,
     label: str = "",
@@ -200,8 +203,8 @@ async def call_with_retries(
         try:
             return await call()
         except RafaleError as exc:
-            retry = exc.retryable and attempt < limits.attempts_for(exc)
-            delay = backoff(attempt, limits, exc.retry_after) if retry else 0.0
+            retry = exc.retryable and attempt < policy.attempts_for(exc)
+            delay = backoff(attempt, policy, exc.retry_after) if retry else 0.0
             if not retry or loop.time() + delay >= deadline:
                 exc.out_of_time = exc.out_of_time or retry
                 if metrics is not None:

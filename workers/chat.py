@@ -13,7 +13,7 @@ import aiormq
 from app import events
 from app.broker import BROKER_ERRORS
 from app.errors import RafaleError
-from app.generation import Ending, Limits, stream_with_retries
+from app.generation import CallPolicy, Ending, stream_with_retries
 from app.metrics import Metrics
 from app.providers.base import ChatParams
 from app.providers.registry import Registry
@@ -37,7 +37,7 @@ async def run_chat(
     attempt: int,
     channel: aiormq.abc.AbstractChannel,
     registry: Registry,
-    limits: Limits,
+    policy: CallPolicy,
     flush_interval: float,
     metrics: Metrics | None = None,
     persistent: bool = True,
@@ -60,7 +60,7 @@ async def run_chat(
                                          code="task_expired").as_event())
             return "expired"
         try:
-            ending = await _generate(task, out, registry, limits, remaining, metrics, tlog)
+            ending = await _generate(task, out, registry, policy, remaining, metrics, tlog)
         except RafaleError as exc:
             tlog.info("failed: %s", exc.message)
             await out.finish(exc.as_event())
@@ -85,7 +85,7 @@ async def run_chat(
         raise
 
 
-async def _generate(task: Task, out: SessionStream, registry: Registry, limits: Limits,
+async def _generate(task: Task, out: SessionStream, registry: Registry, policy: CallPolicy,
                     remaining: float, metrics: Metrics | None, tlog: TaskLog) -> Ending | None:
     """Feed the provider's deltas to `out`; how the answer ended, or None when the session
     went away mid-answer (the provider call is stopped then)."""
@@ -95,7 +95,7 @@ async def _generate(task: Task, out: SessionStream, registry: Registry, limits: 
                         task.body.extra)
     deadline = asyncio.get_running_loop().time() + remaining
     stream = stream_with_retries(
-        registry.get(provider_name), params, limits, deadline=deadline,
+        registry.get(provider_name), params, policy, deadline=deadline,
         label=f"task {task.task_id} [{task.request_id}]", metrics=metrics,
     )
     async with aclosing(stream):

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from app.broker import BROKER_ERRORS, Broker
 from app.errors import TaskParked
 from app.fleet import heartbeat
-from app.generation import Limits
+from app.generation import CallPolicy
 from app.metrics import Metrics
 from app.providers.registry import Registry
 from app.schemas import Task
@@ -34,7 +34,7 @@ class Worker:
         self.settings = settings
         self.broker = Broker(settings, "worker")
         self.registry = Registry(settings)
-        self.limits = Limits.from_settings(settings)
+        self.policy = CallPolicy.from_settings(settings)
         self.metrics = Metrics()
         self.store = Store(database_url(settings.database_url, settings.data_dir))
         self.batch_runner = BatchRunner(settings, self.broker, self.registry, self.store,
@@ -112,7 +112,7 @@ class Worker:
             assert self._pub is not None
             await self._pub.ready()  # after a reconnect, deliveries can beat the channel restore
             channel = await self._pub.get_underlay_channel()
-            outcome = await run_chat(task, attempt, channel, self.registry, self.limits,
+            outcome = await run_chat(task, attempt, channel, self.registry, self.policy,
                                      self.settings.stream_flush_interval, m,
                                      self.settings.session_events_persistent)
             await message.ack()

@@ -23,7 +23,7 @@ from app.api.services import Services
 from app.auth import KeyRing
 from app.broker import Broker
 from app.fleet import Fleet
-from app.generation import Limits
+from app.generation import CallPolicy
 from app.logs import setup_logging
 from app.metrics import Metrics
 from app.providers.registry import Registry
@@ -52,7 +52,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # In the background: chat needs no database, and routes that do answer 503 meanwhile.
         store_ready = asyncio.create_task(store.start_when_reachable(), name="store-start")
         app.state.services = Services(settings, broker, relay, registry, fleet,
-                                      Limits.from_settings(settings), metrics, store,
+                                      CallPolicy.from_settings(settings), metrics, store,
                                       LiveCounts(store))
         if keys is None:
             log.warning("RAFALE_API_KEYS is not set: the API is open to anyone who can reach it")

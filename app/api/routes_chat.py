@@ -74,7 +74,7 @@ async def _direct_answer(svc: Services, provider: Provider, params: ChatParams,
     seq = 0
     ending = Ending()
     try:
-        async with aclosing(stream_with_retries(provider, params, svc.limits,
+        async with aclosing(stream_with_retries(provider, params, svc.policy,
                                                  metrics=svc.metrics)) as deltas:
             async for delta in deltas:
                 if delta.content:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from app.auth import owner_tag
 from app.broker import Broker
 from app.fleet import Fleet
-from app.generation import Limits
+from app.generation import CallPolicy
 from app.metrics import Metrics
 from app.providers.registry import Registry
 from app.relay import Relay
@@ -25,7 +25,7 @@ class Services:
     relay: Relay
     registry: Registry
     fleet: Fleet
-    limits: Limits
+    policy: CallPolicy
     metrics: Metrics
     store: Store
     counts: LiveCounts

@@ -12,7 +12,7 @@ from app.schemas import BatchLine, BatchTask
 from app.settings import Settings
 from app.store.batches import Outcome
 from app.store.models import BatchRow
-from workers.batch.calls import Cooldowns, Release, batch_limits
+from workers.batch.calls import Cooldowns, Release, batch_policy
 from workers.batch.group import RECORD_EVERY, Unwritten, group_budget, regroup
 from workers.batch.stops import Stops
 
@@ -60,9 +60,9 @@ def test_lines_start_only_while_the_last_can_end_inside_the_consumer_timeout() -
 
 
 def test_batch_calls_retry_more_patiently_than_chat() -> None:
-    limits = batch_limits(settings(batch_max_attempts=12, retry_backoff_max=8))
-    assert limits.max_attempts == 12
-    assert limits.backoff_max == 30
+    policy = batch_policy(settings(batch_max_attempts=12, retry_backoff_max=8))
+    assert policy.max_attempts == 12
+    assert policy.backoff_max == 30
 
 
 async def running_until_cancelled(stops: Stops, batch_id: str) -> asyncio.Task[None]:

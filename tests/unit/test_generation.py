@@ -15,16 +15,16 @@ from app.errors import (
     ProviderUnavailable,
     RafaleError,
 )
-from app.generation import Ending, Limits, backoff, call_with_retries, stream_with_retries
+from app.generation import CallPolicy, Ending, backoff, call_with_retries, stream_with_retries
 from app.providers.base import ChatParams, Delta
 
 PARAMS = ChatParams("m", [{"role": "user", "content": "hi"}])
 
 
-def limits(**kw: float) -> Limits:
+def policy_for(**kw: float) -> CallPolicy:
     base = {"first_byte": 5.0, "idle": 5.0, "total": 30.0, "max_attempts": 3,
             "backoff_base": 0.001, "backoff_max": 0.002}
-    return Limits(**{**base, **kw})  # type: ignore[arg-type]
+    return CallPolicy(**{**base, **kw})  # type: ignore[arg-type]
 
 
 class Scripted:
@@ -59,7 +59,7 @@ class Scripted:
         return None
 
 
-async def collect(provider: Scripted, lim: Limits, **kw: float) -> list[Delta]:
+async def collect(provider: Scripted, lim: CallPolicy, **kw: float) -> list[Delta]:
     out: list[Delta] = []
     async with aclosing(stream_with_retries(provider, PARAMS, lim, **kw)) as deltas:  # type: ignore[arg-type]
         async for d in deltas:
@@ -69,7 +69,7 @@ async def collect(provider: Scripted, lim: Limits, **kw: float) -> list[Delta]:
 
 async def test_a_retryable_error_before_the_first_chunk_is_retried() -> None:
     p = Scripted([ProviderUnavailable("boom")], [Delta("ok"), Delta(finish_reason="stop")])
-    out = await collect(p, limits())
+    out = await collect(p, policy_for())
     assert [d.content for d in out] == ["ok", ""]
     assert p.attempts == 2 and p.closed == 2
 
@@ -77,26 +77,26 @@ async def test_a_retryable_error_before_the_first_chunk_is_retried() -> None:
 async def test_an_error_after_the_first_chunk_is_never_retried() -> None:
     p = Scripted([Delta("half"), ProviderUnavailable("cut")], [Delta("never")])
     with pytest.raises(ProviderUnavailable):
-        await collect(p, limits())
+        await collect(p, policy_for())
     assert p.attempts == 1
 
 
 async def test_a_final_error_is_not_retried() -> None:
     p = Scripted([ProviderAuthError("bad key")], [Delta("never")])
     with pytest.raises(ProviderAuthError):
-        await collect(p, limits())
+        await collect(p, policy_for())
     assert p.attempts == 1
 
 
 async def test_attempts_are_bounded() -> None:
     p = Scripted(*[[ProviderUnavailable("down")] for _ in range(5)])
     with pytest.raises(ProviderUnavailable):
-        await collect(p, limits(max_attempts=3))
+        await collect(p, policy_for(max_attempts=3))
     assert p.attempts == 3
 
 
 async def test_rate_limits_get_their_own_attempt_count() -> None:
-    lim = limits(max_attempts=1)
+    lim = policy_for(max_attempts=1)
     lim.rate_limited_attempts = 4
     p = Scripted(*[[ProviderRateLimited("429")] for _ in range(3)], [Delta("ok")])
     assert [d.content for d in await collect(p, lim)] == ["ok"]
@@ -106,14 +106,14 @@ async def test_rate_limits_get_their_own_attempt_count() -> None:
 async def test_a_stall_before_the_first_byte_times_out_and_is_closed() -> None:
     p = Scripted([lambda: None], [lambda: None])
     with pytest.raises(ProviderTimeout, match="before the first chunk"):
-        await collect(p, limits(first_byte=0.01, max_attempts=2))
+        await collect(p, policy_for(first_byte=0.01, max_attempts=2))
     assert p.attempts == 2 and p.closed == 2
 
 
 async def test_a_stall_between_chunks_times_out_without_retry() -> None:
     p = Scripted([Delta("a"), lambda: None], [Delta("never")])
     with pytest.raises(ProviderTimeout, match="between chunks"):
-        await collect(p, limits(idle=0.01))
+        await collect(p, policy_for(idle=0.01))
     assert p.attempts == 1
 
 
@@ -121,19 +121,19 @@ async def test_the_callers_deadline_ends_the_call_and_says_so() -> None:
     loop = asyncio.get_running_loop()
     p = Scripted([lambda: None])
     with pytest.raises(ProviderTimeout) as info:
-        await collect(p, limits(), deadline=loop.time() + 0.02)
+        await collect(p, policy_for(), deadline=loop.time() + 0.02)
     assert info.value.out_of_time is True
 
 
 async def test_the_calls_own_total_limit_is_not_the_callers_deadline() -> None:
     p = Scripted([Delta("a"), lambda: None])
     with pytest.raises(ProviderTimeout, match="within the deadline") as info:
-        await collect(p, limits(total=0.02))
+        await collect(p, policy_for(total=0.02))
     assert info.value.out_of_time is False
 
 
 def test_backoff_grows_within_bounds_and_honours_retry_after() -> None:
-    lim = limits(backoff_base=1.0, backoff_max=4.0)
+    lim = policy_for(backoff_base=1.0, backoff_max=4.0)
     for attempt, ceiling in ((1, 1.0), (2, 2.0), (3, 4.0), (10, 4.0), (500, 4.0)):
         for _ in range(20):
             assert ceiling / 2 <= backoff(attempt, lim, None) <= ceiling
@@ -176,7 +176,7 @@ async def test_call_with_retries_retries_until_it_works() -> None:
         return "ok"
 
     loop = asyncio.get_running_loop()
-    assert await call_with_retries(flaky, "p", limits(), deadline=loop.time() + 5) == "ok"
+    assert await call_with_retries(flaky, "p", policy_for(), deadline=loop.time() + 5) == "ok"
     assert calls == 3
 
 
@@ -185,7 +185,7 @@ async def test_call_with_retries_gives_up_at_the_deadline() -> None:
         raise ProviderUnavailable("down")
 
     loop = asyncio.get_running_loop()
-    lim = limits(max_attempts=100, backoff_base=10.0, backoff_max=10.0)
+    lim = policy_for(max_attempts=100, backoff_base=10.0, backoff_max=10.0)
     with pytest.raises(RafaleError) as info:
         await call_with_retries(down, "p", lim, deadline=loop.time() + 1)
     assert info.value.out_of_time is True

@@ -20,7 +20,7 @@ from app import control
 from app.broker import Broker
 from app.completions import CompletionBuilder, finish_reasons, provider_extra
 from app.errors import ProviderRateLimited, RafaleError
-from app.generation import Ending, Limits, call_with_retries, stream_with_retries
+from app.generation import CallPolicy, Ending, call_with_retries, stream_with_retries
 from app.metrics import Metrics
 from app.providers.base import ChatParams
 from app.providers.deepl import DeepLProvider, request_fields
@@ -64,10 +64,10 @@ def done(line: int, request_id: str, completion: dict[str, Any],
                              .get("reasoning_tokens") or 0))
 
 
-def batch_limits(settings: Settings) -> Limits:
+def batch_policy(settings: Settings) -> CallPolicy:
     """A batch has hours, not seconds: more attempts and a longer backoff than chat."""
-    base = Limits.from_settings(settings)
-    return Limits(first_byte=base.first_byte, idle=base.idle, total=base.total,
+    base = CallPolicy.from_settings(settings)
+    return CallPolicy(first_byte=base.first_byte, idle=base.idle, total=base.total,
                   max_attempts=settings.batch_max_attempts, backoff_base=base.backoff_base,
                   backoff_max=max(base.backoff_max, 30.0))
 
@@ -116,7 +116,7 @@ class Caller:
         self.metrics = metrics
         self.gate = gate
         self.cooldowns = cooldowns
-        self.limits = batch_limits(settings)
+        self.policy = batch_policy(settings)
 
     async def answer(self, endpoint: str, owner: str, line: BatchLine, deadline: float,
                      budget_end: float) -> Outcome:
@@ -171,7 +171,7 @@ class Caller:
                                 provider_extra(body))
             answer, ending = CompletionBuilder(), Ending()
             stream = stream_with_retries(
-                self.registry.get(provider_name), params, self.limits, deadline=deadline,
+                self.registry.get(provider_name), params, self.policy, deadline=deadline,
                 label=f"batch line {line.line}", metrics=self.metrics)
             async with self.gate.slot(provider_name, budget_end), aclosing(stream) as deltas:
                 async for delta in deltas:
@@ -201,7 +201,7 @@ class Caller:
                     return await deepl.translate(fields)
 
             translations = await call_with_retries(
-                once, "deepl", self.limits, deadline=deadline,
+                once, "deepl", self.policy, deadline=deadline,
                 label=f"batch line {line.line}", metrics=self.metrics)
         except RafaleError as exc:
             return await self._failure(line.line, request_id, "deepl", exc)
