@@ -13,8 +13,8 @@ from typing import Any, Literal, TypedDict, cast, get_args
 
 import orjson
 
+from app.batch_states import Stopped
 from app.broker import Broker
-from app.store.batches import Stopped
 
 
 class StopMessage(TypedDict):

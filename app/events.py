@@ -75,32 +75,35 @@ Event = ChunkEvent | DoneEvent | ErrorEvent | ResetEvent
 
 def chunk(content: str, *, index: int = 0, tool_calls: list[ToolCallDelta] | None = None,
           seq: int = 0, attempt: int = 1) -> ChunkEvent:
-    event: ChunkEvent = {"type": "chunk", "seq": seq, "attempt": attempt, "content": content}
+    event: ChunkEvent = {"type": "chunk", "content": content}  # type: ignore[typeddict-item]
     if index:
         event["index"] = index
     if tool_calls:
         event["tool_calls"] = tool_calls
+    # Numbered last: the bytes on the wire stay what they were before events were typed.
+    event["seq"], event["attempt"] = seq, attempt
     return event
 
 
 def done(model: str, finish_reason: str, usage: Usage | None, *,
          finish_reasons: list[str] | None = None, seq: int = 0, attempt: int = 1) -> DoneEvent:
-    event: DoneEvent = {"type": "done", "seq": seq, "attempt": attempt,
-                        "finish_reason": finish_reason, "usage": usage, "model": model}
+    event: DoneEvent = {"type": "done", "finish_reason": finish_reason,  # type: ignore[typeddict-item]
+                        "usage": usage, "model": model}
     if finish_reasons is not None:
         event["finish_reasons"] = finish_reasons
+    event["seq"], event["attempt"] = seq, attempt
     return event
 
 
 def error(message: str, *, code: str | None, param: str | None, error_type: str, status: int,
           retry_after: float | None, seq: int = 0, attempt: int = 1) -> ErrorEvent:
-    return {"type": "error", "seq": seq, "attempt": attempt, "message": message, "code": code,
-            "param": param, "error_type": error_type, "status": status,
-            "retry_after": retry_after}
+    return {"type": "error", "message": message, "code": code, "param": param,
+            "error_type": error_type, "status": status, "retry_after": retry_after,
+            "seq": seq, "attempt": attempt}
 
 
 def reset(message: str, *, seq: int = 0, attempt: int = 1) -> ResetEvent:
-    return {"type": "reset", "seq": seq, "attempt": attempt, "message": message}
+    return {"type": "reset", "message": message, "seq": seq, "attempt": attempt}
 
 
 def encode(event: Event) -> bytes:

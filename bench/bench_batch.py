@@ -17,8 +17,6 @@ import uuid
 from contextlib import AsyncExitStack
 from typing import Any
 
-import openai
-
 from tests.harness import scratch_database, start_stack
 
 
@@ -42,8 +40,7 @@ async def run_on(store: str, n: int, settings: dict[str, Any], url: str) -> None
                               mock_delay=0, database_url=url, log_level="WARNING",
                               **settings)
     try:
-        sdk = openai.AsyncOpenAI(base_url=f"{stack.url}/v1", api_key="x", max_retries=0,
-                                 timeout=600)
+        sdk = stack.sdk(timeout=600)
         data = input_file(n)
         t0 = time.perf_counter()
         f = await sdk.files.create(file=("bench.jsonl", data), purpose="batch")

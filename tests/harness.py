@@ -22,6 +22,7 @@ from typing import Any
 import aiormq
 import asyncpg
 import httpx
+import openai
 import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,6 +46,14 @@ class Stack:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    def sdk(self, key: str = "x", **kw: Any) -> openai.AsyncOpenAI:
+        """The official SDK pointed at this stack, without its own retries: a test sees exactly
+        what Rafale answered."""
+        return openai.AsyncOpenAI(base_url=f"{self.url}/v1", api_key=key, max_retries=0, **kw)
+
+    def sync_sdk(self, key: str = "x") -> openai.OpenAI:
+        return openai.OpenAI(base_url=f"{self.url}/v1", api_key=key, max_retries=0)
 
     @property
     def namespace(self) -> str:

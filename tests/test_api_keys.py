@@ -74,12 +74,11 @@ async def test_another_key_cannot_read_a_session(locked: Stack) -> None:
 
 
 async def test_sdk_with_a_key_works_and_without_raises(locked: Stack) -> None:
-    good = openai.AsyncOpenAI(base_url=f"{locked.url}/v1", api_key=ALICE, max_retries=0)
+    good = locked.sdk(ALICE)
     r = await good.chat.completions.create(
         model="mock/echo", messages=[{"role": "user", "content": "with key"}], max_tokens=3)
     assert r.choices[0].message.content == "Echo: with key"
-    bad = openai.AsyncOpenAI(base_url=f"{locked.url}/v1", api_key="nope-nope-nope",
-                             max_retries=0)
+    bad = locked.sdk("nope-nope-nope")
     with pytest.raises(openai.AuthenticationError) as info:
         await bad.models.list()
     assert info.value.code == "invalid_api_key"

@@ -16,12 +16,8 @@ from tests.harness import Stack
 from tests.sse import iter_sse
 
 
-def client(stack: Stack, key: str = "x") -> openai.AsyncOpenAI:
-    return openai.AsyncOpenAI(base_url=f"{stack.url}/v1", api_key=key, max_retries=0)
-
-
 async def test_sample_size_runs_only_the_first_lines(stack: Stack) -> None:
-    sdk = client(stack)
+    sdk = stack.sdk()
     batch = await submit(sdk, [chat_line(f"s{i}", f"sample {i}", max_tokens=2)
                                for i in range(10)], metadata={"sample_size": "3"})
     done = await wait_batch(sdk, batch.id)
@@ -35,7 +31,7 @@ async def test_identical_deterministic_requests_reach_the_provider_once(
     make_stack: StackFactory, fake: FakeOpenAI,
 ) -> None:
     stack = await make_stack("bcache", response_cache_ttl=600, batch_concurrency=8)
-    sdk = client(stack)
+    sdk = stack.sdk()
     same = {"model": "openai/ok-3-5", "temperature": 0}
     lines = [chat_line(f"same{i}", "cached question", **same) for i in range(12)]
     lines += [chat_line(f"hot{i}", "creative question", model="openai/ok-3-5",
@@ -54,7 +50,7 @@ async def test_identical_deterministic_requests_reach_the_provider_once(
 
 
 async def test_events_stream_progress_until_the_end(stack: Stack) -> None:
-    sdk = client(stack)
+    sdk = stack.sdk()
     batch = await submit(sdk, [chat_line(f"ev{i}", f"events {i}") for i in range(40)])
     seen = []
     async with httpx.AsyncClient(base_url=stack.url, timeout=60) as c, \
@@ -74,7 +70,7 @@ async def test_translate_batches_run_on_deepl(make_stack: StackFactory,
                                               deepl: FakeDeepL) -> None:
     stack = await make_stack("bdeepl", deepl_api_key=DEEPL_KEY, deepl_base_url=deepl.base_url,
                              llm_workers=1)
-    sdk = client(stack)
+    sdk = stack.sdk()
     lines = [{"custom_id": f"t{i}", "method": "POST", "url": "/v1/translate",
               "body": {"text": [f"hello {i}"], "target_lang": "de" if i % 2 else "FR"}}
              for i in range(6)]
@@ -89,7 +85,7 @@ async def test_translate_batches_run_on_deepl(make_stack: StackFactory,
 
 async def test_batches_and_their_files_belong_to_their_key(make_stack: StackFactory) -> None:
     stack = await make_stack("bkeys", rafale_api_keys=f"alice:{ALICE},bob:{BOB}")
-    alice, bob = client(stack, ALICE), client(stack, BOB)
+    alice, bob = stack.sdk(ALICE), stack.sdk(BOB)
     batch = await submit(alice, [chat_line("a", "alice only", max_tokens=2)])
     for call in (bob.batches.retrieve(batch.id), bob.batches.cancel(batch.id)):
         with pytest.raises(openai.NotFoundError):
@@ -107,7 +103,7 @@ async def test_batches_and_their_files_belong_to_their_key(make_stack: StackFact
 async def test_a_batch_cannot_read_another_keys_file(make_stack: StackFactory) -> None:
     """As at OpenAI: the batch is accepted, then fails naming `file_id`; the file is untouched."""
     stack = await make_stack("bfile", rafale_api_keys=f"alice:{ALICE},bob:{BOB}")
-    alice, bob = client(stack, ALICE), client(stack, BOB)
+    alice, bob = stack.sdk(ALICE), stack.sdk(BOB)
     body = b'{"custom_id":"a","method":"POST","url":"/v1/chat/completions",' \
            b'"body":{"model":"mock/echo","messages":[{"role":"user","content":"mine"}]}}\n'
     mine = await alice.files.create(file=("mine.jsonl", body), purpose="batch")
@@ -125,7 +121,7 @@ async def test_a_batch_cannot_read_another_keys_file(make_stack: StackFactory) -
 
 
 async def test_input_of_a_running_batch_cannot_be_deleted(stack: Stack) -> None:
-    sdk = client(stack)
+    sdk = stack.sdk()
     batch = await submit(sdk, [chat_line(f"d{i}", "keep my input", model="openai/ok-4-50")
                                for i in range(20)])
     with pytest.raises(openai.ConflictError) as info:

@@ -6,7 +6,6 @@ import statistics
 import time
 
 import httpx
-import openai
 
 from tests.batchkit import chat_line, submit, wait_batch
 from tests.conftest import StackFactory
@@ -34,7 +33,7 @@ async def test_interactive_first_chunk_stays_within_twice_idle_under_a_batch(
     make_stack: StackFactory,
 ) -> None:
     stack = await make_stack("fair", llm_workers=2, mock_delay=0.001)
-    sdk = openai.AsyncOpenAI(base_url=f"{stack.url}/v1", api_key="x", max_retries=0)
+    sdk = stack.sdk()
     async with httpx.AsyncClient(base_url=stack.url, timeout=30) as c:
         for i in range(5):  # warm up connections and code paths
             await first_chunk_ms(c, f"warm {i}")

@@ -19,10 +19,6 @@ from tests.fakes.openai_server import FakeOpenAI
 from tests.harness import Stack, rabbitmqctl
 
 
-def client(stack: Stack) -> openai.AsyncOpenAI:
-    return openai.AsyncOpenAI(base_url=f"{stack.url}/v1", api_key="x", max_retries=0)
-
-
 async def ready_messages(stack: Stack, queue: str) -> int:
     conn = await aiormq.connect(stack.env.get("RABBITMQ_URL",
                                               "amqp://guest:guest@127.0.0.1:5672/"))
@@ -59,7 +55,7 @@ async def test_killed_worker_loses_and_doubles_nothing(make_stack: StackFactory,
     stack = await make_stack("bkill", database_url=database_url, llm_workers=2,
                              batch_concurrency=16,
                              batch_group_size=20, mock_delay=0.01, mock_tokens=12)
-    sdk = client(stack)
+    sdk = stack.sdk()
     n = 1000
     batch = await submit(sdk, [chat_line(f"k{i}", f"kill {i}") for i in range(n)])
     await wait_progress(sdk, batch.id, 250)
@@ -83,7 +79,7 @@ async def test_rate_limited_provider_never_fails_a_line(make_stack: StackFactory
                                                          database_url: str) -> None:
     stack = await make_stack("b429", database_url=database_url, batch_concurrency=8,
                              batch_group_size=25)
-    sdk = client(stack)
+    sdk = stack.sdk()
     n = 200
     batch = await submit(sdk, [chat_line(f"r{i}", f"limited {i}", model="openai/some429-20")
                                for i in range(n)])
@@ -101,7 +97,7 @@ async def test_cancel_stops_the_batch_and_no_call_starts_after(make_stack: Stack
                                                                database_url: str) -> None:
     stack = await make_stack("bcancel", database_url=database_url, batch_concurrency=4,
                              batch_group_size=10)
-    sdk = client(stack)
+    sdk = stack.sdk()
     n = 120
     # 0.4 s a request: a batch of minutes at this concurrency; the last number only makes the
     # name this test's own among the fake's calls.
@@ -145,7 +141,7 @@ async def test_short_window_expires_with_batch_expired_lines(make_stack: StackFa
                                                             database_url: str) -> None:
     stack = await make_stack("bexpire", database_url=database_url, batch_completion_windows="3s",
                              batch_sweep_interval=0.3, batch_concurrency=2, batch_group_size=5)
-    sdk = client(stack)
+    sdk = stack.sdk()
     n = 40
     batch = await submit(sdk, [chat_line(f"e{i}", f"expire {i}", model="openai/ok-4-100")
                                for i in range(n)], window="3s")
@@ -166,7 +162,7 @@ async def test_short_window_expires_with_batch_expired_lines(make_stack: StackFa
 async def test_operator_windows_are_accepted_only_when_listed(make_stack: StackFactory,
                                                               window: str) -> None:
     stack = await make_stack("bwin", batch_completion_windows="1h", llm_workers=1)
-    sdk = client(stack)
+    sdk = stack.sdk()
     if window == "1h":
         b = await submit(sdk, [chat_line("w", "window", max_tokens=2)], window=window)
         assert b.expires_at == b.created_at + 3600
@@ -183,7 +179,7 @@ async def test_provider_cap_holds_across_the_fleet(make_stack: StackFactory, fak
     """Exact for any cap: one below the number of workers, and one they cannot split evenly."""
     stack = await make_stack("bcap", llm_workers=2, batch_concurrency=16, batch_group_size=10,
                              provider_concurrency=f"openai={cap}")
-    sdk = client(stack)
+    sdk = stack.sdk()
     async with httpx.AsyncClient(base_url=stack.url) as c:
         until = time.monotonic() + 20
         while (await c.get("/stats")).json()["queues"]["llm_batch"]["consumers"] < 2:
@@ -206,7 +202,7 @@ async def test_broker_restart_mid_batch_loses_and_doubles_nothing(
     # 200 ms a line, 16 at once: ~5 s of batch, so the broker stops mid-way.
     stack = await make_stack("bbroker", llm_workers=2, batch_concurrency=8, batch_group_size=10,
                              mock_delay=0.02, mock_tokens=10)
-    sdk = client(stack)
+    sdk = stack.sdk()
     n = 400
     batch = await submit(sdk, [chat_line(f"b{i}", f"broker {i}") for i in range(n)])
     await wait_progress(sdk, batch.id, 60)

@@ -13,13 +13,13 @@ from tests.harness import Stack
 
 @pytest.fixture
 def sdk(stack: Stack) -> openai.AsyncOpenAI:
-    return openai.AsyncOpenAI(base_url=f"{stack.url}/v1", api_key="x", max_retries=0)
+    return stack.sdk()
 
 
 async def test_sdk_batch_flow_output_and_error_files(make_stack: StackFactory,
                                                      database_url: str) -> None:
     stack = await make_stack("bflow", database_url=database_url)
-    sdk = openai.AsyncOpenAI(base_url=f"{stack.url}/v1", api_key="x", max_retries=0)
+    sdk = stack.sdk()
     lines = [chat_line(f"req-{i}", f"batch flow {i}", model="openai/ok-4-0") for i in range(30)]
     lines[7] = chat_line("req-7", "batch flow REJECT400", model="openai/ok-4-0")
     lines[19] = chat_line("req-19", "batch flow REJECT400 again", model="openai/ok-4-0")

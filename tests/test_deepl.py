@@ -49,7 +49,7 @@ async def test_deepl_in_chat_is_one_chunk_and_a_completion(stack_with_deepl: Sta
         events = await collect(c, "GET", r.json()["stream_url"])
         assert [e.event for e in events] == ["chunk", "done"]
         assert text_of(events) == "[FR] Good morning"
-    sdk = openai.AsyncOpenAI(base_url=f"{stack_with_deepl.url}/v1", api_key="x", max_retries=0)
+    sdk = stack_with_deepl.sdk()
     done = await sdk.chat.completions.create(
         model="deepl/EN-GB", messages=[{"role": "user", "content": "Guten Tag"}])
     assert done.choices[0].message.content == "[EN-GB] Guten Tag"

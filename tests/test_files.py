@@ -19,11 +19,6 @@ from tests.harness import Stack
 THIRTY_DAYS = 30 * 24 * 3600
 
 
-def sdk(stack: Stack, key: str = "x") -> openai.AsyncOpenAI:
-    # No SDK retries: each test sees exactly what Rafale answered.
-    return openai.AsyncOpenAI(base_url=f"{stack.url}/v1", api_key=key, max_retries=0)
-
-
 def jsonl(n: int, tag: str = "") -> bytes:
     """A batch input: `n` requests, with non-ASCII text so bytes (not characters) are kept."""
     return b"".join(
@@ -87,7 +82,7 @@ async def round_trip(client: openai.AsyncOpenAI, tmp_path: Path) -> None:
 
 
 async def test_upload_retrieve_content_delete_round_trip(stack: Stack, tmp_path: Path) -> None:
-    await round_trip(sdk(stack), tmp_path)
+    await round_trip(stack.sdk(), tmp_path)
 
 
 async def test_fields_after_the_file_part_are_read(client: httpx.AsyncClient) -> None:
@@ -110,7 +105,7 @@ async def test_fields_after_the_file_part_are_read(client: httpx.AsyncClient) ->
 
 
 async def test_expiry_defaults_and_expires_after(stack: Stack) -> None:
-    client = sdk(stack)
+    client = stack.sdk()
     batch = await client.files.create(file=("a.jsonl", jsonl(1)), purpose="batch")
     assert batch.expires_at == batch.created_at + THIRTY_DAYS
     other = await client.files.create(file=("a.txt", b"notes"), purpose="assistants")
@@ -129,7 +124,7 @@ async def test_list_paginates_newest_first_with_purpose_and_order(
     make_stack: StackFactory,
 ) -> None:
     stack = await make_stack("files-list", workers=False)
-    client = sdk(stack)
+    client = stack.sdk()
     created = []
     for i in range(7):
         purpose = "assistants" if i % 3 == 0 else "batch"
@@ -173,7 +168,7 @@ async def test_list_refuses_bad_parameters(client: httpx.AsyncClient, query: dic
 
 
 async def test_batch_upload_must_be_non_empty_jsonl(stack: Stack) -> None:
-    client = sdk(stack)
+    client = stack.sdk()
     with pytest.raises(openai.BadRequestError) as wrong:
         await client.files.create(file=("input.json", jsonl(1)), purpose="batch")
     assert wrong.value.param == "file"  # type: ignore[attr-defined]
@@ -241,7 +236,7 @@ async def test_bad_upload_fields(client: httpx.AsyncClient, kwargs: dict[str, An
 async def test_missing_purpose_through_the_sdk(stack: Stack) -> None:
     none: Any = None
     with pytest.raises(openai.BadRequestError) as info:
-        await sdk(stack).files.create(file=("in.jsonl", jsonl(1)), purpose=none)
+        await stack.sdk().files.create(file=("in.jsonl", jsonl(1)), purpose=none)
     assert info.value.code == "missing_required_parameter"  # type: ignore[attr-defined]
 
 
@@ -275,7 +270,7 @@ async def test_file_over_the_limit_is_refused_and_leaves_nothing(
 ) -> None:
     limit = 300_000
     stack = await make_stack("files-limit", workers=False, file_max_bytes=limit)
-    client = sdk(stack)
+    client = stack.sdk()
     with pytest.raises(openai.APIStatusError) as over:
         await client.files.create(file=("over.jsonl", b"x" * (limit + 1)), purpose="batch")
     assert over.value.status_code == 413
@@ -318,7 +313,7 @@ async def test_file_over_the_limit_is_refused_and_leaves_nothing(
 async def test_files_belong_to_the_key_that_uploaded_them(make_stack: StackFactory) -> None:
     stack = await make_stack("files-keys", workers=False,
                              rafale_api_keys=f"alice:{ALICE},bob:{BOB}")
-    alice, bob = sdk(stack, ALICE), sdk(stack, BOB)
+    alice, bob = stack.sdk(ALICE), stack.sdk(BOB)
     mine = await alice.files.create(file=("mine.jsonl", jsonl(2)), purpose="batch")
     for call in (bob.files.retrieve, bob.files.content, bob.files.delete):
         with pytest.raises(openai.NotFoundError) as info:
@@ -362,7 +357,7 @@ async def test_large_upload_and_download_keep_memory_bounded(make_stack: StackFa
     size = path.stat().st_size
     api = stack.procs["api"].pid
     before = vm_peak_bytes(api)
-    info = await sdk(stack).files.create(file=path, purpose="batch")
+    info = await stack.sdk().files.create(file=path, purpose="batch")
     assert info.bytes == size
     async with httpx.AsyncClient(base_url=stack.url, timeout=60) as raw, raw.stream(
             "GET", f"/v1/files/{info.id}/content") as r:
@@ -378,7 +373,7 @@ async def test_large_upload_and_download_keep_memory_bounded(make_stack: StackFa
 async def test_round_trip_on_postgresql(make_stack: StackFactory,
                                         tmp_path: Path) -> None:
     stack = await make_stack("files-pg", workers=False, database_url=PG)
-    client = sdk(stack)
+    client = stack.sdk()
     await round_trip(client, tmp_path)
     # Listing and expiry on the same database.
     a = await client.files.create(file=("a.jsonl", jsonl(1)), purpose="batch")

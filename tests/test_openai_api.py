@@ -16,13 +16,12 @@ from tests.harness import Stack, list_queues
 
 @pytest.fixture
 def sdk(stack: Stack) -> openai.OpenAI:
-    # No SDK retries: each test sees exactly what Rafale answered.
-    return openai.OpenAI(base_url=f"{stack.url}/v1", api_key="any-key", max_retries=0)
+    return stack.sync_sdk("any-key")
 
 
 @pytest.fixture
 def asdk(stack: Stack) -> openai.AsyncOpenAI:
-    return openai.AsyncOpenAI(base_url=f"{stack.url}/v1", api_key="any-key", max_retries=0)
+    return stack.sdk("any-key")
 
 
 async def test_async_client_non_streaming_completion(asdk: openai.AsyncOpenAI) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-import openai
 import pytest
 
 from tests.conftest import DEEPSEEK_KEY, OLLAMA_KEY, StackFactory
@@ -29,7 +28,7 @@ async def test_two_named_endpoints_and_deepseek_at_once(
         endpoints__ollama__api_key=OLLAMA_KEY,
         deepseek_api_key=DEEPSEEK_KEY, deepseek_base_url=second_fake.base_url,
     )
-    sdk = openai.AsyncOpenAI(base_url=f"{stack.url}/v1", api_key="x", max_retries=0)
+    sdk = stack.sdk()
     ids = {m.id: m.owned_by for m in (await sdk.models.list()).data}
     assert ids["vllm/ok-5-0"] == "vllm" and ids["deepseek/deepseek-chat"] == "deepseek"
 

@@ -49,10 +49,11 @@ def run_child(settings: Settings) -> int:
 def serve_metrics(settings: Settings, path: str) -> None:
     """Children write their samples under `path`; one HTTP endpoint sums them."""
     from prometheus_client import CollectorRegistry, start_http_server
-    from prometheus_client.multiprocess import MultiProcessCollector
+
+    from app.metrics import collect_multiprocess
 
     registry = CollectorRegistry()
-    MultiProcessCollector(registry, path)  # type: ignore[no-untyped-call]
+    collect_multiprocess(registry, path)
     try:
         start_http_server(settings.worker_metrics_port, settings.host, registry)
     except OSError as exc:
@@ -63,7 +64,7 @@ def serve_metrics(settings: Settings, path: str) -> None:
 
 
 def supervise(settings: Settings) -> int:
-    from prometheus_client.multiprocess import mark_process_dead
+    from app.metrics import mark_dead
 
     children: dict[int, tuple[subprocess.Popen[bytes], float, float]] = {}
     stopping = False
@@ -101,7 +102,7 @@ def supervise(settings: Settings) -> int:
             log.warning("worker %d: pid %d exited with %s; restarting in %.1fs",
                         child, proc.pid, code, delay)
             # Its in-flight gauge no longer counts.
-            mark_process_dead(proc.pid, metrics_dir)  # type: ignore[no-untyped-call]
+            mark_dead(proc.pid, metrics_dir)
             restarts[child] = (now + delay, delay)
         for child, (when, delay) in list(restarts.items()):
             if now >= when:

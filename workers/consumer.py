@@ -8,7 +8,7 @@ import logging
 import os
 import socket
 import time
-from typing import Any
+from typing import Any, Literal
 
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustChannel
 from pydantic import ValidationError
@@ -23,7 +23,7 @@ from app.schemas import Task
 from app.settings import Settings
 from app.store import Store, database_url
 from workers.batch.runner import BatchRunner
-from workers.chat import run_chat
+from workers.chat import ChatOutcome, run_chat
 from workers.stream import SessionStream
 
 log = logging.getLogger(__name__)
@@ -107,7 +107,7 @@ class Worker:
         m.in_flight.inc()
         if task.created and attempt == 1:
             m.queue_wait_seconds.labels(task.kind).observe(max(0.0, time.time() - task.created))
-        outcome = "requeued"
+        outcome: ChatOutcome | Literal["requeued"] = "requeued"
         try:
             assert self._pub is not None
             await self._pub.ready()  # after a reconnect, deliveries can beat the channel restore

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from app import control
+from app import batch_states, control
 from app.api.deps import Svc, Who
 from app.api.streaming import event_stream
 from app.errors import InvalidRequest
@@ -131,7 +131,7 @@ async def batch_events(batch_id: str, svc: Svc, who: Who) -> EventSourceResponse
             if key != last:
                 last = key
                 yield ServerSentEvent(data=orjson.dumps(batch).decode(), event="batch")
-            if batch["status"] in batches.TERMINAL:
+            if batch["status"] in batch_states.TERMINAL:
                 return
             await asyncio.sleep(EVENTS_POLL)
 

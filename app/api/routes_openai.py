@@ -145,13 +145,13 @@ async def _complete(events: AsyncIterator[Relayed], base: dict[str, Any],
     async for relayed in events:
         ev = relayed.event
         if ev["type"] == "chunk":
-            answer.add(ev.get("index", 0), ev["content"], ev.get("tool_calls"))
+            answer.add(ev.get("index", 0), ev.get("content"), ev.get("tool_calls"))
         elif ev["type"] == "reset":
             answer.reset()
         elif ev["type"] == "error":
             ended = RafaleError.from_event(ev)
         elif ev["type"] == "done":
-            ended = answer.build(base, finish_reasons(ev, n), ev["usage"])
+            ended = answer.build(base, finish_reasons(ev, n), ev.get("usage"))
     if isinstance(ended, RafaleError):
         raise ended
     return ended
@@ -178,8 +178,8 @@ async def _stream(first: Relayed, events: AsyncGenerator[Relayed, None], base: d
             if ev["type"] == "chunk":
                 sent_text = True
                 delta: dict[str, Any] = {}
-                if ev["content"]:
-                    delta["content"] = ev["content"]
+                if ev.get("content"):
+                    delta["content"] = ev.get("content")
                 if ev.get("tool_calls"):
                     delta["tool_calls"] = ev.get("tool_calls")
                 yield ServerSentEvent(data=_chunk(base, ev.get("index", 0), delta, None,
@@ -197,9 +197,9 @@ async def _stream(first: Relayed, events: AsyncGenerator[Relayed, None], base: d
             elif ev["type"] == "done":
                 for index, reason in enumerate(finish_reasons(ev, n)):
                     yield ServerSentEvent(data=_chunk(base, index, {}, reason, with_usage))
-                if with_usage and ev["usage"]:
+                if with_usage and ev.get("usage"):
                     yield ServerSentEvent(data=orjson.dumps(
-                        {**base, "choices": [], "usage": ev["usage"]}).decode())
+                        {**base, "choices": [], "usage": ev.get("usage")}).decode())
                 finished = True
             # After a terminal event this is the relay deleting the session and ending.
             relayed = await anext(evs, None)

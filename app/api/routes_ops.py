@@ -182,7 +182,7 @@ async def _read_answer(svc: Services, queue: str
             ev = item.event
             if ev["type"] == "chunk":
                 first = first or time.perf_counter()
-                text.append(ev["content"])
+                text.append(ev.get("content") or "")
             elif ev["type"] == "reset":
                 text.clear()
             else:

@@ -9,30 +9,26 @@ import functools
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, cast, get_args
+from typing import Any, cast, get_args
 
 import orjson
 from sqlalchemy import Table, and_, bindparam, case, delete, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from app.batch_states import (
+    TERMINAL,
+    BatchEnding,
+    BatchStatus,
+    ItemStatus,
+    OutcomeStatus,
+    Stopped,
+    stopped_status,
+)
 from app.errors import Conflict, NotFound
 from app.store.db import Store, new_id
 from app.store.models import BatchRow, ItemRow
 
-# The words a batch's and a line's `status` column may hold (the API shows a batch's as is).
-# The columns themselves are plain strings to the ORM; these types hold at this module's edge.
-BatchStatus = Literal["validating", "failed", "in_progress", "finalizing", "completed",
-                      "expired", "cancelling", "cancelled"]
-ItemStatus = Literal["pending", "running", "done", "failed", "cancelled", "expired"]
-# How a batch is to end early (`BatchRow.ending`; None: it runs to the end and completes).
-BatchEnding = Literal["cancel", "expire"]
-# What a batch that ended early becomes, and what its lines that never ran become.
-Stopped = Literal["cancelled", "expired"]
-# A line's result as a worker records it; `pending` gives the line back to run later.
-OutcomeStatus = Literal["done", "failed", "cancelled", "expired", "pending"]
-
-TERMINAL: frozenset[BatchStatus] = frozenset({"completed", "failed", "expired", "cancelled"})
 OPEN_ITEMS: tuple[ItemStatus, ...] = ("pending", "running")
 FAILED_ITEMS: tuple[ItemStatus, ...] = ("failed", "cancelled", "expired")
 # Statuses a cancel may still move a batch out of, and an expiry.
@@ -45,11 +41,6 @@ STALE_FINALIZER = 120.0
 # Statuses a planned batch can be finalized from (a validating one only when it was stopped).
 _ENDABLE = or_(BatchRow.status.in_(("in_progress", "finalizing", "cancelling")),
                and_(BatchRow.status == "validating", BatchRow.ending.is_not(None)))
-
-
-def stopped_status(ending: str) -> Stopped:
-    """How a batch ended early (its `ending`) -> the status it and its unrun lines take."""
-    return "expired" if ending == "expire" else "cancelled"
 
 
 # The same mapping, for SQL: the terminal status a batch's `ending` leads to.

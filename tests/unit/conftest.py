@@ -24,9 +24,10 @@ def _env_names() -> set[str]:
     return names
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Remove every variable Settings would read (RAFALE_*, provider keys, ENDPOINTS__*)."""
+    """Remove every variable Settings would read (RAFALE_*, provider keys, ENDPOINTS__*): the
+    unit tier never depends on the shell it runs in."""
     names = _env_names()
     for var in list(os.environ):
         if var.upper() in names or var.upper().startswith("ENDPOINTS__"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import cast
 
 import pytest
@@ -84,6 +85,8 @@ async def test_a_stop_cancels_the_batchs_running_calls_and_no_other() -> None:
     assert mine.cancelled() and not other.done()
     assert (stops.status("b1"), stops.status("b2")) == ("cancelled", None)
     other.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await other
 
 
 async def test_the_same_stop_heard_twice_cancels_once() -> None:

@@ -7,6 +7,7 @@ from typing import get_args
 import orjson
 import pytest
 
+from app import batch_states
 from app.errors import InvalidRequest, TaskParked
 from app.store import batches
 from app.store.models import ItemRow
@@ -18,9 +19,9 @@ from workers.batch.files import render, request_line_id
                                                 ("expire", "expired")])
 def test_a_batch_that_ended_early_and_its_unrun_lines_take_one_status(
         ending: str, status: str) -> None:
-    assert batches.stopped_status(ending) == status
-    assert status in batches.TERMINAL
-    assert status in get_args(batches.ItemStatus)
+    assert batch_states.stopped_status(ending) == status
+    assert status in batch_states.TERMINAL
+    assert status in get_args(batch_states.ItemStatus)
 
 
 def test_the_store_ends_a_batch_with_the_same_mapping() -> None:
@@ -30,9 +31,9 @@ def test_the_store_ends_a_batch_with_the_same_mapping() -> None:
 
 
 def test_terminal_and_failed_statuses_are_ones_the_columns_may_hold() -> None:
-    assert batches.TERMINAL <= set(get_args(batches.BatchStatus))
+    assert batch_states.TERMINAL <= set(get_args(batch_states.BatchStatus))
     assert set(batches.FAILED_ITEMS) | set(batches.OPEN_ITEMS) | {"done"} == set(
-        get_args(batches.ItemStatus))
+        get_args(batch_states.ItemStatus))
 
 
 def test_request_line_ids_are_stable_per_batch_and_line() -> None:

@@ -11,7 +11,7 @@ from app.errors import ProviderRateLimited, RafaleError
 
 
 def test_chunk_omits_index_zero_and_empty_tool_calls() -> None:
-    assert events.chunk("hi") == {"type": "chunk", "seq": 0, "attempt": 1, "content": "hi"}
+    assert events.chunk("hi") == {"type": "chunk", "content": "hi", "seq": 0, "attempt": 1}
     call = {"index": 0, "function": {"arguments": "{"}}
     ev = events.chunk("", index=2, tool_calls=[call], seq=5, attempt=3)
     assert ev == {"type": "chunk", "seq": 5, "attempt": 3, "content": "", "index": 2,
@@ -78,9 +78,17 @@ def test_unreadable_last_event_id_means_from_the_start(value: str | None) -> Non
     assert events.parse_event_id(value) is None
 
 
-def test_terminal_types() -> None:
-    assert events.TERMINAL == {"done", "error"}
-    assert events.TERMINAL < events.EVENT_TYPES
+def test_wire_bytes_are_what_workers_always_sent() -> None:
+    # Readers in other languages may compare bytes or read fields in order: pin them.
+    assert events.encode(events.chunk("hi", index=1, seq=3)) == (
+        b'{"type":"chunk","content":"hi","index":1,"seq":3,"attempt":1}')
+    assert events.encode(events.done("m", "stop", None, seq=4, attempt=2)) == (
+        b'{"type":"done","finish_reason":"stop","usage":null,"model":"m","seq":4,"attempt":2}')
+    assert events.encode(events.reset("again", seq=0, attempt=2)) == (
+        b'{"type":"reset","message":"again","seq":0,"attempt":2}')
+    assert events.encode(RafaleError("x", code="c").as_event()) == (
+        b'{"type":"error","message":"x","code":"c","param":null,"error_type":"server_error",'
+        b'"status":500,"retry_after":null,"seq":0,"attempt":1}')
 
 
 def test_finish_reasons_pads_missing_choices_with_stop() -> None:

@@ -107,7 +107,7 @@ class Cooldowns:
                                   control.cooldown_message(provider, exc.retry_after))
 
 
-class Caller:
+class LineCalls:
     def __init__(self, settings: Settings, registry: Registry, store: Store, metrics: Metrics,
                  gate: ProviderGate, cooldowns: Cooldowns) -> None:
         self.settings = settings

@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 
+from app import batch_states
 from app.store import Store, batches
 from app.store.files import create_file, purge_file
 from app.store.models import BatchRow, ItemRow
@@ -60,7 +61,7 @@ async def _lines(store: Store, batch_id: str, token: str, success: bool,
                  tally: Written) -> AsyncIterator[bytes]:
     after = 0
     buf = bytearray()
-    statuses: tuple[batches.ItemStatus, ...] = ("done",) if success else batches.FAILED_ITEMS
+    statuses: tuple[batch_states.ItemStatus, ...] = ("done",) if success else batches.FAILED_ITEMS
     while True:
         if not await batches.keep_finalizing(store, batch_id, token):
             raise LostClaim(batch_id)

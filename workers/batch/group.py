@@ -15,13 +15,14 @@ import time
 import uuid
 from dataclasses import dataclass
 
+from app import batch_states
 from app.broker import Broker
 from app.errors import RafaleError
 from app.schemas import BatchLine, BatchTask
 from app.settings import Settings
 from app.store import Store, batches
 from app.store.models import BatchRow
-from workers.batch.calls import Caller, Release, failed, new_request_id
+from workers.batch.calls import LineCalls, Release, failed, new_request_id
 from workers.batch.gate import GateTimeout
 from workers.batch.stops import Stops
 
@@ -79,7 +80,7 @@ class Crew:
     broker: Broker
     stops: Stops
     lanes: asyncio.Semaphore  # BATCH_CONCURRENCY: the lines this worker runs at once
-    caller: Caller
+    caller: LineCalls
     budget: float  # group_budget()
 
 
@@ -91,7 +92,7 @@ async def run_group(crew: Crew, task: BatchTask, redelivered: bool) -> None:
         return  # all done already: a redelivery after the results were written
     row = await batches.load(crew.store, task.batch_id)
     if row.ending is not None:
-        crew.stops.note(row.id, batches.stopped_status(row.ending))
+        crew.stops.note(row.id, batch_states.stopped_status(row.ending))
     group = Group(crew, row, token)
     await group.run([ln for ln in task.lines if ln.line in mine])
     if group.unwritten.released:
@@ -199,4 +200,4 @@ class Group:
                 return
             row = await batches.load(self.crew.store, self.row.id)
             if row.ending is not None:
-                stops.stop(row.id, batches.stopped_status(row.ending))
+                stops.stop(row.id, batch_states.stopped_status(row.ending))

@@ -15,6 +15,7 @@ from typing import Any
 
 import orjson
 
+from app import batch_states
 from app.broker import Broker
 from app.errors import RafaleError
 from app.providers.deepl import check_language
@@ -194,7 +195,7 @@ async def plan(task: BatchTask, *, store: Store, broker: Broker, registry: Regis
     finalizing (planning is over), False when there is nothing to end (failed validation,
     or done before)."""
     row = await batches.load(store, task.batch_id)
-    if row.planned or row.status in batches.TERMINAL:
+    if row.planned or row.status in batch_states.TERMINAL:
         return False
     if row.status == "validating" and row.ending is None:
         total = await _validate(row, store, registry, settings)
@@ -213,7 +214,7 @@ async def plan(task: BatchTask, *, store: Store, broker: Broker, registry: Regis
         row = await batches.load(store, row.id)
     if row.ending is not None:
         # Stopped before or while planning: what was not started never will be.
-        await batches.settle_unstarted(store, row.id, batches.stopped_status(row.ending))
+        await batches.settle_unstarted(store, row.id, batch_states.stopped_status(row.ending))
     await batches.mark_planned(store, row.id)
     return True
 

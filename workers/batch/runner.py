@@ -23,7 +23,7 @@ from app.providers.registry import Registry
 from app.schemas import BatchTask
 from app.settings import Settings
 from app.store import Store
-from workers.batch.calls import Caller, Cooldowns
+from workers.batch.calls import Cooldowns, LineCalls
 from workers.batch.dead import settle_dead
 from workers.batch.finalize import Finalizer
 from workers.batch.gate import ProviderGate
@@ -44,7 +44,7 @@ class BatchRunner:
         self.stops = Stops(broker)
         self.cooldowns = Cooldowns(broker)
         self.gate = ProviderGate(store, settings.provider_caps())
-        caller = Caller(settings, registry, store, metrics, self.gate, self.cooldowns)
+        caller = LineCalls(settings, registry, store, metrics, self.gate, self.cooldowns)
         self.crew = Crew(store, broker, self.stops, asyncio.Semaphore(settings.batch_concurrency),
                          caller, group_budget(settings))
         self.finalizer = Finalizer(store, settings, self.stops)

@@ -12,9 +12,9 @@ import contextlib
 from collections.abc import Iterator
 
 from app import control
+from app.batch_states import Stopped
 from app.broker import Broker
 from app.errors import RafaleError
-from app.store.batches import Stopped
 
 
 class Stops:
