@@ -73,6 +73,11 @@ class Topology:
         return f"{self.session_prefix}{owner_tag}.{session_id}"
 
 
+def session_of(queue: str) -> str:
+    """The session id a session queue's name ends with."""
+    return queue.rsplit(".", 1)[-1]
+
+
 class Broker:
     def __init__(self, settings: Settings, role: str) -> None:
         self.settings = settings

@@ -19,6 +19,8 @@ class RafaleError(Exception):
     final = False
     # Set when a call gave up because its deadline came, not because of what the provider said.
     out_of_time = False
+    # Extra response headers (the x-ratelimit-* of a refused request).
+    headers: dict[str, str] = {}
 
     def __init__(
         self,
@@ -150,6 +152,51 @@ class TaskParked(RafaleError):
     """The task crashed workers too often and was moved to the dead-letter queue."""
 
     code = "task_dead_lettered"
+
+
+# --- per-key limits (app/limits.py): OpenAI's 429s, so the official SDK backs off by itself
+
+
+class RateLimited(RafaleError):
+    """A key asked for more requests or tokens per minute than it may (KEY_RPM, KEY_TPM)."""
+
+    status = 429
+    type = "requests"  # or "tokens", as OpenAI's 429 names the limit that was hit
+    code = "rate_limit_exceeded"
+
+
+class TooManySessions(RafaleError):
+    """A key holds KEY_MAX_SESSIONS sessions that are queued, running or not read yet."""
+
+    status = 429
+    type = "requests"
+    code = "too_many_sessions"
+
+
+class QuotaExceeded(RafaleError):
+    """A key spent its KEY_BUDGET_USD for this calendar month (UTC)."""
+
+    status = 429
+    type = "insufficient_quota"
+    code = "insufficient_quota"
+    final = True  # retrying will not help before the month ends
+
+
+class StorageQuotaExceeded(RafaleError):
+    """A key's files would take more than KEY_MAX_STORAGE_BYTES."""
+
+    status = 429
+    type = "insufficient_quota"
+    code = "storage_quota_exceeded"
+    final = True
+
+
+class FleetBusy(RafaleError):
+    """The fleet holds MAX_SESSIONS live sessions (all keys together): the broker's limit."""
+
+    status = 503
+    type = "service_unavailable"
+    code = "too_many_sessions"
 
 
 class ProviderError(RafaleError):

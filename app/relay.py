@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncGenerator, Coroutine
+from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -61,8 +61,12 @@ def _not_found() -> NotFound:
 
 
 class Relay:
-    def __init__(self, broker: Broker) -> None:
+    def __init__(self, broker: Broker,
+                 on_ended: Callable[[str], Awaitable[None]] | None = None) -> None:
         self.broker = broker
+        # Told the session queue of every session this process ends (read to its end, or
+        # abandoned past the grace period), so the key's session count drops at once.
+        self.on_ended = on_ended
         self._channel: AbstractRobustChannel | None = None
         self._channel_lock = asyncio.Lock()
         self._background: set[asyncio.Task[Any]] = set()
@@ -164,9 +168,15 @@ class Relay:
     async def delete_if_unused(self, queue: str) -> None:
         self.deleting.add(queue)
         try:
-            await self.broker.delete_queue(queue, if_unused=True)
+            deleted = await self.broker.delete_queue(queue, if_unused=True)
         finally:
             self.deleting.discard(queue)
+        if deleted:
+            await self.ended(queue)
+
+    async def ended(self, queue: str) -> None:
+        if self.on_ended is not None:
+            await asyncio.shield(self.on_ended(queue))
 
     async def close(self) -> None:
         for task in list(self._background):
@@ -275,6 +285,10 @@ class Subscription:
                 if resume is not None and (ev_attempt, seq) <= resume:
                     continue  # the client had this one before it reconnected
                 relayed = Relayed(item.body.decode(), ev, events.event_id(ev_attempt, seq))
+                if relayed.terminal:
+                    # The answer is whole: its session stops counting for its key before the
+                    # client can ask for another (a reconnect can still read it meanwhile).
+                    await self.relay.ended(self.queue)
                 yield relayed
                 if relayed.terminal:
                     # Only now, once the consumer asked for more, is the event known to be sent.

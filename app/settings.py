@@ -116,6 +116,18 @@ class Settings(BaseSettings):
     # Seconds identical deterministic requests (temperature 0 or a seed) reuse an answer; 0: off.
     response_cache_ttl: float = Field(0.0, ge=0)
 
+    # --- per-key limits (app/limits.py); a key's line in RAFALE_API_KEYS_FILE may set its own
+    # (`name:key rpm=600 tpm=200000 sessions=50 budget_usd=20 storage_bytes=1e9`). 0 = off.
+    # Sessions a key holds at once: queued, generating, or finished and not read yet.
+    key_max_sessions: int = Field(200, ge=0)
+    key_rpm: int = Field(0, ge=0)  # requests a minute, on routes that reach a provider or queue
+    key_tpm: int = Field(0, ge=0)  # tokens a minute: prompt estimate + max_tokens, then settled
+    key_budget_usd: float = Field(0.0, ge=0)  # spend a calendar month (UTC)
+    key_max_storage_bytes: int = Field(10 * 1024**3, ge=0)  # bytes of files a key may hold
+    # Live sessions of all keys together: each holds one of the broker's file descriptors, and a
+    # broker out of them fails every client. Beyond it: 503 with Retry-After. 0 = off.
+    max_sessions: int = Field(500, ge=0)
+
     # `name:key,name:key` (or a file with one `name:key` a line). Unset: Rafale runs open.
     rafale_api_keys: str = Field("", repr=False)
     rafale_api_keys_file: str = ""

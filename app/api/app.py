@@ -21,9 +21,10 @@ from app.api.routes_translate import router as translate_router
 from app.api.routes_web import router as web_router
 from app.api.services import Services
 from app.auth import KeyRing
-from app.broker import Broker
+from app.broker import Broker, session_of
 from app.fleet import Fleet
 from app.generation import CallPolicy
+from app.limits import Limiter
 from app.logs import setup_logging
 from app.metrics import Metrics
 from app.providers.registry import Registry
@@ -47,13 +48,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         fleet = Fleet(broker)
         broker.on_ready(fleet.start)
         registry = Registry(settings)
-        relay = Relay(broker)
         store = Store(database_url(settings.database_url, settings.data_dir))
+        limiter = Limiter(settings, keys, store)
+        relay = Relay(broker, on_ended=lambda queue: limiter.release([session_of(queue)]))
         # In the background: chat needs no database, and routes that do answer 503 meanwhile.
         store_ready = asyncio.create_task(store.start_when_reachable(), name="store-start")
+        purging = asyncio.create_task(limiter.purge_forever(), name="session-purge")
         app.state.services = Services(settings, broker, relay, registry, fleet,
                                       CallPolicy.from_settings(settings), metrics, store,
-                                      LiveCounts(store))
+                                      LiveCounts(store), limiter)
         if keys is None:
             log.warning("RAFALE_API_KEYS is not set: the API is open to anyone who can reach it")
         else:
@@ -65,6 +68,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             store_ready.cancel()
+            purging.cancel()
             await relay.close()
             await registry.aclose()
             await broker.close()

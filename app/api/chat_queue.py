@@ -5,10 +5,14 @@ first event always has somewhere to go, however fast it answers."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from typing import NamedTuple
 
+from fastapi import Request
+
+from app.api.admission import admit, chat_tokens
 from app.api.services import Caller, Services
 from app.schemas import ChatBody, Task
 
@@ -18,12 +22,27 @@ class Queued(NamedTuple):
     queue: str  # the session queue the answer's events arrive on
 
 
-async def enqueue_chat(svc: Services, who: Caller, model: str, body: ChatBody,
-                       request_id: str) -> Queued:
-    """Validate the model, declare the session, publish the task."""
+async def enqueue_chat(request: Request, svc: Services, who: Caller, model: str, body: ChatBody,
+                       *, n: int = 1) -> Queued:
+    """Validate the model, count the request against its key's limits, declare the session,
+    publish the task."""
     svc.registry.split(model)  # an unknown or unconfigured model fails here, not in a worker
     session_id = uuid.uuid4().hex
     queue = svc.broker.topology.session_queue(who.tag, session_id)
+    tokens = chat_tokens(body.messages, body.max_tokens, n)
+    await admit(request, svc, who, session_id=session_id, tokens=tokens)
+    try:
+        return await _publish(svc, who, model, body, request.state.request_id, session_id,
+                              queue)
+    except BaseException:
+        # Never published: the session holds no place of its key's (shielded: a client gone
+        # mid-publish cancels this request, not the release).
+        await asyncio.shield(svc.limiter.release([session_id]))
+        raise
+
+
+async def _publish(svc: Services, who: Caller, model: str, body: ChatBody, request_id: str,
+                   session_id: str, queue: str) -> Queued:
     now = time.time()
     task = Task(
         task_id=session_id,

@@ -16,7 +16,7 @@ log = logging.getLogger(__name__)
 
 
 def error_response(exc: RafaleError) -> JSONResponse:
-    headers = {}
+    headers = dict(exc.headers)
     if exc.retry_after is not None:
         headers["retry-after"] = str(max(1, round(exc.retry_after)))
     if exc.final:

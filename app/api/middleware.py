@@ -1,4 +1,4 @@
-"""The guard in front of every route: four pure-ASGI layers (streaming-safe, unlike
+"""The guard in front of every route: five pure-ASGI layers (streaming-safe, unlike
 BaseHTTPMiddleware), each one job, each an ASGI app a test can drive on its own.
 
 `install` composes them, outermost first:
@@ -9,6 +9,8 @@ BaseHTTPMiddleware), each one job, each an ASGI app a test can drive on its own.
     ApiKeys      `request.state.owner`, or 401 before the body is read
     BodyLimit    413 for a body over the route's limit: a declared content-length before a
                  byte is read, a chunked body as soon as it grows past the limit
+    RateHeaders  the `x-ratelimit-*` headers a route's admission left in
+                 `request.state.rate_headers` (app/limits.py), on its answer whatever it is
 
 Separate layers, not one function: each refusal is a plain `send` that the layers above see
 like any response, so the request id and the metrics need no special case for it."""
@@ -34,8 +36,9 @@ Headers = Iterable[tuple[bytes, bytes]]
 
 def install(app: FastAPI, *, max_body_bytes: int, body_limits: Mapping[tuple[str, str], int],
             keys: KeyRing | None, metrics: Metrics) -> None:
-    """Add the four layers in the order the module docstring gives."""
+    """Add the layers in the order the module docstring gives."""
     # Each add_middleware wraps everything added before it: innermost first.
+    app.add_middleware(RateHeaders)
     app.add_middleware(BodyLimit, max_body_bytes=max_body_bytes, body_limits=body_limits)
     app.add_middleware(ApiKeys, keys=keys)
     app.add_middleware(RequestId)
@@ -235,3 +238,24 @@ class BodyLimit:
         except _TooLarge:
             if not body.started:
                 await _refuse(send, _too_large(limit))
+
+
+class RateHeaders:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        state = scope.setdefault("state", {})
+
+        async def send_with_limits(message: Message) -> None:
+            extra: dict[str, str] | None = state.get("rate_headers")
+            if extra and message["type"] == "http.response.start":
+                headers: list[Any] = list(message.get("headers", []))
+                headers.extend((k.encode(), v.encode()) for k, v in extra.items())
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_limits)

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from app import batch_states, control
+from app.api.admission import admit
 from app.api.deps import Svc, Who
 from app.api.streaming import event_stream
 from app.errors import InvalidRequest
@@ -70,6 +71,7 @@ async def create_batch(body: CreateBatch, request: Request, svc: Svc, who: Who) 
         raise InvalidRequest(f"Invalid value: '{body.endpoint}'. Supported values are: {listed}.",
                              param="endpoint", code="invalid_value")
     seconds = window_seconds(body.completion_window, svc.settings.batch_completion_windows)
+    await admit(request, svc, who)  # one request; its lines count tokens as they run
     row = await batches.create_batch(svc.store, owner=who.owner, endpoint=body.endpoint,
                                      input_file_id=body.input_file_id,
                                      completion_window=body.completion_window,

@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from app import events
+from app.api.admission import admit, chat_tokens
 from app.api.chat_queue import enqueue_chat
 from app.api.deps import Svc, Who
 from app.api.services import Services
@@ -33,7 +34,7 @@ def chat_body(body: ChatRequest) -> ChatBody:
 @router.post("/chat/async", status_code=202)
 async def chat_async(body: ChatRequest, request: Request, svc: Svc, who: Who) -> JSONResponse:
     model = body.model or svc.registry.default_model
-    queued = await enqueue_chat(svc, who, model, chat_body(body), request.state.request_id)
+    queued = await enqueue_chat(request, svc, who, model, chat_body(body))
     session_id = queued.session_id
     return JSONResponse(
         {"status": "queued", "session_id": session_id, "stream_url": f"/stream/{session_id}",
@@ -59,12 +60,14 @@ async def stream(
 
 
 @router.post("/chat")
-async def chat_direct(body: ChatRequest, svc: Svc) -> EventSourceResponse:
+async def chat_direct(body: ChatRequest, request: Request, svc: Svc,
+                      who: Who) -> EventSourceResponse:
     """The same events as `/stream`, straight from the provider, without the queue."""
     model = body.model or svc.registry.default_model
     provider_name, provider_model = svc.registry.split(model)
     provider = svc.registry.get(provider_name)
     params = ChatParams(provider_model, body.to_messages(), body.temperature, body.max_tokens)
+    await admit(request, svc, who, tokens=chat_tokens(params.messages, body.max_tokens))
     return event_stream(svc, _direct_answer(svc, provider, params, model))
 
 

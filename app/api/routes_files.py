@@ -26,6 +26,7 @@ from app.store.files import (
     create_file,
     delete_file,
     get_file,
+    held_bytes,
     list_files,
     read_file,
 )
@@ -182,6 +183,8 @@ async def file_upload(request: Request, svc: Svc, who: Who) -> dict[str, Any]:
     form = await _read_form(request)
     try:
         upload, purpose, ttl = _validate(form, max_bytes)
+        await svc.limiter.check_storage(who.owner, await held_bytes(svc.store, who.owner),
+                                        upload.size or 0)
         # created_at is fixed here, so expires_at is exactly created_at + ttl.
         now = int(time.time())
         info = await create_file(

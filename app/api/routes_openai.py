@@ -86,8 +86,8 @@ def _error_data(exc: RafaleError) -> str:
 @router.post("/chat/completions", response_model=None)
 async def chat_completions(body: CompletionRequest, request: Request, svc: Svc,
                            who: Who) -> JSONResponse | EventSourceResponse:
-    session_id, queue = await enqueue_chat(svc, who, body.model, body.to_body(),
-                                           request.state.request_id)
+    session_id, queue = await enqueue_chat(request, svc, who, body.model, body.to_body(),
+                                           n=body.n or 1)
     base = {"id": f"chatcmpl-{session_id}", "object": "chat.completion.chunk",
             "created": int(time.time()), "model": body.model, "system_fingerprint": None}
     n = body.n or 1

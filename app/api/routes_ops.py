@@ -147,7 +147,7 @@ async def round_trip(
     """One real trip through the queue and a worker: enqueue a tiny prompt, read its stream."""
     started = time.perf_counter()
     body = ChatBody(messages=[{"role": "user", "content": "ping"}], max_tokens=3)
-    _, queue = await enqueue_chat(svc, who, model, body, request.state.request_id)
+    _, queue = await enqueue_chat(request, svc, who, model, body)
     queued = time.perf_counter()
     try:
         async with asyncio.timeout(wait):

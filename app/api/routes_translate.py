@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.api.deps import Svc
+from app.api.admission import admit
+from app.api.deps import Svc, Who
+from app.limits import estimate_tokens
 from app.providers.deepl import DeepLProvider, request_fields
 
 router = APIRouter(prefix="/v1")
@@ -25,9 +27,11 @@ class TranslateRequest(BaseModel):
 
 
 @router.post("/translate")
-async def translate(body: TranslateRequest, svc: Svc) -> dict[str, Any]:
+async def translate(body: TranslateRequest, request: Request, svc: Svc,
+                    who: Who) -> dict[str, Any]:
     fields = request_fields(body.model_dump(exclude_none=True))
     svc.registry.split(f"deepl/{fields['target_lang']}")  # 400 naming DEEPL_API_KEY if unset
+    await admit(request, svc, who, tokens=estimate_tokens(body.text, None))
     provider = svc.registry.get("deepl")
     assert isinstance(provider, DeepLProvider)
     return {"translations": await provider.translate(fields)}

@@ -10,6 +10,7 @@ from app.auth import owner_tag
 from app.broker import Broker
 from app.fleet import Fleet
 from app.generation import CallPolicy
+from app.limits import Limiter
 from app.metrics import Metrics
 from app.providers.registry import Registry
 from app.relay import Relay
@@ -29,6 +30,7 @@ class Services:
     metrics: Metrics
     store: Store
     counts: LiveCounts
+    limiter: Limiter
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
 
 from app.errors import NotFound, PayloadTooLarge
 from app.store.db import Store, new_id
@@ -107,6 +107,13 @@ def _visible(owner: str) -> Any:
     now = int(time.time())
     return ((FileRow.owner == owner) & FileRow.complete
             & ((FileRow.expires_at.is_(None)) | (FileRow.expires_at > now)))
+
+
+async def held_bytes(store: Store, owner: str) -> int:
+    """Bytes of the files a key holds now (for KEY_MAX_STORAGE_BYTES)."""
+    async with store.ro() as s:
+        return int((await s.execute(select(func.coalesce(func.sum(FileRow.bytes), 0))
+                                    .where(_visible(owner)))).scalar_one())
 
 
 async def get_file(store: Store, owner: str, file_id: str) -> FileInfo:

@@ -147,3 +147,30 @@ class SlotRow(Base):
     worker: Mapped[str | None] = mapped_column(String(96), nullable=True)
     token: Mapped[str | None] = mapped_column(String(32), nullable=True)
     lease_until: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class QuotaBucket(Base):
+    """A key's rate-limit bucket (GCRA, app/ratelimit.py): its theoretical arrival time.
+    `kind` is `requests` or `tokens`; the row `("*", "fleet")` is the lock every admission that
+    opens a session takes on PostgreSQL, so the session counts below are exact."""
+
+    __tablename__ = "quota_buckets"
+
+    key: Mapped[str] = mapped_column(String(128), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    tat: Mapped[float] = mapped_column(Float, default=0.0)
+
+
+class LiveSession(Base):
+    """A session a key holds: queued, generating, or finished and not read yet. Admission
+    inserts it; the API that delivers its last event (or deletes it) removes it; one nobody
+    reads expires with its queue (SESSION_TTL)."""
+
+    __tablename__ = "live_sessions"
+
+    session_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key: Mapped[str] = mapped_column(String(128))
+    expires_at: Mapped[float] = mapped_column(Float)
+
+    __table_args__ = (Index("ix_live_sessions_key", "key", "expires_at"),
+                      Index("ix_live_sessions_expiry", "expires_at"))

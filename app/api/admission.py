@@ -1,0 +1,23 @@
+"""Counting a request against its key's limits (app/limits.py) before it reaches a provider or
+the queue; the `x-ratelimit-*` headers go on its answer (middleware `RateHeaders`)."""
+
+from __future__ import annotations
+
+from fastapi import Request
+
+from app.api.services import Caller, Services
+from app.limits import estimate_tokens
+
+
+async def admit(request: Request, svc: Services, who: Caller, *, session_id: str | None = None,
+                tokens: int = 0, requests: bool = True) -> None:
+    """Raises the 429/503 of a limit; else the request counts (and holds its session)."""
+    request.state.rate_headers = await svc.limiter.admit(
+        who.owner, session_id=session_id, tokens=tokens, requests=requests)
+
+
+def chat_tokens(messages: list[dict[str, object]], max_tokens: int | None, n: int = 1) -> int:
+    """A chat's reservation in its key's token bucket."""
+    texts = [c for m in messages if isinstance(c := m.get("content"), str)]
+    return estimate_tokens(texts, max_tokens) if n == 1 else (
+        estimate_tokens(texts, None) + (max_tokens or 0) * n)

@@ -1,0 +1,166 @@
+"""Per-key limits: what one key may hold and spend, so that no key can hurt another.
+
+Defaults come from the KEY_* settings, and a key's line in the keys file may override them
+(app/auth.py). Every count lives in the store (app/store/quota.py), so limits are exact across
+API processes and hosts, and an API process that dies holds nothing: a session stops counting
+when it is read to its end, deleted, or expired.
+
+Over a limit is OpenAI's 429 with `Retry-After` and the `x-ratelimit-*` headers, which the
+official SDK reads to back off by itself; a fleet full of sessions is a 503."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from app import ratelimit
+from app.auth import KeyRing
+from app.errors import (
+    FleetBusy,
+    QuotaExceeded,
+    RafaleError,
+    RateLimited,
+    StorageQuotaExceeded,
+    TooManySessions,
+)
+from app.settings import Settings
+from app.store import Store, quota
+
+log = logging.getLogger(__name__)
+
+# When a sessions cap refuses, how long a client should wait before asking again: a session
+# is usually read within seconds.
+SESSIONS_RETRY_AFTER = 2.0
+SpendOf = Callable[[str], Awaitable[float]]
+
+
+@dataclass(frozen=True, slots=True)
+class KeyLimits:
+    sessions: int
+    rpm: int
+    tpm: int
+    budget_usd: float
+    storage_bytes: int
+
+
+class Limiter:
+    def __init__(self, settings: Settings, keys: KeyRing | None, store: Store,
+                 spend_of: SpendOf | None = None) -> None:
+        self.settings = settings
+        self.keys = keys
+        self.store = store
+        # USD the key spent this month; None until usage is recorded (budgets then unchecked).
+        self.spend_of = spend_of
+
+    def of(self, key: str) -> KeyLimits:
+        """A key's limits; with no keys configured every caller is "" and shares one set."""
+        s = self.settings
+        own = self.keys.limits(key) if self.keys is not None else {}
+        return KeyLimits(
+            sessions=int(own.get("sessions", s.key_max_sessions)),
+            rpm=int(own.get("rpm", s.key_rpm)),
+            tpm=int(own.get("tpm", s.key_tpm)),
+            budget_usd=float(own.get("budget_usd", s.key_budget_usd)),
+            storage_bytes=int(own.get("storage_bytes", s.key_max_storage_bytes)),
+        )
+
+    async def admit(self, key: str, *, session_id: str | None = None, tokens: int = 0,
+                    requests: bool = True) -> dict[str, str]:
+        """Count one request (and its session, and `tokens` against TPM) for `key`, or raise
+        the 429/503 that says why not. Returns the `x-ratelimit-*` headers to answer with."""
+        limits = self.of(key)
+        await self._check_budget(key, limits)
+        now = time.time()
+        session = None
+        if session_id is not None:
+            session = quota.SessionAsk(session_id, now + self.settings.session_ttl,
+                                       limits.sessions, self.settings.max_sessions)
+        answer = await quota.admit(self.store, quota.Ask(
+            key, now, session, rpm=limits.rpm if requests else 0, tpm=limits.tpm,
+            tokens=tokens))
+        headers = rate_headers(answer.verdicts)
+        if answer.refused is not None:
+            raise _refusal(answer, limits, headers)
+        return headers
+
+    async def _check_budget(self, key: str, limits: KeyLimits) -> None:
+        if not limits.budget_usd or self.spend_of is None:
+            return
+        spent = await self.spend_of(key)
+        if spent >= limits.budget_usd:
+            raise QuotaExceeded(
+                f"You exceeded your monthly budget of ${limits.budget_usd:g} "
+                f"(spent ${spent:.4f} this month, UTC).")
+
+    async def check_storage(self, key: str, held: int, adding: int) -> None:
+        limit = self.of(key).storage_bytes
+        if limit and held + adding > limit:
+            raise StorageQuotaExceeded(
+                f"Files of this key would take {held + adding} bytes; the limit is {limit}. "
+                "Delete files you no longer need.", param="file")
+
+    async def purge_forever(self, every: float = 60.0) -> None:
+        """Forget expired sessions now and then (they stopped counting when they expired)."""
+        while True:
+            await asyncio.sleep(every)
+            try:
+                await quota.purge(self.store, time.time())
+            except RafaleError as exc:
+                log.debug("session purge skipped: %s", exc)
+
+    async def release(self, session_ids: list[str]) -> None:
+        try:
+            await quota.release(self.store, session_ids)
+        except RafaleError as exc:
+            # It still stops counting when it expires; never fail a stream for this.
+            log.warning("could not release %d session(s): %s", len(session_ids), exc)
+
+
+def rate_headers(verdicts: dict[quota.Kind, ratelimit.Verdict]) -> dict[str, str]:
+    """OpenAI's `x-ratelimit-*` headers for the buckets a request was counted in."""
+    headers = {}
+    for kind, v in verdicts.items():
+        headers[f"x-ratelimit-limit-{kind}"] = str(v.limit)
+        headers[f"x-ratelimit-remaining-{kind}"] = str(v.remaining)
+        headers[f"x-ratelimit-reset-{kind}"] = ratelimit.duration(v.reset)
+    return headers
+
+
+def _refusal(answer: quota.Answer, limits: KeyLimits, headers: dict[str, str]) -> RafaleError:
+    err: RafaleError
+    if answer.refused == "fleet":
+        err = FleetBusy("Rafale holds as many live sessions as it may (MAX_SESSIONS); "
+                        "retry shortly", retry_after=SESSIONS_RETRY_AFTER)
+    elif answer.refused == "sessions":
+        err = TooManySessions(
+            f"This key holds {answer.sessions} sessions that are queued, running or not read "
+            f"yet (limit {limits.sessions}); read or let one finish first",
+            retry_after=SESSIONS_RETRY_AFTER)
+    else:
+        kind = answer.refused or "requests"
+        verdict = answer.verdicts[kind]
+        limit = limits.rpm if kind == "requests" else limits.tpm
+        wait = verdict.retry_after
+        if math.isinf(wait):
+            err = RateLimited(f"This request needs more tokens than the key's whole limit "
+                              f"({limit} per minute): ask for fewer (max_tokens)",
+                              param="max_tokens")
+            err.final = True
+        else:
+            err = RateLimited(f"Rate limit reached for {kind} per minute (limit {limit}); "
+                              f"try again in {ratelimit.duration(wait)}",
+                              retry_after=max(wait, 0.001))
+        err.type = kind
+    err.headers = headers
+    return err
+
+
+def estimate_tokens(texts: list[str], max_tokens: int | None) -> int:
+    """What a chat request is reserved in the token bucket before the provider says what it
+    used: about 4 characters a token for the prompt, plus the most it may generate."""
+    chars = sum(len(t) for t in texts)
+    return max(1, math.ceil(chars / 4)) + (max_tokens or 0)

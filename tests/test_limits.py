@@ -1,0 +1,138 @@
+"""Per-key limits: sessions held, requests and tokens a minute, file storage; exact across two
+API processes, one key never blocking another, and OpenAI's 429 as the SDK expects it."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import openai
+import pytest
+
+from tests.conftest import ALICE, BOB, StackFactory
+from tests.harness import list_queues
+from tests.sse import collect, text_of
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+async def ask(c: httpx.AsyncClient, key: str, text: str = "hi",
+              headers: dict[str, str] | None = None) -> httpx.Response:
+    return await c.post("/chat/async", json={"message": text, "model": "mock/echo"},
+                        headers={**bearer(key), **(headers or {})})
+
+
+async def test_a_key_holding_its_sessions_gets_429_and_others_go_on(
+        make_stack: StackFactory) -> None:
+    cap = 20
+    stack = await make_stack("sessions", rafale_api_keys=f"alice:{ALICE} sessions={cap},bob:{BOB}")
+    async with httpx.AsyncClient(base_url=stack.url, timeout=30) as c:
+        gate = asyncio.Semaphore(50)
+
+        async def one(i: int) -> httpx.Response:
+            async with gate:
+                # A connection each: a kept-alive one the server closes as it is reused would
+                # fail the request, and a POST is not retried.
+                return await ask(c, ALICE, f"unread {i}", headers={"connection": "close"})
+
+        answers = await asyncio.gather(*(one(i) for i in range(2000)))
+        accepted = [r for r in answers if r.status_code == 202]
+        refused = [r for r in answers if r.status_code == 429]
+        assert len(accepted) == cap and len(refused) == 2000 - cap, \
+            {r.status_code for r in answers}
+        err = refused[0]
+        assert err.json()["error"]["code"] == "too_many_sessions"
+        assert err.headers["retry-after"] == "2"
+        # The broker holds no more of alice's sessions than her cap.
+        sessions = [q for q in list_queues(stack.namespace) if ".session." in q]
+        assert len(sessions) == cap, sessions
+
+        # Bob is not held back by Alice.
+        r = await ask(c, BOB, "bob's turn")
+        assert r.status_code == 202
+        events = await collect(c, "GET", r.json()["stream_url"], headers=bearer(BOB))
+        assert text_of(events).startswith("Echo: bob's turn")
+
+        # Alice reads one of hers to its end: it stops counting at once.
+        events = await collect(c, "GET", accepted[0].json()["stream_url"],
+                               headers=bearer(ALICE))
+        assert events[-1].event == "done"
+        r = await ask(c, ALICE, "one more")
+        assert r.status_code == 202, r.text
+        assert (await ask(c, ALICE, "and no more")).status_code == 429
+
+
+async def test_requests_per_minute_are_exact_across_two_api_processes(
+        make_stack: StackFactory) -> None:
+    stack = await make_stack("rpm", api_workers=2,
+                             rafale_api_keys=f"alice:{ALICE} rpm=10,bob:{BOB}")
+    # New connections each time, so the kernel spreads them over both processes.
+    async with httpx.AsyncClient(base_url=stack.url, timeout=30,
+                                 headers={"connection": "close"}) as c:
+        answers = await asyncio.gather(*(ask(c, ALICE, f"r{i}") for i in range(30)))
+        codes = sorted(r.status_code for r in answers)
+        assert codes == [202] * 10 + [429] * 20
+        ok = next(r for r in answers if r.status_code == 202)
+        assert ok.headers["x-ratelimit-limit-requests"] == "10"
+        assert 0 <= int(ok.headers["x-ratelimit-remaining-requests"]) <= 9
+        refused = next(r for r in answers if r.status_code == 429)
+        body = refused.json()["error"]
+        assert (body["type"], body["code"]) == ("requests", "rate_limit_exceeded")
+        assert refused.headers["x-ratelimit-remaining-requests"] == "0"
+        assert 1 <= int(refused.headers["retry-after"]) <= 6
+        # Limits are per key: Bob has none.
+        assert (await ask(c, BOB)).status_code == 202
+
+
+async def test_the_sdk_sees_a_rate_limit_error_with_openais_headers(
+        make_stack: StackFactory) -> None:
+    stack = await make_stack("tpm", rafale_api_keys=f"alice:{ALICE} tpm=1000")
+    sdk = stack.sdk(ALICE)
+    # Each asks a few prompt tokens + 300: three fit in 1,000 a minute, the fourth does not.
+    for _ in range(3):
+        raw = await sdk.chat.completions.with_raw_response.create(
+            model="mock/echo", messages=[{"role": "user", "content": "hi"}], max_tokens=300)
+        assert raw.headers["x-ratelimit-limit-tokens"] == "1000"
+    with pytest.raises(openai.RateLimitError) as info:
+        await sdk.chat.completions.create(
+            model="mock/echo", messages=[{"role": "user", "content": "hi"}], max_tokens=300)
+    err = info.value
+    assert err.code == "rate_limit_exceeded" and err.type == "tokens"
+    assert err.response.headers["x-ratelimit-limit-tokens"] == "1000"
+    assert int(err.response.headers["x-ratelimit-remaining-tokens"]) < 300
+    assert err.response.headers["retry-after"]
+    # More than the whole bucket can never fit: said so, and the SDK is told not to retry.
+    with pytest.raises(openai.RateLimitError) as info:
+        await sdk.chat.completions.create(
+            model="mock/echo", messages=[{"role": "user", "content": "hi"}], max_tokens=5000)
+    assert info.value.response.headers["x-should-retry"] == "false"
+
+
+async def test_the_fleet_cap_on_live_sessions_is_a_503(make_stack: StackFactory) -> None:
+    stack = await make_stack("fleet", max_sessions=3, rafale_api_keys=f"alice:{ALICE},bob:{BOB}")
+    async with httpx.AsyncClient(base_url=stack.url, timeout=30) as c:
+        codes = [(await ask(c, key)).status_code for key in (ALICE, BOB, ALICE, BOB)]
+        assert codes == [202, 202, 202, 503]
+        r = await ask(c, ALICE)
+        assert r.json()["error"]["code"] == "too_many_sessions" and r.headers["retry-after"]
+
+
+async def test_file_storage_is_limited_per_key(make_stack: StackFactory) -> None:
+    stack = await make_stack("storage",
+                             rafale_api_keys=f"alice:{ALICE} storage_bytes=3000,bob:{BOB}")
+    line = b'{"custom_id": "a", "method": "POST", "url": "/v1/chat/completions", "body": {}}\n'
+    alice, bob = stack.sdk(ALICE), stack.sdk(BOB)
+    kept = await alice.files.create(file=("a.jsonl", line * 20), purpose="batch")  # ~1.6 KB
+    with pytest.raises(openai.RateLimitError) as info:
+        await alice.files.create(file=("b.jsonl", line * 20), purpose="batch")
+    assert info.value.code == "storage_quota_exceeded"
+    await bob.files.create(file=("b.jsonl", line * 20), purpose="batch")
+    await alice.files.delete(kept.id)  # deleting frees the room
+    await alice.files.create(file=("c.jsonl", line * 20), purpose="batch")
+
+
+async def test_bad_limit_options_fail_at_start(make_stack: StackFactory) -> None:
+    with pytest.raises(RuntimeError, match="rpm=N"):
+        await make_stack("badlimits", rafale_api_keys=f"alice:{ALICE} rpm=lots")
