@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import select
 
 from app.store import Store, database_url, quota
-from app.store.models import QuotaBucket
+from app.store.models import QuotaBucket, SessionCount
 from tests.harness import scratch_database
 
 
@@ -102,3 +102,34 @@ async def test_settling_gives_back_unused_tokens(stores: list[Store]) -> None:
     async with store.ro() as s:
         assert (await s.execute(select(QuotaBucket.kind).where(
             QuotaBucket.key == "erin"))).scalars().all() == ["tokens"]
+
+
+async def test_a_key_at_its_cap_gets_the_places_of_expired_sessions(stores: list[Store]) -> None:
+    store = stores[0]
+    now = time.time()
+    for i in range(3):
+        gone = quota.SessionAsk(f"old{i}", now + 1, 3, 0)  # expires in a second
+        assert (await quota.admit(store, quota.Ask("fay", now, gone))).refused is None
+    later = now + 2  # all three expired unread, still in the count until purged
+    fresh = quota.SessionAsk("new", later + 60, 3, 0)
+    assert (await quota.admit(store, quota.Ask("fay", later, fresh))).refused is None
+    assert await quota.live_sessions(store, later, "fay") == 1
+
+
+async def test_counts_always_match_the_rows(stores: list[Store]) -> None:
+    now = time.time()
+
+    async def churn(i: int) -> None:
+        store = stores[i % 2]
+        ask = quota.SessionAsk(f"c{i}", now + (1 if i % 3 == 0 else 60), 0, 0)
+        await quota.admit(store, quota.Ask(f"k{i % 5}", now, ask))
+        if i % 2:
+            await quota.release(store, [f"c{i}"])
+
+    await asyncio.gather(*(churn(i) for i in range(60)))
+    await quota.purge(stores[0], now + 2)
+    async with stores[0].ro() as s:
+        counts = dict((await s.execute(select(SessionCount.key, SessionCount.n))).all())
+    live = {f"k{k}": await quota.live_sessions(stores[0], now + 2, f"k{k}") for k in range(5)}
+    assert {k: counts.get(k, 0) for k in live} == live
+    assert counts["*"] == sum(live.values())

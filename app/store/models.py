@@ -151,14 +151,24 @@ class SlotRow(Base):
 
 class QuotaBucket(Base):
     """A key's rate-limit bucket (GCRA, app/ratelimit.py): its theoretical arrival time.
-    `kind` is `requests` or `tokens`; the row `("*", "fleet")` is the lock every admission that
-    opens a session takes on PostgreSQL, so the session counts below are exact."""
+    `kind` is `requests` or `tokens`."""
 
     __tablename__ = "quota_buckets"
 
     key: Mapped[str] = mapped_column(String(128), primary_key=True)
     kind: Mapped[str] = mapped_column(String(16), primary_key=True)
     tat: Mapped[float] = mapped_column(Float, default=0.0)
+
+
+class SessionCount(Base):
+    """How many `live_sessions` rows a key has (`*`: all keys), kept with the rows in the same
+    transactions, so an admission reads one row instead of counting. Rows past their expiry
+    still count here until a purge removes them, which an admission at its cap runs first."""
+
+    __tablename__ = "session_counts"
+
+    key: Mapped[str] = mapped_column(String(128), primary_key=True)
+    n: Mapped[int] = mapped_column(Integer, default=0)
 
 
 class LiveSession(Base):

@@ -2,26 +2,30 @@
 arrival times) and the sessions each key holds.
 
 An admission is one write transaction: it locks what it counts (SQLite's writer lock; on
-PostgreSQL the fleet row for anything that opens a session, else the key's bucket rows), reads
-the counts, decides, and writes what it took. Two processes admitting at once therefore never
-both take the last place. Only what is switched on is read or written."""
+PostgreSQL the rows it reads, `FOR UPDATE`, always the fleet's count before a key's), decides,
+and writes what it took. Two processes admitting at once therefore never both take the last
+place. Session counts are kept as numbers beside the session rows (same transactions), so the
+common path reads one row, not a count of many; expired sessions are purged, and their counts
+given back, when a count reaches its cap. Only what is switched on is read or written."""
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
-from sqlalchemy import and_, delete, func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import ratelimit
 from app.store.db import Store
-from app.store.models import LiveSession, QuotaBucket
+from app.store.models import LiveSession, QuotaBucket, SessionCount
 
 Kind = Literal["requests", "tokens"]
-FLEET = ("*", "fleet")  # the lock row of session-opening admissions
+FLEET = "*"  # the session count of all keys together
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,32 +59,28 @@ class Answer:
 
 
 async def admit(store: Store, ask: Ask) -> Answer:
-    buckets: dict[Kind, int] = {}
+    costs: dict[Kind, int] = {}
     if ask.rpm:
-        buckets["requests"] = 1
+        costs["requests"] = 1
     if ask.tpm:
-        buckets["tokens"] = ask.tokens
-    if ask.session is None and not buckets:
+        costs["tokens"] = ask.tokens
+    if ask.session is None and not costs:
         return Answer()
     async with store.tx() as s:
-        if ask.session is not None:
-            await _lock(s, store, [FLEET])
-        tats = await _buckets(s, store, ask.key, list(buckets), lock=ask.session is None)
         answer = Answer()
         if ask.session is not None:
-            refused = await _session_refusal(s, ask.key, ask.now, ask.session, answer)
-            if refused is not None:
-                answer.refused = refused
-                _peek_all(answer, tats, ask)
-                return answer
-        for kind, cost in buckets.items():
+            answer.refused = await _sessions(s, store, ask.key, ask.now, ask.session, answer)
+        tats = await _buckets(s, store, ask.key, list(costs))
+        for kind, cost in costs.items():
             limit = ask.rpm if kind == "requests" else ask.tpm
-            verdict = ratelimit.take(tats.get(kind), ask.now, cost, limit)
+            verdict = (ratelimit.take(tats.get(kind), ask.now, cost, limit)
+                       if answer.refused is None else ratelimit.peek(tats.get(kind), ask.now,
+                                                                     limit))
             answer.verdicts[kind] = verdict
             if not verdict.allowed and answer.refused is None:
                 answer.refused = kind
         if answer.refused is not None:
-            return answer  # nothing taken: the transaction writes nothing that counts
+            return answer  # nothing taken
         for kind, verdict in answer.verdicts.items():
             await s.execute(update(QuotaBucket).where(QuotaBucket.key == ask.key,
                                                       QuotaBucket.kind == kind)
@@ -88,56 +88,86 @@ async def admit(store: Store, ask: Ask) -> Answer:
         if ask.session is not None:
             s.add(LiveSession(session_id=ask.session.session_id, key=ask.key,
                               expires_at=ask.session.expires_at))
+            await _add(s, {ask.key: 1, FLEET: 1})
         return answer
 
 
-async def _session_refusal(s: AsyncSession, key: str, now: float, ask: SessionAsk,
-                           answer: Answer) -> Refusal | None:
-    live = LiveSession.expires_at > now
-    if ask.key_cap:
-        answer.sessions = int((await s.execute(
-            select(func.count()).where(LiveSession.key == key, live))).scalar_one())
-        if answer.sessions >= ask.key_cap:
-            return "sessions"
-    if ask.fleet_cap:
-        total = int((await s.execute(select(func.count()).where(live))).scalar_one())
-        if total >= ask.fleet_cap:
-            return "fleet"
+async def _sessions(s: AsyncSession, store: Store, key: str, now: float, ask: SessionAsk,
+                    answer: Answer) -> Refusal | None:
+    counts = await _counts(s, store, [FLEET, key])
+    if (ask.key_cap and counts[key] >= ask.key_cap) or (
+            ask.fleet_cap and counts[FLEET] >= ask.fleet_cap):
+        # At a cap: sessions that expired unread may still be counted. Purge, then look again.
+        await _purge(s, now, None if ask.fleet_cap and counts[FLEET] >= ask.fleet_cap else key)
+        counts = await _counts(s, store, [FLEET, key])
+    answer.sessions = counts[key]
+    if ask.key_cap and counts[key] >= ask.key_cap:
+        return "sessions"
+    if ask.fleet_cap and counts[FLEET] >= ask.fleet_cap:
+        return "fleet"
     return None
 
 
-def _peek_all(answer: Answer, tats: dict[Kind, float | None], ask: Ask) -> None:
-    """Bucket states for the headers of a request refused before any bucket was asked."""
-    for kind, tat in tats.items():
-        limit = ask.rpm if kind == "requests" else ask.tpm
-        answer.verdicts[kind] = ratelimit.peek(tat, ask.now, limit)
-
-
-async def _lock(s: AsyncSession, store: Store, rows: list[tuple[str, str]]) -> None:
-    await _ensure(s, store, rows)
+async def _counts(s: AsyncSession, store: Store, keys: list[str]) -> dict[str, int]:
+    """The session counts of `keys`, locked (fleet first, as every transaction here does)."""
+    query = (select(SessionCount.key, SessionCount.n).where(SessionCount.key.in_(keys))
+             .order_by(SessionCount.key != FLEET, SessionCount.key))
     if not store.sqlite:  # SQLite's write transaction already excludes every other writer
-        for key, kind in rows:
-            await s.execute(select(QuotaBucket.tat).where(
-                QuotaBucket.key == key, QuotaBucket.kind == kind).with_for_update())
+        query = query.with_for_update()
+    found = {row.key: row.n for row in (await s.execute(query)).all()}
+    missing = [k for k in keys if k not in found]
+    if missing:
+        await _insert_missing(s, store, SessionCount, [{"key": k, "n": 0} for k in missing])
+        return await _counts(s, store, keys)
+    return found
 
 
-async def _buckets(s: AsyncSession, store: Store, key: str, kinds: list[Kind],
-                   *, lock: bool) -> dict[Kind, float | None]:
+async def _add(s: AsyncSession, deltas: dict[str, int]) -> None:
+    for key in sorted(deltas, key=lambda k: (k != FLEET, k)):  # the lock order
+        if deltas[key]:
+            await s.execute(update(SessionCount).where(SessionCount.key == key)
+                            .values(n=SessionCount.n + deltas[key]))
+
+
+async def _forget(s: AsyncSession, keys: Iterable[str]) -> None:
+    """Give back the counts of session rows just deleted (one key per row)."""
+    gone = Counter(keys)
+    if gone:
+        await _add(s, {FLEET: -sum(gone.values()), **{k: -n for k, n in gone.items()}})
+
+
+async def _purge(s: AsyncSession, now: float, key: str | None) -> int:
+    where = [LiveSession.expires_at <= now]
+    if key is not None:
+        where.append(LiveSession.key == key)
+    keys = list((await s.execute(delete(LiveSession).where(*where)
+                                 .returning(LiveSession.key))).scalars())
+    await _forget(s, keys)
+    return len(keys)
+
+
+async def _buckets(s: AsyncSession, store: Store, key: str,
+                   kinds: Sequence[Kind]) -> dict[Kind, float | None]:
     if not kinds:
         return {}
-    await _ensure(s, store, [(key, k) for k in kinds])
     query = select(QuotaBucket.kind, QuotaBucket.tat).where(QuotaBucket.key == key,
                                                             QuotaBucket.kind.in_(kinds))
-    if lock and not store.sqlite:
+    if not store.sqlite:
         query = query.with_for_update()
-    rows = (await s.execute(query)).all()
-    return {row.kind: (row.tat or None) for row in rows}
+    found: dict[Kind, float | None] = {
+        row.kind: (row.tat or None) for row in (await s.execute(query)).all()}
+    missing = [k for k in kinds if k not in found]
+    if missing:
+        await _insert_missing(s, store, QuotaBucket,
+                              [{"key": key, "kind": k, "tat": 0.0} for k in missing])
+        return await _buckets(s, store, key, kinds)
+    return found
 
 
-async def _ensure(s: AsyncSession, store: Store, rows: list[tuple[str, str]]) -> None:
+async def _insert_missing(s: AsyncSession, store: Store, table: Any,
+                          rows: list[dict[str, Any]]) -> None:
     insert = sqlite_insert if store.sqlite else pg_insert
-    await s.execute(insert(QuotaBucket).on_conflict_do_nothing(),
-                    [{"key": key, "kind": kind, "tat": 0.0} for key, kind in rows])
+    await s.execute(insert(table).on_conflict_do_nothing(), rows)
 
 
 async def settle_tokens(s: AsyncSession, key: str, delta: int, tpm: int, now: float) -> None:
@@ -156,21 +186,31 @@ async def settle_tokens(s: AsyncSession, key: str, delta: int, tpm: int, now: fl
 
 async def release(store: Store, session_ids: list[str]) -> None:
     """These sessions are over (read to their end, or deleted): they stop counting."""
-    if session_ids:
-        async with store.tx() as s:
-            await s.execute(delete(LiveSession).where(LiveSession.session_id.in_(session_ids)))
+    if not session_ids:
+        return
+    async with store.tx() as s:
+        if not store.sqlite:
+            await s.execute(select(SessionCount.n).where(SessionCount.key == FLEET)
+                            .with_for_update())  # the lock order: the fleet's count first
+        keys = (await s.execute(delete(LiveSession)
+                                .where(LiveSession.session_id.in_(session_ids))
+                                .returning(LiveSession.key))).scalars()
+        await _forget(s, list(keys))
 
 
 async def purge(store: Store, now: float) -> int:
     """Forget sessions past their expiry (they stopped counting then already)."""
     async with store.tx() as s:
-        result = await s.execute(delete(LiveSession).where(LiveSession.expires_at < now))
-        return int(getattr(result, "rowcount", 0) or 0)
+        if not store.sqlite:
+            await s.execute(select(SessionCount.n).where(SessionCount.key == FLEET)
+                            .with_for_update())
+        return await _purge(s, now, None)
 
 
 async def live_sessions(store: Store, now: float, key: str | None = None) -> int:
+    """Sessions live at `now` (of one key, or all), counted from the rows."""
     where = [LiveSession.expires_at > now]
     if key is not None:
         where.append(LiveSession.key == key)
     async with store.ro() as s:
-        return int((await s.execute(select(func.count()).where(and_(*where)))).scalar_one())
+        return int((await s.execute(select(func.count()).where(*where))).scalar_one())
