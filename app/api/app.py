@@ -26,10 +26,12 @@ from app.fleet import Fleet
 from app.generation import CallPolicy
 from app.logs import setup_logging
 from app.metrics import Metrics
+from app.pricing import load_prices
 from app.providers.registry import Registry
 from app.relay import Relay
 from app.settings import Settings, get_settings
 from app.store import Store, database_url
+from app.store import usage as usage_store
 from app.store.batches import LiveCounts
 
 log = logging.getLogger(__name__)
@@ -51,9 +53,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         store = Store(database_url(settings.database_url, settings.data_dir))
         # In the background: chat needs no database, and routes that do answer 503 meanwhile.
         store_ready = asyncio.create_task(store.start_when_reachable(), name="store-start")
+        # What this process calls itself (/chat, /v1/translate); workers record the rest.
+        usage = usage_store.recorder(store, load_prices(settings.model_prices_file), metrics)
         app.state.services = Services(settings, broker, relay, registry, fleet,
                                       CallPolicy.from_settings(settings), metrics, store,
-                                      LiveCounts(store))
+                                      LiveCounts(store), usage)
         if keys is None:
             log.warning("RAFALE_API_KEYS is not set: the API is open to anyone who can reach it")
         else:
@@ -68,6 +72,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await relay.close()
             await registry.aclose()
             await broker.close()
+            await usage.close()
             await store.close()
 
     app = FastAPI(title="Rafale", version="0.1.0", lifespan=lifespan)

@@ -20,6 +20,8 @@ from app.errors import NotFound, RafaleError
 from app.generation import Ending, stream_with_retries
 from app.providers.base import ChatParams, Provider
 from app.schemas import ChatBody, ChatRequest
+from app.usage import Meter
+from app.usage import Outcome as UsageOutcome
 
 router = APIRouter()
 _SESSION_ID = re.compile(r"^[0-9a-f]{32}$")
@@ -59,17 +61,35 @@ async def stream(
 
 
 @router.post("/chat")
-async def chat_direct(body: ChatRequest, svc: Svc) -> EventSourceResponse:
+async def chat_direct(body: ChatRequest, request: Request, svc: Svc,
+                      who: Who) -> EventSourceResponse:
     """The same events as `/stream`, straight from the provider, without the queue."""
     model = body.model or svc.registry.default_model
     provider_name, provider_model = svc.registry.split(model)
     provider = svc.registry.get(provider_name)
     params = ChatParams(provider_model, body.to_messages(), body.temperature, body.max_tokens)
-    return event_stream(svc, _direct_answer(svc, provider, params, model))
+    meter = Meter(params.messages)
+    meter.start(provider_name, provider_model)
+    answer = _direct_answer(svc, provider, params, model, meter)
+
+    async def recorded() -> AsyncGenerator[ServerSentEvent, None]:
+        # However the answer ends (done, error, or a client that left): what it cost.
+        outcome: UsageOutcome = "cancelled"
+        try:
+            async with aclosing(answer) as evs:
+                async for sse in evs:
+                    if sse.event in ("done", "error"):
+                        outcome = "done" if sse.event == "done" else "error"
+                    yield sse
+        finally:
+            svc.usage.record_call(meter, key=who.owner, kind="direct", outcome=outcome,
+                                  request_id=request.state.request_id)
+
+    return event_stream(svc, recorded())
 
 
-async def _direct_answer(svc: Services, provider: Provider, params: ChatParams,
-                         model: str) -> AsyncGenerator[ServerSentEvent, None]:
+async def _direct_answer(svc: Services, provider: Provider, params: ChatParams, model: str,
+                         meter: Meter) -> AsyncGenerator[ServerSentEvent, None]:
     """What a worker would publish for this answer, numbered the same way (one attempt)."""
     seq = 0
     ending = Ending()
@@ -81,6 +101,7 @@ async def _direct_answer(svc: Services, provider: Provider, params: ChatParams,
                     yield event_sse(events.chunk(delta.content, seq=seq))
                     seq += 1
                 ending.see(delta)
+                meter.see(delta)
     except RafaleError as exc:
         err = exc.as_event()
         err["seq"] = seq

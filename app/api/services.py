@@ -16,6 +16,7 @@ from app.relay import Relay
 from app.settings import Settings
 from app.store import Store
 from app.store.batches import LiveCounts
+from app.usage_recorder import UsageRecorder
 
 
 @dataclass(slots=True)
@@ -29,6 +30,7 @@ class Services:
     metrics: Metrics
     store: Store
     counts: LiveCounts
+    usage: UsageRecorder
 
 
 @dataclass(frozen=True, slots=True)
