@@ -18,6 +18,7 @@ from app.api.routes_files import router as files_router
 from app.api.routes_openai import router as openai_router
 from app.api.routes_ops import router as ops_router
 from app.api.routes_translate import router as translate_router
+from app.api.routes_usage import router as usage_router
 from app.api.routes_web import router as web_router
 from app.api.services import Services
 from app.auth import KeyRing
@@ -81,6 +82,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(ops_router)
     app.include_router(openai_router)
     app.include_router(translate_router)
+    app.include_router(usage_router)
     app.include_router(files_router)
     app.include_router(batches_router)
     app.include_router(web_router)
