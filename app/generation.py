@@ -118,8 +118,6 @@ class _Attempt:
                     if metrics is not None:
                         metrics.first_chunk_seconds.labels(self.provider.name).observe(
                             loop.time() - began)
-                if metrics is not None and delta.usage:
-                    metrics.observe_usage(self.provider.name, delta.usage)
                 yield delta
         finally:
             # Closing the iterator closes the provider's HTTP response, which stops generation.

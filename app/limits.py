@@ -14,8 +14,10 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import ratelimit
 from app.auth import KeyRing
@@ -29,6 +31,7 @@ from app.errors import (
 )
 from app.settings import Settings
 from app.store import Store, quota
+from app.usage import UsageRecord
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +76,7 @@ class Limiter:
         """Count one request (and its session, and `tokens` against TPM) for `key`, or raise
         the 429/503 that says why not. Returns the `x-ratelimit-*` headers to answer with."""
         limits = self.of(key)
-        await self._check_budget(key, limits)
+        await self.check_budget(key, limits)
         now = time.time()
         session = None
         if session_id is not None:
@@ -87,7 +90,10 @@ class Limiter:
             raise _refusal(answer, limits, headers)
         return headers
 
-    async def _check_budget(self, key: str, limits: KeyLimits) -> None:
+    async def check_budget(self, key: str, limits: KeyLimits | None = None) -> None:
+        """QuotaExceeded once the key spent its month's budget (batch lines ask before each
+        call, so a batch stops spending there)."""
+        limits = limits or self.of(key)
         if not limits.budget_usd or self.spend_of is None:
             return
         spent = await self.spend_of(key)
@@ -102,6 +108,18 @@ class Limiter:
             raise StorageQuotaExceeded(
                 f"Files of this key would take {held + adding} bytes; the limit is {limit}. "
                 "Delete files you no longer need.", param="file")
+
+    async def settle(self, s: AsyncSession, records: Sequence[UsageRecord]) -> None:
+        """The usage recorder's hook, in its transaction: each key's token bucket corrected by
+        what its requests used minus what admission reserved for them."""
+        deltas: dict[str, int] = {}
+        for r in records:
+            if self.of(r.key).tpm:
+                deltas[r.key] = (deltas.get(r.key, 0) + r.input_tokens + r.output_tokens
+                                 - r.reserved_tokens)
+        now = time.time()
+        for key, delta in sorted(deltas.items()):
+            await quota.settle_tokens(s, self.store, key, delta, self.of(key).tpm, now)
 
     async def purge_forever(self, every: float = 60.0) -> None:
         """Forget expired sessions now and then (they stopped counting when they expired)."""

@@ -25,6 +25,8 @@ from prometheus_client import (
 from prometheus_client.metrics_core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
+from app.pricing import NANO
+
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 # Seconds: from a fast enqueue (ms) to a long generation (minutes).
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
@@ -78,9 +80,6 @@ class Metrics:
             "rafale_provider_stream_seconds",
             "From the provider call (first attempt) to its last chunk",
             ["provider"], buckets=STREAM_BUCKETS, registry=r)
-        self.tokens = Counter(
-            "rafale_tokens_total", "Tokens as the provider counted them",
-            ["provider", "direction"], registry=r)
         self.provider_errors = Counter(
             "rafale_provider_errors_total", "Provider calls that ended in an error, by code",
             ["provider", "code"], registry=r)
@@ -101,14 +100,43 @@ class Metrics:
         self.in_flight = Gauge(
             "rafale_worker_in_flight", "Tasks being worked on right now",
             multiprocess_mode="livesum", registry=r)
+        self._usage_metrics(r)
 
-    def observe_usage(self, provider: str, usage: dict[str, object] | None) -> None:
-        if not usage:
-            return
-        for key, direction in (("prompt_tokens", "in"), ("completion_tokens", "out")):
-            value = usage.get(key)
-            if isinstance(value, int) and value > 0:
-                self.tokens.labels(provider, direction).inc(value)
+    def _usage_metrics(self, r: CollectorRegistry) -> None:
+        """Usage and spend, wherever a request reaches a provider (workers, and the API for
+        /chat and /v1/translate). `key` is the API key's name ("anon" when open), never the
+        key: one series per key and provider (not per model: clients choose model names)."""
+        self.tokens = Counter(
+            "rafale_tokens_total",
+            "Tokens of finished requests (the provider's count, or Rafale's estimate where it "
+            "gave none)", ["provider", "direction", "key"], registry=r)
+        self.cost_usd = Counter(
+            "rafale_cost_usd_total", "What finished requests cost, from MODEL_PRICES_FILE",
+            ["provider", "key"], registry=r)
+        self.usage_dropped = Counter(
+            "rafale_usage_records_dropped_total",
+            "Usage records never written (the store was down past the recorder's buffer)",
+            registry=r)
+        self._spend_series: dict[tuple[str, str], tuple[Counter, Counter, Counter]] = {}
+
+    def observe_spend(self, provider: str, key: str, input_tokens: int, output_tokens: int,
+                      cost_nano: int) -> None:
+        """A finished request's tokens and cost (app/usage_recorder.py records them all)."""
+        series = self._spend_series.get((provider, key))
+        if series is None:
+            # `labels()` costs more than the increments: look each series up once. As many
+            # entries as series (keys x providers), so this stays small.
+            who = key or "anon"
+            series = self._spend_series[(provider, key)] = (
+                self.tokens.labels(provider, "in", who), self.tokens.labels(provider, "out", who),
+                self.cost_usd.labels(provider, who))
+        tokens_in, tokens_out, cost = series
+        if input_tokens > 0:
+            tokens_in.inc(input_tokens)
+        if output_tokens > 0:
+            tokens_out.inc(output_tokens)
+        if cost_nano > 0:
+            cost.inc(cost_nano / NANO)
 
     def exposition(self, live: Iterable[Metric] = ()) -> bytes:
         """The text format: this process's metrics (or every process's, in multiprocess mode)

@@ -73,6 +73,8 @@ class Task(BaseModel):
     deadline: float  # epoch seconds; past it nobody waits for the answer
     created: float = 0.0  # epoch seconds at enqueue, for the queue-wait metric
     request_id: str = ""
+    # Tokens admission reserved for this task (KEY_TPM); its usage record settles them.
+    reserved_tokens: int = 0
 
 
 class BatchLine(BaseModel):

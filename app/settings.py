@@ -11,6 +11,7 @@ from pydantic import AliasChoices, BaseModel, Field, ValidationError, model_vali
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from app.auth import KeyRing
+from app.pricing import load_prices
 
 PositiveFloat = Annotated[float, Field(gt=0)]
 BUILTIN_PROVIDERS = ("openai", "deepseek", "deepl", "mock")
@@ -128,6 +129,13 @@ class Settings(BaseSettings):
     # broker out of them fails every client. Beyond it: 503 with Retry-After. 0 = off.
     max_sessions: int = Field(500, ge=0)
 
+    # --- usage and spend (S3)
+    # JSON: {"provider/model" or "provider/*": {"input": USD, "output": USD} per 1M tokens},
+    # over the built-in table (app/pricing.py). DeepL's tokens are characters.
+    model_prices_file: str = ""
+    # Key names (comma-separated) that see every key's usage, not just their own.
+    rafale_admin_keys: str = ""
+
     # `name:key,name:key` (or a file with one `name:key` a line). Unset: Rafale runs open.
     rafale_api_keys: str = Field("", repr=False)
     rafale_api_keys_file: str = ""
@@ -147,6 +155,11 @@ class Settings(BaseSettings):
                 raise ValueError(f"ENDPOINTS__{name.upper()}: an endpoint name must be lower-case "
                                  f"letters, digits, - or _, and not one of {BUILTIN_PROVIDERS}")
         self._check_default_model()
+        return self
+
+    @model_validator(mode="after")
+    def _check_prices(self) -> Settings:
+        load_prices(self.model_prices_file)  # fail at start if bad, naming MODEL_PRICES_FILE
         return self
 
     def _check_default_model(self) -> None:

@@ -4,11 +4,15 @@ API processes, one key never blocking another, and OpenAI's 429 as the SDK expec
 from __future__ import annotations
 
 import asyncio
+import json
+import time
+from pathlib import Path
 
 import httpx
 import openai
 import pytest
 
+from tests.batchkit import chat_line, result_lines, submit, wait_batch
 from tests.conftest import ALICE, BOB, StackFactory
 from tests.harness import list_queues
 from tests.sse import collect, text_of
@@ -136,3 +140,51 @@ async def test_file_storage_is_limited_per_key(make_stack: StackFactory) -> None
 async def test_bad_limit_options_fail_at_start(make_stack: StackFactory) -> None:
     with pytest.raises(RuntimeError, match="rpm=N"):
         await make_stack("badlimits", rafale_api_keys=f"alice:{ALICE} rpm=lots")
+
+
+def priced(tmp_path: Path, usd_per_token: float) -> str:
+    """A prices file making every mock token cost `usd_per_token`."""
+    path = tmp_path / "prices.json"
+    per_million = usd_per_token * 1e6
+    path.write_text(json.dumps({"mock/*": {"input": per_million, "output": per_million}}))
+    return str(path)
+
+
+async def test_a_spent_budget_is_insufficient_quota_until_next_month(
+        make_stack: StackFactory, tmp_path: Path) -> None:
+    stack = await make_stack("budget", model_prices_file=priced(tmp_path, 1.0),
+                             rafale_api_keys=f"alice:{ALICE} budget_usd=20,bob:{BOB}")
+    sdk = stack.sdk(ALICE)
+    deadline = time.monotonic() + 30
+    spent_calls = 0
+    with pytest.raises(openai.RateLimitError) as info:
+        # Each call costs a few dollars; usage is written about every half second, so the
+        # refusal comes within a few calls past $20.
+        while time.monotonic() < deadline:
+            await sdk.chat.completions.create(
+                model="mock/echo", messages=[{"role": "user", "content": "spend"}], max_tokens=3)
+            spent_calls += 1
+    assert info.value.code == "insufficient_quota"
+    assert info.value.response.headers["x-should-retry"] == "false"
+    assert 3 <= spent_calls < 30
+    # Bob has no budget: he goes on.
+    await stack.sdk(BOB).chat.completions.create(
+        model="mock/echo", messages=[{"role": "user", "content": "bob"}], max_tokens=3)
+
+
+async def test_a_batch_stops_spending_at_the_budget(make_stack: StackFactory,
+                                                    tmp_path: Path) -> None:
+    stack = await make_stack("bbudget", model_prices_file=priced(tmp_path, 0.01),
+                             batch_concurrency=2, batch_group_size=5,
+                             rafale_api_keys=f"alice:{ALICE} budget_usd=1")
+    sdk = stack.sdk(ALICE)
+    lines = [chat_line(f"l{i}", f"line {i}", max_tokens=5) for i in range(200)]
+    batch = await submit(sdk, lines)
+    done = await wait_batch(sdk, batch.id, within=90)
+    counts = done.request_counts
+    assert counts.completed + counts.failed == 200
+    # Each line costs cents: about $1 of them ran, the rest failed without a provider call.
+    assert 5 <= counts.completed < 150, counts
+    errors = await result_lines(sdk, done.error_file_id)
+    assert {e["response"]["body"]["error"]["code"] for e in errors} == {"insufficient_quota"}
+    assert {e["response"]["status_code"] for e in errors} == {429}

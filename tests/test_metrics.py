@@ -89,8 +89,8 @@ async def test_counts_are_exact_across_api_processes_and_workers_export_theirs(
         "every task counted by the workers")
     assert value(w, "rafale_provider_retries_total", provider="openai") >= 1
     assert value(w, "rafale_provider_errors_total", provider="openai", code="provider_error") == 1
-    assert value(w, "rafale_tokens_total", provider="mock", direction="out") > 0
-    assert value(w, "rafale_tokens_total", provider="mock", direction="in") > 0
+    assert value(w, "rafale_tokens_total", provider="mock", direction="out", key="anon") > 0
+    assert value(w, "rafale_tokens_total", provider="mock", direction="in", key="anon") > 0
     assert value(w, "rafale_provider_first_chunk_seconds_count", provider="mock") == n
     assert value(w, "rafale_provider_stream_seconds_count", provider="mock") == n
     assert value(w, "rafale_task_queue_wait_seconds_count", kind="chat") == n + 2

@@ -18,6 +18,9 @@ from app.metrics import Metrics
 from app.providers.base import ChatParams
 from app.providers.registry import Registry
 from app.schemas import Task
+from app.usage import Meter
+from app.usage import Outcome as UsageOutcome
+from app.usage_recorder import UsageRecorder
 from workers.stream import SessionStream
 
 log = logging.getLogger(__name__)
@@ -41,10 +44,29 @@ async def run_chat(
     flush_interval: float,
     metrics: Metrics | None = None,
     persistent: bool = True,
+    usage: UsageRecorder | None = None,
 ) -> ChatOutcome:
     """Stream the answer to `task.reply_to`. Returns once the final event is confirmed (or the
     session turned out to be gone), with the outcome: done | error | gone | expired. Never
-    raises for provider failures, which become events."""
+    raises for provider failures, which become events. With `usage`, a task that reached a
+    provider is recorded however it ends (even when nobody read the answer: it was paid for)."""
+    meter = Meter(task.body.messages)
+    outcome: ChatOutcome | None = None
+    try:
+        outcome = await _answer(task, attempt, channel, registry, policy, flush_interval,
+                                metrics, persistent, meter)
+        return outcome
+    finally:
+        if usage is not None and meter.provider:
+            spent: UsageOutcome = ("error" if outcome == "error"
+                                   else "done" if meter.ended else "cancelled")
+            usage.record_call(meter, key=task.owner, kind="chat", outcome=spent,
+                              request_id=task.request_id, reserved_tokens=task.reserved_tokens)
+
+
+async def _answer(task: Task, attempt: int, channel: aiormq.abc.AbstractChannel,
+                  registry: Registry, policy: CallPolicy, flush_interval: float,
+                  metrics: Metrics | None, persistent: bool, meter: Meter) -> ChatOutcome:
     out = SessionStream(channel, task.reply_to, task_id=task.task_id, attempt=attempt,
                         flush_interval=flush_interval, persistent=persistent)
     # Every line names the task and the HTTP request that created it (x-request-id).
@@ -60,7 +82,8 @@ async def run_chat(
                                          code="task_expired").as_event())
             return "expired"
         try:
-            ending = await _generate(task, out, registry, policy, remaining, metrics, tlog)
+            ending = await _generate(task, out, registry, policy, remaining, metrics, tlog,
+                                     meter)
         except RafaleError as exc:
             tlog.info("failed: %s", exc.message)
             await out.finish(exc.as_event())
@@ -86,11 +109,13 @@ async def run_chat(
 
 
 async def _generate(task: Task, out: SessionStream, registry: Registry, policy: CallPolicy,
-                    remaining: float, metrics: Metrics | None, tlog: TaskLog) -> Ending | None:
+                    remaining: float, metrics: Metrics | None, tlog: TaskLog,
+                    meter: Meter) -> Ending | None:
     """Feed the provider's deltas to `out`; how the answer ended, or None when the session
     went away mid-answer (the provider call is stopped then)."""
     ending = Ending()
     provider_name, model = registry.split(task.model)
+    meter.start(provider_name, model)
     params = ChatParams(model, task.body.messages, task.body.temperature, task.body.max_tokens,
                         task.body.extra)
     deadline = asyncio.get_running_loop().time() + remaining
@@ -103,6 +128,7 @@ async def _generate(task: Task, out: SessionStream, registry: Registry, policy: 
             if delta.content or delta.tool_calls:
                 out.add(delta)
             ending.see(delta)
+            meter.see(delta)
             if out.gone:
                 tlog.info("session gone; stopping the provider call")
                 return None

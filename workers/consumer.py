@@ -8,20 +8,25 @@ import logging
 import os
 import socket
 import time
+from functools import partial
 from typing import Any, Literal
 
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustChannel
 from pydantic import ValidationError
 
+from app.auth import KeyRing
 from app.broker import BROKER_ERRORS, Broker
 from app.errors import TaskParked
 from app.fleet import heartbeat
 from app.generation import CallPolicy
+from app.limits import Limiter
 from app.metrics import Metrics
+from app.pricing import load_prices
 from app.providers.registry import Registry
 from app.schemas import Task
 from app.settings import Settings
 from app.store import Store, database_url
+from app.store import usage as usage_store
 from workers.batch.runner import BatchRunner
 from workers.chat import ChatOutcome, run_chat
 from workers.stream import SessionStream
@@ -37,8 +42,16 @@ class Worker:
         self.policy = CallPolicy.from_settings(settings)
         self.metrics = Metrics()
         self.store = Store(database_url(settings.database_url, settings.data_dir))
+        # Usage of every chat task and batch line, written in batches off the answer's path.
+        # Per-key limits: what a key's requests used settles its token bucket (KEY_TPM), and
+        # batch lines stop at its budget. The keys' own limits come from the same settings.
+        self.limiter = Limiter(settings, KeyRing.load(settings.rafale_api_keys,
+                                                      settings.rafale_api_keys_file),
+                               self.store, spend_of=partial(usage_store.month_spend, self.store))
+        self.usage = usage_store.recorder(self.store, load_prices(settings.model_prices_file),
+                                          self.metrics, settle=self.limiter.settle)
         self.batch_runner = BatchRunner(settings, self.broker, self.registry, self.store,
-                                        self.metrics)
+                                        self.metrics, usage=self.usage, limiter=self.limiter)
         self.worker_id = f"{socket.gethostname()}-{os.getpid()}"
         self.inflight: dict[asyncio.Task[Any], AbstractIncomingMessage] = {}
         self.stopping = False
@@ -114,7 +127,7 @@ class Worker:
             channel = await self._pub.get_underlay_channel()
             outcome = await run_chat(task, attempt, channel, self.registry, self.policy,
                                      self.settings.stream_flush_interval, m,
-                                     self.settings.session_events_persistent)
+                                     self.settings.session_events_persistent, usage=self.usage)
             await message.ack()
         except asyncio.CancelledError:
             if self.stopping and self.broker.connected:
@@ -198,5 +211,6 @@ class Worker:
         await self.batch_runner.close()
         await self.registry.aclose()
         await self.broker.close()
+        await self.usage.close()  # after every handler ended: their records are all in
         await self.store.close()
         log.info("worker %s stopped", self.worker_id)

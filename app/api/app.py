@@ -18,6 +18,7 @@ from app.api.routes_files import router as files_router
 from app.api.routes_openai import router as openai_router
 from app.api.routes_ops import router as ops_router
 from app.api.routes_translate import router as translate_router
+from app.api.routes_usage import router as usage_router
 from app.api.routes_web import router as web_router
 from app.api.services import Services
 from app.auth import KeyRing
@@ -27,10 +28,12 @@ from app.generation import CallPolicy
 from app.limits import Limiter
 from app.logs import setup_logging
 from app.metrics import Metrics
+from app.pricing import load_prices
 from app.providers.registry import Registry
 from app.relay import Relay
 from app.settings import Settings, get_settings
 from app.store import Store, database_url
+from app.store import usage as usage_store
 from app.store.batches import LiveCounts
 
 log = logging.getLogger(__name__)
@@ -49,14 +52,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         broker.on_ready(fleet.start)
         registry = Registry(settings)
         store = Store(database_url(settings.database_url, settings.data_dir))
-        limiter = Limiter(settings, keys, store)
+        limiter = Limiter(settings, keys, store,
+                          spend_of=lambda key: usage_store.month_spend(store, key))
         relay = Relay(broker, on_ended=lambda queue: limiter.release([session_of(queue)]))
         # In the background: chat needs no database, and routes that do answer 503 meanwhile.
         store_ready = asyncio.create_task(store.start_when_reachable(), name="store-start")
         purging = asyncio.create_task(limiter.purge_forever(), name="session-purge")
+        # What this process calls itself (/chat, /v1/translate); workers record the rest.
+        usage = usage_store.recorder(store, load_prices(settings.model_prices_file), metrics,
+                                     settle=limiter.settle)
         app.state.services = Services(settings, broker, relay, registry, fleet,
                                       CallPolicy.from_settings(settings), metrics, store,
-                                      LiveCounts(store), limiter)
+                                      LiveCounts(store), usage, limiter)
         if keys is None:
             log.warning("RAFALE_API_KEYS is not set: the API is open to anyone who can reach it")
         else:
@@ -72,6 +79,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await relay.close()
             await registry.aclose()
             await broker.close()
+            await usage.close()
             await store.close()
 
     app = FastAPI(title="Rafale", version="0.1.0", lifespan=lifespan)
@@ -80,6 +88,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(ops_router)
     app.include_router(openai_router)
     app.include_router(translate_router)
+    app.include_router(usage_router)
     app.include_router(files_router)
     app.include_router(batches_router)
     app.include_router(web_router)

@@ -33,7 +33,7 @@ async def enqueue_chat(request: Request, svc: Services, who: Caller, model: str,
     await admit(request, svc, who, session_id=session_id, tokens=tokens)
     try:
         return await _publish(svc, who, model, body, request.state.request_id, session_id,
-                              queue)
+                              queue, tokens)
     except BaseException:
         # Never published: the session holds no place of its key's (shielded: a client gone
         # mid-publish cancels this request, not the release).
@@ -42,7 +42,7 @@ async def enqueue_chat(request: Request, svc: Services, who: Caller, model: str,
 
 
 async def _publish(svc: Services, who: Caller, model: str, body: ChatBody, request_id: str,
-                   session_id: str, queue: str) -> Queued:
+                   session_id: str, queue: str, reserved_tokens: int) -> Queued:
     now = time.time()
     task = Task(
         task_id=session_id,
@@ -53,6 +53,7 @@ async def _publish(svc: Services, who: Caller, model: str, body: ChatBody, reque
         deadline=now + svc.settings.session_ttl,
         created=now,
         request_id=request_id,
+        reserved_tokens=reserved_tokens,
     )
     started = time.perf_counter()
     await svc.broker.submit_task(task.model_dump_json().encode(), task_id=session_id,

@@ -21,6 +21,8 @@ from app.errors import NotFound, RafaleError
 from app.generation import Ending, stream_with_retries
 from app.providers.base import ChatParams, Provider
 from app.schemas import ChatBody, ChatRequest
+from app.usage import Meter
+from app.usage import Outcome as UsageOutcome
 
 router = APIRouter()
 _SESSION_ID = re.compile(r"^[0-9a-f]{32}$")
@@ -67,12 +69,30 @@ async def chat_direct(body: ChatRequest, request: Request, svc: Svc,
     provider_name, provider_model = svc.registry.split(model)
     provider = svc.registry.get(provider_name)
     params = ChatParams(provider_model, body.to_messages(), body.temperature, body.max_tokens)
-    await admit(request, svc, who, tokens=chat_tokens(params.messages, body.max_tokens))
-    return event_stream(svc, _direct_answer(svc, provider, params, model))
+    reserved = chat_tokens(params.messages, body.max_tokens)
+    await admit(request, svc, who, tokens=reserved)
+    meter = Meter(params.messages)
+    meter.start(provider_name, provider_model)
+    answer = _direct_answer(svc, provider, params, model, meter)
+
+    async def recorded() -> AsyncGenerator[ServerSentEvent, None]:
+        # However the answer ends (done, error, or a client that left): what it cost.
+        outcome: UsageOutcome = "cancelled"
+        try:
+            async with aclosing(answer) as evs:
+                async for sse in evs:
+                    if sse.event in ("done", "error"):
+                        outcome = "done" if sse.event == "done" else "error"
+                    yield sse
+        finally:
+            svc.usage.record_call(meter, key=who.owner, kind="direct", outcome=outcome,
+                                  request_id=request.state.request_id, reserved_tokens=reserved)
+
+    return event_stream(svc, recorded())
 
 
-async def _direct_answer(svc: Services, provider: Provider, params: ChatParams,
-                         model: str) -> AsyncGenerator[ServerSentEvent, None]:
+async def _direct_answer(svc: Services, provider: Provider, params: ChatParams, model: str,
+                         meter: Meter) -> AsyncGenerator[ServerSentEvent, None]:
     """What a worker would publish for this answer, numbered the same way (one attempt)."""
     seq = 0
     ending = Ending()
@@ -84,6 +104,7 @@ async def _direct_answer(svc: Services, provider: Provider, params: ChatParams,
                     yield event_sse(events.chunk(delta.content, seq=seq))
                     seq += 1
                 ending.see(delta)
+                meter.see(delta)
     except RafaleError as exc:
         err = exc.as_event()
         err["seq"] = seq

@@ -17,6 +17,7 @@ from app.relay import Relay
 from app.settings import Settings
 from app.store import Store
 from app.store.batches import LiveCounts
+from app.usage_recorder import UsageRecorder
 
 
 @dataclass(slots=True)
@@ -30,6 +31,7 @@ class Services:
     metrics: Metrics
     store: Store
     counts: LiveCounts
+    usage: UsageRecorder
     limiter: Limiter
 
 

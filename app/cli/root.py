@@ -1,4 +1,5 @@
-"""The `rafale` command tree: global options, then chat, models, health and the batch group.
+"""The `rafale` command tree: global options, then chat, models, health, usage and the batch
+group.
 
 Commands are written as plain functions in their own modules and registered here, in the
 order `--help` lists them. The tree is built when the command runs, not at import."""
@@ -13,6 +14,7 @@ from app.cli import batch
 from app.cli.chat import chat
 from app.cli.common import DEFAULT_BASE_URL, Config
 from app.cli.info import health, models
+from app.cli.usage import usage
 
 
 def root(
@@ -47,6 +49,7 @@ def command_tree() -> typer.Typer:
     app.command()(chat)
     app.command()(models)
     app.command()(health)
+    app.command()(usage)
     app.add_typer(batch_group(), name="batch")
     return app
 

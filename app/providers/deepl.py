@@ -53,6 +53,12 @@ def request_fields(fields: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def source_text(messages: list[dict[str, Any]]) -> str:
+    """What DeepL translates (and bills by the character) of a chat: the last user message."""
+    return next((text_of(m.get("content")) for m in reversed(messages)
+                 if m.get("role") == "user"), "")
+
+
 def _error(status: int, body: str, headers: Mapping[str, str]) -> ProviderError:
     msg = f"deepl answered {status}: {body[:300]}"
     if status in (401, 403):
@@ -97,8 +103,7 @@ class DeepLProvider:
         if int(params.extra.get("n") or 1) > 1:
             raise InvalidRequest("deepl gives one translation: n must be 1", param="n",
                                  code="invalid_value")
-        text = next((text_of(m.get("content")) for m in reversed(params.messages)
-                     if m.get("role") == "user"), "")
+        text = source_text(params.messages)
         if not text.strip():
             raise InvalidRequest("deepl needs a user message to translate", param="messages")
         fields: dict[str, Any] = {"text": [text], "target_lang": target}

@@ -149,6 +149,9 @@ class SlotRow(Base):
     lease_until: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
+# --- per-key limits: app/store/quota.py
+
+
 class QuotaBucket(Base):
     """A key's rate-limit bucket (GCRA, app/ratelimit.py): its theoretical arrival time.
     `kind` is `requests` or `tokens`."""
@@ -184,3 +187,46 @@ class LiveSession(Base):
 
     __table_args__ = (Index("ix_live_sessions_key", "key", "expires_at"),
                       Index("ix_live_sessions_expiry", "expires_at"))
+
+
+# --- usage and spend (S3): app/store/usage.py
+
+
+class UsageRow(Base):
+    """One finished request (app/usage.py's UsageRecord). `key` is the API key's name ("" when
+    open); cost in nano-dollars, so sums are exact. The id is the record's own, so a batch
+    written twice (a commit whose answer was lost) is counted once."""
+
+    __tablename__ = "usage_records"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    created_at: Mapped[float] = mapped_column(Float)
+    day: Mapped[str] = mapped_column(String(10))  # UTC `YYYY-MM-DD`, for group_by=day
+    key: Mapped[str] = mapped_column(String(128))
+    model: Mapped[str] = mapped_column(String(512))
+    provider: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(16))
+    outcome: Mapped[str] = mapped_column(String(16))
+    input_tokens: Mapped[int] = mapped_column(BigInteger)
+    output_tokens: Mapped[int] = mapped_column(BigInteger)
+    cost_nano: Mapped[int] = mapped_column(BigInteger)
+    estimated: Mapped[bool] = mapped_column()
+    reserved_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    request_id: Mapped[str] = mapped_column(String(64))
+
+    __table_args__ = (Index("ix_usage_key_created", "key", "created_at"),
+                      Index("ix_usage_created", "created_at"))
+
+
+class SpendRow(Base):
+    """A key's running totals for one UTC calendar month, kept in the transaction that writes
+    its usage rows: a budget check reads one row, never sums the month."""
+
+    __tablename__ = "usage_month_totals"
+
+    key: Mapped[str] = mapped_column(String(128), primary_key=True)
+    month: Mapped[str] = mapped_column(String(7), primary_key=True)  # `YYYY-MM`
+    cost_nano: Mapped[int] = mapped_column(BigInteger, default=0)
+    requests: Mapped[int] = mapped_column(BigInteger, default=0)
+    input_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    output_tokens: Mapped[int] = mapped_column(BigInteger, default=0)

@@ -170,18 +170,17 @@ async def _insert_missing(s: AsyncSession, store: Store, table: Any,
     await s.execute(insert(table).on_conflict_do_nothing(), rows)
 
 
-async def settle_tokens(s: AsyncSession, key: str, delta: int, tpm: int, now: float) -> None:
-    """Correct a key's token bucket by what a request really used minus what it reserved, in
-    the caller's transaction (the usage recorder's)."""
+async def settle_tokens(s: AsyncSession, store: Store, key: str, delta: int, tpm: int,
+                        now: float) -> None:
+    """Correct a key's token bucket by what requests really used minus what they reserved (a
+    batch line reserves nothing: all it used counts), in the caller's transaction (the usage
+    recorder's)."""
     if not delta or not tpm:
         return
-    tat = (await s.execute(select(QuotaBucket.tat).where(
-        QuotaBucket.key == key, QuotaBucket.kind == "tokens"))).scalar()
-    if tat is None:
-        return  # never reserved: nothing to correct
+    tats = await _buckets(s, store, key, ["tokens"])
     await s.execute(update(QuotaBucket).where(QuotaBucket.key == key,
                                               QuotaBucket.kind == "tokens")
-                    .values(tat=ratelimit.settle(tat, now, delta, tpm)))
+                    .values(tat=ratelimit.settle(tats["tokens"] or now, now, delta, tpm)))
 
 
 async def release(store: Store, session_ids: list[str]) -> None:

@@ -19,8 +19,9 @@ from typing import Any
 from app import control
 from app.broker import Broker
 from app.completions import CompletionBuilder, finish_reasons, provider_extra
-from app.errors import ProviderRateLimited, RafaleError
+from app.errors import ProviderRateLimited, QuotaExceeded, RafaleError
 from app.generation import CallPolicy, Ending, call_with_retries, stream_with_retries
+from app.limits import Limiter
 from app.metrics import Metrics
 from app.providers.base import ChatParams
 from app.providers.deepl import DeepLProvider, request_fields
@@ -30,6 +31,9 @@ from app.settings import Settings
 from app.store import Store, cache
 from app.store.batches import Outcome
 from app.store.cache import cache_key
+from app.usage import Meter, translated_chars
+from app.usage import Outcome as UsageOutcome
+from app.usage_recorder import UsageRecorder
 from workers.batch.gate import ProviderGate
 
 # How often a line waiting on another worker's identical call looks for its answer.
@@ -62,6 +66,12 @@ def done(line: int, request_id: str, completion: dict[str, Any],
         cached_tokens=int((usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0),
         reasoning_tokens=int((usage.get("completion_tokens_details") or {})
                              .get("reasoning_tokens") or 0))
+
+
+def _ended(exc: RafaleError) -> bool:
+    """Whether a line's call ended with `exc` (and is recorded): a line still rate-limited
+    after every attempt is given back to run again later instead."""
+    return not isinstance(exc, ProviderRateLimited) or exc.out_of_time
 
 
 def batch_policy(settings: Settings) -> CallPolicy:
@@ -109,7 +119,8 @@ class Cooldowns:
 
 class LineCalls:
     def __init__(self, settings: Settings, registry: Registry, store: Store, metrics: Metrics,
-                 gate: ProviderGate, cooldowns: Cooldowns) -> None:
+                 gate: ProviderGate, cooldowns: Cooldowns,
+                 usage: UsageRecorder | None = None, limiter: Limiter | None = None) -> None:
         self.settings = settings
         self.registry = registry
         self.store = store
@@ -117,6 +128,8 @@ class LineCalls:
         self.gate = gate
         self.cooldowns = cooldowns
         self.policy = batch_policy(settings)
+        self.usage = usage
+        self.limiter = limiter
 
     async def answer(self, endpoint: str, owner: str, line: BatchLine, deadline: float,
                      budget_end: float) -> Outcome:
@@ -126,7 +139,7 @@ class LineCalls:
         ttl = self.settings.response_cache_ttl
         key = cache_key(endpoint, owner, line.body) if ttl else None
         if key is None:
-            return await self._call(endpoint, line, deadline, budget_end)
+            return await self._call(endpoint, owner, line, deadline, budget_end)
         # A claim outlives its caller at most this long (a worker killed mid-call).
         claim_ttl = self.settings.provider_total_timeout
         loop = asyncio.get_running_loop()
@@ -142,7 +155,7 @@ class LineCalls:
                 raise Release
             await asyncio.sleep(CACHE_POLL)  # another worker is calling: its answer is ours
         try:
-            outcome = await self._call(endpoint, line, deadline, budget_end)
+            outcome = await self._call(endpoint, owner, line, deadline, budget_end)
         except BaseException:
             await asyncio.shield(cache.release(self.store, key))
             raise
@@ -152,17 +165,24 @@ class LineCalls:
             await cache.release(self.store, key)
         return outcome
 
-    async def _call(self, endpoint: str, line: BatchLine, deadline: float,
+    async def _call(self, endpoint: str, owner: str, line: BatchLine, deadline: float,
                     budget_end: float) -> Outcome:
+        if self.limiter is not None:
+            try:
+                await self.limiter.check_budget(owner)  # a batch stops spending at the budget
+            except QuotaExceeded as exc:
+                return failed(line.line, new_request_id(), exc)
         if endpoint == "/v1/translate":
-            return await self._translate(line, deadline, budget_end)
-        return await self._chat(line, deadline, budget_end)
+            return await self._translate(owner, line, deadline, budget_end)
+        return await self._chat(owner, line, deadline, budget_end)
 
-    async def _chat(self, line: BatchLine, deadline: float, budget_end: float) -> Outcome:
+    async def _chat(self, owner: str, line: BatchLine, deadline: float,
+                    budget_end: float) -> Outcome:
         body = line.body
         model = str(body.get("model"))
         request_id = new_request_id()
         provider_name = model.partition("/")[0]
+        meter = Meter(list(body.get("messages") or ()))
         try:
             provider_name, provider_model = self.registry.split(model)
             await self.cooldowns.wait(provider_name, budget_end)
@@ -174,26 +194,37 @@ class LineCalls:
                 self.registry.get(provider_name), params, self.policy, deadline=deadline,
                 label=f"batch line {line.line}", metrics=self.metrics)
             async with self.gate.slot(provider_name, budget_end), aclosing(stream) as deltas:
+                meter.start(provider_name, provider_model)
                 async for delta in deltas:
                     answer.add(delta.index, delta.content, delta.tool_calls)
                     ending.see(delta)
+                    meter.see(delta)
         except RafaleError as exc:
+            if _ended(exc):
+                self._spent(meter, owner, "error", request_id)
             return await self._failure(line.line, request_id, provider_name, exc)
+        except asyncio.CancelledError:
+            self._spent(meter, owner, "cancelled", request_id)  # what it made until then
+            raise
+        self._spent(meter, owner, "done", request_id)
         base = {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion",
                 "created": int(time.time()), "model": model, "system_fingerprint": None}
         completion = answer.build(base, finish_reasons(ending.done_event(model),
                                                        int(body.get("n") or 1)), ending.usage)
         return done(line.line, request_id, completion, ending.usage or {})
 
-    async def _translate(self, line: BatchLine, deadline: float, budget_end: float) -> Outcome:
+    async def _translate(self, owner: str, line: BatchLine, deadline: float,
+                         budget_end: float) -> Outcome:
         """A DeepL line, with the same retry policy as chat lines (DeepL has no stream)."""
         request_id = new_request_id()
+        target = ""  # set once the line is valid: from then on, it reaches DeepL
         try:
             fields = request_fields(line.body)
             self.registry.split(f"deepl/{fields['target_lang']}")
             provider = self.registry.get("deepl")
             assert isinstance(provider, DeepLProvider)
             deepl: DeepLProvider = provider
+            target = fields["target_lang"]
 
             async def once() -> list[dict[str, Any]]:
                 await self.cooldowns.wait("deepl", budget_end)
@@ -204,9 +235,26 @@ class LineCalls:
                 once, "deepl", self.policy, deadline=deadline,
                 label=f"batch line {line.line}", metrics=self.metrics)
         except RafaleError as exc:
+            if target and _ended(exc):
+                self._translated(owner, target, 0, "error", request_id)
             return await self._failure(line.line, request_id, "deepl", exc)
+        self._translated(owner, target, translated_chars(fields), "done", request_id)
         return Outcome(line.line, "done", {"status_code": 200, "request_id": request_id,
                                            "body": {"translations": translations}})
+
+    def _spent(self, meter: Meter, owner: str, outcome: UsageOutcome, request_id: str) -> None:
+        """Record a chat line's provider call (none when the line never reached one)."""
+        if self.usage is not None and meter.provider:
+            self.usage.record_call(meter, key=owner, kind="batch", outcome=outcome,
+                                   request_id=request_id)
+
+    def _translated(self, owner: str, target: str, chars: int, outcome: UsageOutcome,
+                    request_id: str) -> None:
+        """Record a DeepL line: the characters it translated are its tokens (none if failed)."""
+        if self.usage is not None:
+            self.usage.record(key=owner, model=f"deepl/{target}", provider="deepl",
+                              kind="batch", outcome=outcome, input_tokens=chars,
+                              output_tokens=0, estimated=False, request_id=request_id)
 
     async def _failure(self, line: int, request_id: str, provider: str,
                        exc: RafaleError) -> Outcome:

@@ -18,11 +18,13 @@ from pydantic import ValidationError
 from app import control
 from app.broker import BROKER_ERRORS, Broker
 from app.errors import NotFound
+from app.limits import Limiter
 from app.metrics import Metrics
 from app.providers.registry import Registry
 from app.schemas import BatchTask
 from app.settings import Settings
 from app.store import Store
+from app.usage_recorder import UsageRecorder
 from workers.batch.calls import Cooldowns, LineCalls
 from workers.batch.dead import settle_dead
 from workers.batch.finalize import Finalizer
@@ -36,7 +38,8 @@ log = logging.getLogger(__name__)
 
 class BatchRunner:
     def __init__(self, settings: Settings, broker: Broker, registry: Registry, store: Store,
-                 metrics: Metrics) -> None:
+                 metrics: Metrics, usage: UsageRecorder | None = None,
+                 limiter: Limiter | None = None) -> None:
         self.settings = settings
         self.broker = broker
         self.registry = registry
@@ -44,7 +47,8 @@ class BatchRunner:
         self.stops = Stops(broker)
         self.cooldowns = Cooldowns(broker)
         self.gate = ProviderGate(store, settings.provider_caps())
-        caller = LineCalls(settings, registry, store, metrics, self.gate, self.cooldowns)
+        caller = LineCalls(settings, registry, store, metrics, self.gate, self.cooldowns,
+                           usage=usage, limiter=limiter)
         self.crew = Crew(store, broker, self.stops, asyncio.Semaphore(settings.batch_concurrency),
                          caller, group_budget(settings))
         self.finalizer = Finalizer(store, settings, self.stops)
