@@ -92,7 +92,10 @@ async def test_requests_per_minute_are_exact_across_two_api_processes(
 
 async def test_the_sdk_sees_a_rate_limit_error_with_openais_headers(
         make_stack: StackFactory) -> None:
-    stack = await make_stack("tpm", rafale_api_keys=f"alice:{ALICE} tpm=1000")
+    # The mock then writes all 300 tokens it may: what settles is what was reserved, so the
+    # count below holds whenever the usage is written.
+    stack = await make_stack("tpm", mock_tokens=1000, mock_delay=0,
+                             rafale_api_keys=f"alice:{ALICE} tpm=1000")
     sdk = stack.sdk(ALICE)
     # Each asks a few prompt tokens + 300: three fit in 1,000 a minute, the fourth does not.
     for _ in range(3):
@@ -112,6 +115,26 @@ async def test_the_sdk_sees_a_rate_limit_error_with_openais_headers(
         await sdk.chat.completions.create(
             model="mock/echo", messages=[{"role": "user", "content": "hi"}], max_tokens=5000)
     assert info.value.response.headers["x-should-retry"] == "false"
+
+
+async def test_reserved_tokens_settle_with_what_was_used(make_stack: StackFactory) -> None:
+    stack = await make_stack("settle", rafale_api_keys=f"alice:{ALICE} tpm=10000")
+    sdk = stack.sdk(ALICE)
+    raw = await sdk.chat.completions.with_raw_response.create(
+        model="mock/echo", messages=[{"role": "user", "content": "hi"}], max_tokens=5000)
+    assert int(raw.headers["x-ratelimit-remaining-tokens"]) <= 5000  # 5,000+ reserved
+    used = raw.parse().usage
+    assert used is not None and used.total_tokens < 100
+    # Once the worker wrote the usage, the unused reservation is back in the bucket.
+    deadline = time.monotonic() + 15
+    while True:
+        raw = await sdk.chat.completions.with_raw_response.create(
+            model="mock/echo", messages=[{"role": "user", "content": "hi"}], max_tokens=1)
+        remaining = int(raw.headers["x-ratelimit-remaining-tokens"])
+        if remaining > 9000 or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.2)
+    assert remaining > 9000, remaining
 
 
 async def test_the_fleet_cap_on_live_sessions_is_a_503(make_stack: StackFactory) -> None:

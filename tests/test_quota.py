@@ -96,7 +96,7 @@ async def test_settling_gives_back_unused_tokens(stores: list[Store]) -> None:
     now = time.time()
     await quota.admit(store, quota.Ask("erin", now, tpm=1000, tokens=600))
     async with store.tx() as s:
-        await quota.settle_tokens(s, "erin", 100 - 600, 1000, now)
+        await quota.settle_tokens(s, store, "erin", 100 - 600, 1000, now)
     again = await quota.admit(store, quota.Ask("erin", now, tpm=1000, tokens=0))
     assert again.verdicts["tokens"].remaining == 900
     async with store.ro() as s:
