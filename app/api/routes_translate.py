@@ -8,6 +8,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.api.deps import Svc
+from app.bounds import TranslateTexts
 from app.providers.deepl import DeepLProvider, request_fields
 
 router = APIRouter(prefix="/v1")
@@ -17,7 +18,7 @@ class TranslateRequest(BaseModel):
     # DeepL's other fields (context, tag_handling, glossary_id, ...) pass through as they are.
     model_config = ConfigDict(extra="allow")
 
-    text: list[str] = Field(min_length=1, max_length=50)
+    text: TranslateTexts
     target_lang: str = Field(min_length=2, max_length=7)
     source_lang: str | None = Field(None, min_length=2, max_length=7)
     formality: str | None = Field(
