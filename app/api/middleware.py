@@ -19,7 +19,10 @@ puts it there): it is the only place that sees the server's connection."""
 
 from __future__ import annotations
 
+import contextlib
 import re
+import socket
+import struct
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
@@ -69,9 +72,23 @@ class Abortable:
 
 
 def _transport_abort(send: Send) -> Callable[[], None] | None:
+    # Duck-typed: uvloop's transports are not asyncio.Transport subclasses.
     transport = getattr(getattr(send, "__self__", None), "transport", None)
-    abort = getattr(transport, "abort", None)
-    return abort if callable(abort) else None
+    drop = getattr(transport, "abort", None)
+    extra = getattr(transport, "get_extra_info", None)
+    if not callable(drop) or not callable(extra):
+        return None
+
+    def abort() -> None:
+        # A zero linger makes the close a reset: the kernel drops the unsent bytes at once,
+        # where a plain close would leave an orphan socket probing the client for minutes.
+        sock = extra("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        drop()
+
+    return abort
 
 
 class HttpMetrics:

@@ -88,16 +88,19 @@ def presents_credentials(headers: Headers) -> bool:
 
 def client_key(scope: Scope) -> str:
     """Whose failures these are: the client's address; for IPv6 its /64, which one host
-    usually holds whole (so a new address per guess is no escape)."""
+    usually holds whole (so a new address per guess is no escape), unless it is an IPv4
+    address in IPv6 form."""
     client = scope.get("client")
     host = str(client[0]) if client else ""
+    if ":" not in host:  # IPv4 (or a unix socket's name): as it is, without parsing
+        return host
     try:
-        ip = ipaddress.ip_address(host)
+        ip = ipaddress.IPv6Address(host)
     except ValueError:
         return host
-    if ip.version == 6:
-        return str(ipaddress.ip_network(f"{host}/64", strict=False))
-    return host
+    if ip.ipv4_mapped is not None:  # an IPv4 client of a dual-stack socket is itself
+        return str(ip.ipv4_mapped)
+    return str(ipaddress.IPv6Network(f"{host}/64", strict=False))
 
 
 class FailureThrottle:
@@ -115,12 +118,12 @@ class FailureThrottle:
         self.base, self.max_delay, self.max_clients = base, max_delay, max_clients
         self._failures: OrderedDict[str, deque[float]] = OrderedDict()
 
-    def blocked_for(self, client: str, now: float) -> float | None:
+    def blocked_for(self, client: str, now: float | None = None) -> float | None:
         """Seconds until `client` may present a key again, or None if it may now."""
         times = self._failures.get(client)
         if times is None or len(times) < self.block:
-            return None
-        left = times[0] + self.window - now
+            return None  # the common case: no clock read
+        left = times[0] + self.window - (time.monotonic() if now is None else now)
         return left if left > 0 else None
 
     def failed(self, client: str, now: float) -> float:
@@ -173,7 +176,7 @@ class ApiKeys:
         if isinstance(key, Unauthorized):
             return key  # no key was tried: nothing to slow down
         client = client_key(scope)
-        wait = self.throttle.blocked_for(client, time.monotonic())
+        wait = self.throttle.blocked_for(client)
         if wait is not None:
             return TooManyAuthFailures("Too many failed authentications from this address; "
                                        "retry later", retry_after=wait)

@@ -60,9 +60,9 @@ class CountedBody:
     async def receive(self) -> Message:
         if self.complete:
             return await self._receive()  # e.g. a streaming response listening for disconnect
-        left = self.deadline() - asyncio.get_running_loop().time()
         try:
-            async with asyncio.timeout(max(left, 0)):
+            # One timer a read: about 5 µs, most of this layer's cost per request.
+            async with asyncio.timeout_at(self.deadline()):
                 message = await self._receive()
         except TimeoutError:
             self.refusal = RequestTimeout(

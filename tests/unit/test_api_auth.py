@@ -217,10 +217,12 @@ def test_throttle_memory_is_bounded_forgetting_the_least_recent_address_first() 
     (("192.0.2.7", 1234), "192.0.2.7"),
     (("2001:db8:1:2:aaaa::1", 1), "2001:db8:1:2::/64"),
     (("2001:db8:1:2:bbbb::9", 1), "2001:db8:1:2::/64"),
+    (("::ffff:192.0.2.7", 1), "192.0.2.7"),
+    (("::ffff:198.51.100.1", 1), "198.51.100.1"),
     (None, ""),
     (("unix-socket", 0), "unix-socket"),
 ])
-def test_an_ipv6_client_is_counted_by_its_64_prefix(client: tuple[str, int] | None,
+def test_a_client_is_counted_by_its_address_an_ipv6_one_by_its_64(client: tuple[str, int] | None,
                                                      key: str) -> None:
     scope = http_scope()
     scope["client"] = client
