@@ -22,6 +22,7 @@ import pytest
 from tests.batchkit import chat_line, submit, wait_batch
 from tests.conftest import ALICE, BOB, StackFactory
 from tests.harness import ROOT, Stack, free_port, make_env
+from tests.sse import collect
 
 ADMIN, USER = ALICE, BOB  # alice is named in RAFALE_ADMIN_KEYS, bob is not
 
@@ -228,6 +229,8 @@ async def test_a_body_trickled_slower_than_the_bound_is_cut_with_408(
     async with httpx.AsyncClient(base_url=stack.url, timeout=30) as c:
         r = await c.post("/chat/async", json={"message": "after the slow one"})
         assert r.status_code == 202, r.text
+        events = await collect(c, "GET", r.json()["stream_url"])  # read: no session left over
+        assert events[-1].event == "done"
 
 
 async def test_a_download_the_client_stops_reading_is_dropped(make_stack: StackFactory) -> None:
