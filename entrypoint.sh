@@ -5,8 +5,9 @@ set -euo pipefail
 role="${1:-all}"
 PY="${PYTHON:-python}"
 
-# Fail at start, naming the bad setting, rather than half-starting.
-"$PY" -m app.settings
+# Fail at start, naming the bad setting, rather than half-starting. For a role that runs the
+# API this also refuses a gateway with no key unless RAFALE_OPEN=true says it was chosen.
+"$PY" -m app.settings "$role"
 
 api() {
   # Every uvicorn process writes its metrics here and /metrics sums them all. Files left by an
@@ -14,9 +15,16 @@ api() {
   export PROMETHEUS_MULTIPROC_DIR="${PROMETHEUS_MULTIPROC_DIR:-${TMPDIR:-/tmp}/rafale-api-metrics-$$}"
   mkdir -p "$PROMETHEUS_MULTIPROC_DIR"
   find "$PROMETHEUS_MULTIPROC_DIR" -maxdepth 1 -name '*.db' -delete
+  # Bounds per process: an idle keep-alive connection is closed after a few seconds; past
+  # LIMIT_CONCURRENCY open connections or tasks uvicorn answers 503 instead of taking more.
+  # Headers that never finish are not bounded by uvicorn: that is the reverse proxy's job
+  # (deploy/nginx/rafale.conf).
   exec "$PY" -m uvicorn app.main:app \
     --host "${HOST:-0.0.0.0}" --port "${PORT:-8007}" \
     --workers "${UVICORN_WORKERS:-2}" --loop uvloop --http httptools \
+    --timeout-keep-alive "${UVICORN_TIMEOUT_KEEP_ALIVE:-5}" \
+    --limit-concurrency "${UVICORN_LIMIT_CONCURRENCY:-2048}" \
+    --backlog "${UVICORN_BACKLOG:-2048}" \
     --no-access-log --timeout-graceful-shutdown "${SHUTDOWN_GRACE:-20}"
 }
 

@@ -104,6 +104,19 @@ running_pid() {
   kill -0 "$pid" 2>/dev/null && echo "$pid"
 }
 
+# No key configured and no explicit RAFALE_OPEN: run open, but for this machine only.
+local_open_default() {
+  if [ -z "${RAFALE_API_KEYS:-}" ] && [ -z "${RAFALE_API_KEYS_FILE:-}" ] && [ -z "${RAFALE_OPEN:-}" ]; then
+    export RAFALE_OPEN=true HOST=127.0.0.1
+    say "no API key configured: serving this machine only (127.0.0.1), open (RAFALE_OPEN=true)"
+    cat <<MSG
+    To share it, give keys of 20+ characters in .env, then ./run.sh restart:
+      RAFALE_API_KEYS=alice:$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
+    and HOST=0.0.0.0 to listen beyond this machine (see "Running it in front of people").
+MSG
+  fi
+}
+
 cmd_start() {
   if pid="$(running_pid)"; then
     echo "Rafale is already running (pid $pid); ./run.sh restart to restart it"
@@ -111,8 +124,9 @@ cmd_start() {
   fi
   ensure_venv ""
   ensure_broker
+  local_open_default
   mkdir -p "$RUN_DIR" "$LOG_DIR"
-  say "starting Rafale on port $PORT (log: logs/rafale.log)"
+  say "starting Rafale on ${HOST:-0.0.0.0}:$PORT (log: logs/rafale.log)"
   PATH="$VENV/bin:$PATH" PYTHON="$PY" setsid nohup ./entrypoint.sh all >>"$LOG_DIR/rafale.log" 2>&1 &
   echo $! >"$PID_FILE"
   for _ in $(seq 1 60); do

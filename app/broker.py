@@ -183,14 +183,14 @@ class Broker:
 
     def _raw_connection(self) -> aiormq.abc.AbstractConnection:
         if not self.connected or self.conn is None or self.conn.transport is None:
-            raise BrokerUnavailable(
-                self.last_error or "RabbitMQ is not connected", retry_after=RECONNECT_INTERVAL
-            )
+            # Never last_error: its text (hosts, users, set-up errors) is for the log and
+            # admins' /health/full, not for every caller.
+            raise BrokerUnavailable("RabbitMQ is not connected", retry_after=RECONNECT_INTERVAL)
         return self.conn.transport.connection
 
     async def channel(self, **kwargs: Any) -> AbstractRobustChannel:
         if self.conn is None:
-            raise BrokerUnavailable(self.last_error or "RabbitMQ is not connected")
+            raise BrokerUnavailable("RabbitMQ is not connected")
         return await self.conn.channel(**kwargs)
 
     async def declare_topology(self, ch: AbstractRobustChannel) -> None:

@@ -250,3 +250,38 @@ class ProviderBadRequest(ProviderError):
     status = 400
     type = "invalid_request_error"
     code = "provider_bad_request"
+
+
+# --- secure defaults (issue 10, S1)
+
+
+class AmbiguousCredentials(Unauthorized):
+    """Two keys in one request (two Authorization headers, or a bearer key and a different
+    x-api-key): refused rather than guessing which one the caller meant."""
+
+    code = "ambiguous_api_key"
+
+
+class TooManyAuthFailures(RafaleError):
+    """This client address failed to authenticate too often lately."""
+
+    status = 429
+    type = "rate_limit_error"
+    code = "too_many_failed_authentications"
+
+
+class AdminOnly(RafaleError):
+    """Operator detail (queue depths, workers, broker errors) for keys in RAFALE_ADMIN_KEYS."""
+
+    status = 403
+    type = "invalid_request_error"
+    code = "admin_key_required"
+    final = True
+
+
+class RequestTimeout(RafaleError):
+    """The request body did not arrive within REQUEST_BODY_TIMEOUT."""
+
+    status = 408
+    type = "invalid_request_error"
+    code = "request_timeout"

@@ -9,6 +9,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from app.bounds import MaxTokens, ModelName
+
 SCHEMA_VERSION = 1
 
 Role = Literal["system", "user", "assistant", "tool", "developer"]
@@ -28,9 +30,9 @@ class ChatRequest(BaseModel):
 
     message: str | None = Field(None, min_length=1)
     messages: list[ChatMessage] | None = Field(None, min_length=1)
-    model: str | None = Field(None, min_length=1, max_length=200)
+    model: ModelName | None = None
     temperature: float | None = Field(None, ge=0, le=2)
-    max_tokens: int | None = Field(None, ge=1, le=1_000_000)
+    max_tokens: MaxTokens | None = None
     system: str | None = None
 
     @model_validator(mode="after")

@@ -133,10 +133,26 @@ class Settings(BaseSettings):
     # JSON: {"provider/model" or "provider/*": {"input": USD, "output": USD} per 1M tokens},
     # over the built-in table (app/pricing.py). DeepL's tokens are characters.
     model_prices_file: str = ""
-    # Key names (comma-separated) that see every key's usage, not just their own.
-    rafale_admin_keys: str = ""
 
-    # `name:key,name:key` (or a file with one `name:key` a line). Unset: Rafale runs open.
+    # --- secure defaults (issue 10, S1)
+    # No key configured: the API refuses to start unless this says the operator chose an open
+    # gateway (`./run.sh start` sets it for its loopback-only default).
+    rafale_open: bool = False
+    # Key *names* (comma-separated) whose callers see operator detail: /stats, /metrics and
+    # /health/full's checks. Every other key gets the status only.
+    rafale_admin_keys: str = ""
+    # Seconds a request body has to arrive whole (uploads get more, by their size: see
+    # app/api/middleware_body.py); a body trickled slower is cut with 408.
+    request_body_timeout: PositiveFloat = 30.0
+    # Bounds entrypoint.sh gives uvicorn (per API process): idle keep-alive seconds, open
+    # connections and tasks before it answers 503, and the listen backlog.
+    uvicorn_timeout_keep_alive: int = Field(5, ge=1, le=300)
+    uvicorn_limit_concurrency: int = Field(2048, ge=16, le=1_000_000)
+    uvicorn_backlog: int = Field(2048, ge=16, le=65535)
+    # Where the worker supervisor's metrics listen. They take no key: loopback unless told.
+    worker_metrics_host: str = "127.0.0.1"
+
+    # `name:key,name:key` (or a file with one `name:key` a line), keys of 20+ characters.
     rafale_api_keys: str = Field("", repr=False)
     rafale_api_keys_file: str = ""
     log_format: str = Field("text", pattern=r"^(text|json)$")
@@ -148,7 +164,7 @@ class Settings(BaseSettings):
     def _check(self) -> Settings:
         if not self.rabbitmq_url.startswith(("amqp://", "amqps://")):
             raise ValueError("RABBITMQ_URL must start with amqp:// or amqps://")
-        KeyRing.load(self.rafale_api_keys, self.rafale_api_keys_file)  # fail at start if bad
+        self.key_ring()  # fail at start if bad
         self.provider_caps()  # fail at start if bad
         for name in self.endpoints:
             if name in BUILTIN_PROVIDERS or not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,31}", name):
@@ -170,6 +186,21 @@ class Settings(BaseSettings):
                                                                  *self.endpoints)):
             raise ValueError("DEFAULT_MODEL must be `provider/model`, the provider one of "
                              f"{BUILTIN_PROVIDERS} or an ENDPOINTS__<NAME>")
+
+    def key_ring(self) -> KeyRing | None:
+        """The configured API keys and their admins; None when no key is configured."""
+        return KeyRing.load(self.rafale_api_keys, self.rafale_api_keys_file,
+                            self.rafale_admin_keys)
+
+    def api_refusal(self) -> str | None:
+        """Why an API process must not start with these settings (None: it may). Workers and
+        the CLI serve nobody over HTTP, so only the API asks."""
+        if self.rafale_open or self.key_ring() is not None:
+            return None
+        return ("refusing to start the API: no API key is configured, and a gateway open to "
+                "anyone must be chosen. Set RAFALE_API_KEYS (`name:key,...`, keys of 20+ "
+                "characters) or RAFALE_API_KEYS_FILE, or set RAFALE_OPEN=true to serve every "
+                "caller without a key.")
 
     def provider_caps(self) -> dict[str, int]:
         """PROVIDER_CONCURRENCY as {provider: cap}."""
@@ -216,12 +247,19 @@ def get_settings() -> Settings:
     return Settings()
 
 
-def main() -> int:
-    """`python -m app.settings`: validate the configuration before a process starts."""
+def main(argv: list[str] | None = None) -> int:
+    """`python -m app.settings [api|worker|all]`: validate the configuration before a process
+    starts; for a role that runs the API (`api`, `all`), also that it may start (keys, or
+    RAFALE_OPEN)."""
+    role = (sys.argv[1:] if argv is None else argv)[:1]
     try:
-        Settings()
+        settings = Settings()
     except ValidationError as exc:
         print(describe_error(exc), file=sys.stderr)
+        return 2
+    refusal = settings.api_refusal() if role and role[0] in ("api", "all") else None
+    if refusal:
+        print(refusal, file=sys.stderr)
         return 2
     return 0
 

@@ -75,7 +75,7 @@ async def fake() -> AsyncIterator[FakeOpenAI]:
 # Every secret the tests configure; tests/test_zz_secrets.py looks for each in every log.
 OPENAI_KEY = "sk-test-not-a-real-key"
 ALICE = "alice-key-0123456789"
-BOB = "bob-key-9876543210"
+BOB = "bob-key-9876543210-bob"
 DEEPL_KEY = "deepl-test-key:fx"
 OLLAMA_KEY = "ollama-secret-1"
 DEEPSEEK_KEY = "sk-deepseek-test-2"

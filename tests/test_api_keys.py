@@ -16,7 +16,8 @@ from tests.sse import collect, text_of
 
 @pytest.fixture
 async def locked(make_stack: StackFactory) -> Stack:
-    return await make_stack("keys", rafale_api_keys=f"alice:{ALICE},bob:{BOB}")
+    return await make_stack("keys", rafale_api_keys=f"alice:{ALICE},bob:{BOB}",
+                            rafale_admin_keys="alice,bob")
 
 
 def bearer(key: str) -> dict[str, str]:

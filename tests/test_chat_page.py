@@ -347,6 +347,8 @@ async def test_page_asks_for_the_api_key_and_works_once_given(
     banner = page.get_by_test_id("key-banner")
     await expect(banner).to_be_visible()  # /v1/models answered 401 at load
     await expect(page.get_by_test_id("status-api")).to_have_attribute("data-state", "ok")
+    # /health/full gives the page (no admin key) its status only: enough for the light.
+    await expect(page.get_by_test_id("status-queue")).to_have_attribute("data-state", "ok")
     msg = await send(page, "behind a locked door", model="mock/echo")
     await finished(msg, "error")
     await expect(msg.get_by_test_id("error-text")).to_contain_text("401")

@@ -55,12 +55,13 @@ def serve_metrics(settings: Settings, path: str) -> None:
     registry = CollectorRegistry()
     collect_multiprocess(registry, path)
     try:
-        start_http_server(settings.worker_metrics_port, settings.host, registry)
+        start_http_server(settings.worker_metrics_port, settings.worker_metrics_host, registry)
     except OSError as exc:
         # Another supervisor on this host has the port: run without metrics rather than not run.
         log.warning("worker metrics not served on port %d: %s", settings.worker_metrics_port, exc)
         return
-    log.info("worker metrics on http://%s:%d/metrics", settings.host, settings.worker_metrics_port)
+    log.info("worker metrics on http://%s:%d/metrics", settings.worker_metrics_host,
+             settings.worker_metrics_port)
 
 
 def supervise(settings: Settings) -> int:

@@ -14,7 +14,6 @@ from typing import Any, Literal
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustChannel
 from pydantic import ValidationError
 
-from app.auth import KeyRing
 from app.broker import BROKER_ERRORS, Broker
 from app.errors import TaskParked
 from app.fleet import heartbeat
@@ -45,9 +44,8 @@ class Worker:
         # Usage of every chat task and batch line, written in batches off the answer's path.
         # Per-key limits: what a key's requests used settles its token bucket (KEY_TPM), and
         # batch lines stop at its budget. The keys' own limits come from the same settings.
-        self.limiter = Limiter(settings, KeyRing.load(settings.rafale_api_keys,
-                                                      settings.rafale_api_keys_file),
-                               self.store, spend_of=partial(usage_store.month_spend, self.store))
+        self.limiter = Limiter(settings, settings.key_ring(), self.store,
+                               spend_of=partial(usage_store.month_spend, self.store))
         self.usage = usage_store.recorder(self.store, load_prices(settings.model_prices_file),
                                           self.metrics, settle=self.limiter.settle)
         self.batch_runner = BatchRunner(settings, self.broker, self.registry, self.store,

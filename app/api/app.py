@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from starlette.types import ASGIApp
 
 from app.api import errors, middleware
 from app.api.routes_batches import router as batches_router
@@ -39,14 +40,29 @@ from app.store.batches import LiveCounts
 log = logging.getLogger(__name__)
 
 
+class _Api(FastAPI):
+    """FastAPI with one layer outside Starlette's own error layer: the only place that still
+    sees the server's connection (middleware.Abortable)."""
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return middleware.Abortable(super().build_middleware_stack())
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
-    keys = KeyRing.load(settings.rafale_api_keys, settings.rafale_api_keys_file)
+    keys = settings.key_ring()
     metrics = Metrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         setup_logging(settings.log_level, "api", settings.log_format)
+        refusal = settings.api_refusal()
+        if refusal:
+            # Here rather than in create_app: uvicorn ends the process (exit code 3) on a
+            # failed start-up, where an error at import would be retried forever by its
+            # multi-process supervisor.
+            log.error(refusal)
+            raise RuntimeError(refusal)
         broker = Broker(settings, "api")
         fleet = Fleet(broker)
         broker.on_ready(fleet.start)
@@ -64,10 +80,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.services = Services(settings, broker, relay, registry, fleet,
                                       CallPolicy.from_settings(settings), metrics, store,
                                       LiveCounts(store), usage, limiter)
-        if keys is None:
-            log.warning("RAFALE_API_KEYS is not set: the API is open to anyone who can reach it")
-        else:
-            log.info("API keys on: %d key(s)", len(keys))
+        _log_access(keys)
         if registry.default_model.startswith("mock/"):
             log.warning("no provider key is set: answering with the offline mock provider")
         broker.start()
@@ -82,7 +95,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await usage.close()
             await store.close()
 
-    app = FastAPI(title="Rafale", version="0.1.0", lifespan=lifespan)
+    app = _Api(title="Rafale", version="0.1.0", lifespan=lifespan)
     errors.install(app)
     app.include_router(chat_router)
     app.include_router(ops_router)
@@ -93,7 +106,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(batches_router)
     app.include_router(web_router)
     middleware.install(app, max_body_bytes=settings.max_body_bytes,
-                       body_limits=body_limits(settings), keys=keys, metrics=metrics)
+                       body_limits=body_limits(settings),
+                       body_timeout=settings.request_body_timeout, keys=keys, metrics=metrics)
     origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
     if origins:
         # Outside the guard: a preflight is answered here, without a key.
@@ -104,3 +118,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                                           "last-event-id", "x-request-id"],
                            expose_headers=["x-request-id", "retry-after"])
     return app
+
+
+def _log_access(keys: KeyRing | None) -> None:
+    if keys is None:
+        log.warning("RAFALE_OPEN=true and no API key: the API is open to anyone who can reach "
+                    "it, operator detail (/stats, /metrics, /health/full) included")
+    elif not keys.admins:
+        log.info("API keys on: %d key(s), no admin (RAFALE_ADMIN_KEYS): /stats, /metrics and "
+                 "the detail of /health/full are refused to every key", len(keys))
+    else:
+        log.info("API keys on: %d key(s), admins: %s", len(keys), ", ".join(sorted(keys.admins)))

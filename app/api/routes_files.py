@@ -10,12 +10,12 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import StreamingResponse
 from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
 from app.api.deps import Svc, Who
+from app.api.downloads import Download
 from app.api.services import Services
 from app.errors import Conflict, InvalidRequest, PayloadTooLarge
 from app.settings import Settings
@@ -229,16 +229,18 @@ async def file_retrieve(file_id: str, svc: Svc, who: Who) -> dict[str, Any]:
 
 
 @router.get(UPLOAD_PATH + "/{file_id}/content")
-async def file_content(file_id: str, svc: Svc, who: Who) -> StreamingResponse:
+async def file_content(file_id: str, svc: Svc, who: Who) -> Download:
     info = await get_file(svc.store, who.owner, file_id)
     # One stored part in memory at a time. The length is announced, so a download cut short
-    # (the file deleted meanwhile) fails at the client instead of passing as complete.
+    # (the file deleted meanwhile, or dropped for a client too slow) fails at the client
+    # instead of passing as complete.
     # Uploaded bytes may be HTML: never let a browser render them on the API's origin.
-    return StreamingResponse(read_file(svc.store, info.id), media_type="application/octet-stream",
-                             headers={"content-length": str(info.bytes),
-                                      "content-disposition": "attachment",
-                                      "x-content-type-options": "nosniff",
-                                      "content-security-policy": "sandbox"})
+    return Download(read_file(svc.store, info.id), media_type="application/octet-stream",
+                    send_timeout=svc.settings.stream_send_timeout,
+                    headers={"content-length": str(info.bytes),
+                             "content-disposition": "attachment",
+                             "x-content-type-options": "nosniff",
+                             "content-security-policy": "sandbox"})
 
 
 @router.delete(UPLOAD_PATH + "/{file_id}")

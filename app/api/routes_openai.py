@@ -21,6 +21,7 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from app.api.chat_queue import enqueue_chat
 from app.api.deps import Svc, Who
 from app.api.streaming import event_stream
+from app.bounds import Choices, MaxTokens, ModelName
 from app.completions import CompletionBuilder, finish_reasons, provider_extra
 from app.errors import ClientGone, RafaleError
 from app.relay import Relayed
@@ -46,15 +47,15 @@ class StreamOptions(BaseModel):
 class CompletionRequest(BaseModel):
     model_config = ConfigDict(extra="allow")
 
-    model: str = Field(min_length=1, max_length=200)
+    model: ModelName
     messages: list[Message] = Field(min_length=1)
     stream: bool = False
     stream_options: StreamOptions | None = None
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, ge=0, le=1)
-    max_tokens: int | None = Field(None, ge=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
-    n: int | None = Field(None, ge=1, le=128)
+    max_tokens: MaxTokens | None = None
+    max_completion_tokens: MaxTokens | None = None
+    n: Choices | None = None
     stop: str | list[str] | None = None
     seed: int | None = None
     metadata: dict[str, str] | None = None

@@ -1,4 +1,8 @@
-"""Operational routes: liveness, readiness with reasons, queue stats, a real round trip."""
+"""Operational routes: liveness, readiness with reasons, queue stats, a real round trip.
+
+With API keys on, operator detail (queue depths, workers, the broker's and the store's
+errors) is for keys named in RAFALE_ADMIN_KEYS: `/health/full` tells any other caller its
+status only, `/stats` and `/metrics` answer them 403."""
 
 from __future__ import annotations
 
@@ -16,9 +20,10 @@ from prometheus_client.metrics_core import Metric
 from app import events
 from app.api.chat_queue import enqueue_chat
 from app.api.deps import Svc, Who
-from app.api.services import Services
+from app.api.services import Caller, Services
+from app.bounds import MODEL_NAME_MAX
 from app.broker import QueueInfo
-from app.errors import BrokerUnavailable, RafaleError, StoreUnavailable
+from app.errors import AdminOnly, BrokerUnavailable, RafaleError, StoreUnavailable
 from app.metrics import CONTENT_TYPE
 from app.schemas import ChatBody
 
@@ -31,8 +36,14 @@ async def health() -> dict[str, str]:
     return {"status": "ok"}
 
 
+def require_admin(who: Caller, what: str) -> None:
+    if not who.admin:
+        raise AdminOnly(f"{what} is operator detail, for keys named in RAFALE_ADMIN_KEYS; "
+                        "this key is not one of them")
+
+
 @router.get("/health/full")
-async def health_full(svc: Svc) -> JSONResponse:
+async def health_full(svc: Svc, who: Who) -> JSONResponse:
     checks: dict[str, Any] = {}
     problems: list[str] = []
     broker = svc.broker
@@ -62,8 +73,11 @@ async def health_full(svc: Svc) -> JSONResponse:
     checks["providers"] = {"configured": svc.registry.configured(),
                            "default_model": svc.registry.default_model}
     status = "ok" if not problems else "degraded"
+    code = 200 if not problems else 503
+    if not who.admin:  # a probe or an ordinary key: whether, not why
+        return JSONResponse({"status": status}, status_code=code)
     return JSONResponse({"status": status, "problems": problems, "checks": checks},
-                        status_code=200 if not problems else 503)
+                        status_code=code)
 
 
 async def _queue_infos(svc: Services, *, quiet: bool) -> dict[str, QueueInfo | None]:
@@ -83,7 +97,8 @@ async def _queue_infos(svc: Services, *, quiet: bool) -> dict[str, QueueInfo | N
 
 
 @router.get("/stats")
-async def stats(svc: Svc) -> dict[str, Any]:
+async def stats(svc: Svc, who: Who) -> dict[str, Any]:
+    require_admin(who, "/stats")
     q = await _queue_infos(svc, quiet=False)
     tasks, batch, dead = q["llm_tasks"], q["llm_batch"], q["llm_tasks.dead"]
     workers = svc.fleet.alive()
@@ -128,8 +143,9 @@ async def _live_metrics(svc: Services) -> list[Metric]:
 
 
 @router.get("/metrics")
-async def metrics(svc: Svc) -> Response:
+async def metrics(svc: Svc, who: Who) -> Response:
     """Prometheus text format: every API process's counters plus live queue and fleet gauges."""
+    require_admin(who, "/metrics")
     live = await _live_metrics(svc)
     # Reading every process's sample files is blocking file I/O: keep it off the event loop.
     body = await asyncio.to_thread(svc.metrics.exposition, live)
@@ -141,7 +157,7 @@ async def round_trip(
     request: Request,
     svc: Svc,
     who: Who,
-    model: Annotated[str, Query()] = "mock/echo",
+    model: Annotated[str, Query(min_length=1, max_length=MODEL_NAME_MAX)] = "mock/echo",
     wait: Annotated[float, Query(gt=0, le=60)] = 10.0,
 ) -> JSONResponse:
     """One real trip through the queue and a worker: enqueue a tiny prompt, read its stream."""

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from app.api.admission import admit
 from app.api.deps import Svc, Who
+from app.bounds import TranslateTexts
 from app.providers.deepl import DeepLProvider, request_fields
 from app.usage import Outcome, translated_chars
 
@@ -19,7 +20,7 @@ class TranslateRequest(BaseModel):
     # DeepL's other fields (context, tag_handling, glossary_id, ...) pass through as they are.
     model_config = ConfigDict(extra="allow")
 
-    text: list[str] = Field(min_length=1, max_length=50)
+    text: TranslateTexts
     target_lang: str = Field(min_length=2, max_length=7)
     source_lang: str | None = Field(None, min_length=2, max_length=7)
     formality: str | None = Field(

@@ -37,9 +37,11 @@ class Services:
 
 @dataclass(frozen=True, slots=True)
 class Caller:
-    """Who sent the request: the name of their API key ("" when Rafale runs open)."""
+    """Who sent the request: the name of their API key ("" when Rafale runs open), and whether
+    that name is in RAFALE_ADMIN_KEYS (always, when Rafale runs open: the operator chose it)."""
 
     owner: str
+    admin: bool = False
 
     @property
     def tag(self) -> str:

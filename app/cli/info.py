@@ -34,6 +34,8 @@ def models(ctx: typer.Context, as_json: JsonFlag = False) -> None:
 
 def health_grid(data: dict[str, Any]) -> Table:
     """`/health/full` as label/value rows (the problems are printed after it)."""
+    if "checks" not in data:  # with API keys on, the detail is for admin keys
+        return _status_only(data)
     checks = data.get("checks", {})
     broker = checks.get("broker", {})
     workers = checks.get("workers", {})
@@ -49,6 +51,15 @@ def health_grid(data: dict[str, Any]) -> Table:
                      f"{workers.get('alive', 0)} alive")
     grid.add_row("providers", escape(", ".join(providers.get("configured") or []) or "none"))
     grid.add_row("default model", escape(str(providers.get("default_model"))))
+    return grid
+
+
+def _status_only(data: dict[str, Any]) -> Table:
+    grid = Table.grid(padding=(0, 2))
+    status = escape(str(data.get("status")))
+    grid.add_row("status", f"[green]{status}[/]" if data.get("status") == "ok"
+                 else f"[red]{status}[/]")
+    grid.add_row("detail", "for admin keys only (RAFALE_ADMIN_KEYS on the server)")
     return grid
 
 

@@ -1,11 +1,14 @@
-"""The BodyLimit layer: a body over the route's limit gets 413, a declared one before any read."""
+"""The BodyLimit layer: a body over the route's limit gets 413, a declared one before any read;
+a body that does not arrive in time gets 408."""
 
 from __future__ import annotations
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+import asyncio
 
-from app.api.middleware import BodyLimit
-from tests.unit.asgi import Inner, drive, http_scope
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.api.middleware_body import BODY_MIN_RATE, BodyLimit, CountedBody
+from tests.unit.asgi import Exchange, Inner, drive, http_scope
 
 LIMIT = 100
 UPLOADS = {("POST", "/v1/files"): 1000}
@@ -24,6 +27,9 @@ async def test_a_declared_length_over_the_limit_is_refused_before_reading() -> N
     assert ex.status == 413
     err = ex.error()
     assert err["code"] == "payload_too_large" and f"limit of {LIMIT} bytes" in err["message"]
+    # Not closed: the server drops the rest of the body, and a client still uploading it
+    # reads this answer instead of a reset connection.
+    assert ex.header("connection") is None
 
 
 async def test_an_unreadable_declared_length_is_refused() -> None:
@@ -77,3 +83,48 @@ async def test_a_route_with_its_own_limit_takes_a_larger_body() -> None:
     # The larger limit is the upload's only: another method on the same path keeps the default.
     ex = await drive(limited(Inner()), http_scope("PUT", "/v1/files"), body=[b"x" * 101])
     assert ex.status == 413
+
+
+class Stalled(Exchange):
+    """A client that sends `chunks`, then nothing more (the connection stays open)."""
+
+    async def receive(self) -> Message:
+        if self.chunks:
+            return await super().receive() | {"more_body": True}
+        self.reads += 1
+        await asyncio.Event().wait()  # forever: only the layer's clock ends this
+        raise AssertionError("unreachable")
+
+
+async def test_a_body_that_stops_arriving_gets_408_and_the_connection_closed() -> None:
+    for app in (Inner(), Framework()):
+        client = Stalled([b'{"message": "'])
+        # A timeout of 0: the clock has run out at the first wait, with no test waiting for it.
+        await BodyLimit(app, max_body_bytes=LIMIT, timeout=0)(
+            http_scope("POST", "/chat"), client.receive, client.send)
+        assert client.status == 408, app
+        err = client.error()
+        assert err["code"] == "request_timeout" and err["type"] == "invalid_request_error"
+        assert client.header("connection") == "close"
+        assert b"parse error" not in client.body
+
+
+async def test_a_body_that_arrived_whole_is_not_timed_any_more() -> None:
+    inner = Inner()
+    ex = await drive(BodyLimit(inner, max_body_bytes=LIMIT, timeout=0), http_scope("POST", "/chat"),
+                     body=[b"x" * 10])
+    assert ex.status == 200 and inner.body == b"x" * 10
+
+
+async def test_each_chunk_received_buys_time_at_the_minimum_rate() -> None:
+    async def never() -> Message:
+        raise AssertionError("not called")
+
+    async def ignore(message: Message) -> None:
+        pass
+
+    body = CountedBody(never, ignore, limit=10**9, timeout=30)
+    start = body.deadline()
+    assert start == body.begun + 30
+    body.seen = 10 * BODY_MIN_RATE
+    assert body.deadline() == start + 10  # ten seconds' worth of bytes: ten more seconds

@@ -18,16 +18,16 @@ LIMITS = KeyLimits(sessions=5, rpm=10, tpm=1000, budget_usd=0, storage_bytes=0)
 
 
 def test_a_keys_line_sets_its_own_limits() -> None:
-    entries = parse_entries("alice:0123456789 rpm=600 tpm=2e5 sessions=50\nbob:abcdefghij",
-                            source="F")
-    assert entries == [("alice", "0123456789", {"rpm": 600, "tpm": 200_000, "sessions": 50}),
-                       ("bob", "abcdefghij", {})]
+    a, b = "a" * 20, "b" * 20
+    entries = parse_entries(f"alice:{a} rpm=600 tpm=2e5 sessions=50\nbob:{b}", source="F")
+    assert entries == [("alice", a, {"rpm": 600, "tpm": 200_000, "sessions": 50}),
+                       ("bob", b, {})]
 
 
 @pytest.mark.parametrize("option", ["rpm", "rpm=", "rpm=-1", "rpm=lots", "speed=3", "rpm=nan"])
 def test_a_bad_limit_option_names_the_key_and_never_the_secret(option: str) -> None:
     with pytest.raises(ValueError) as info:
-        parse_entries(f"alice:secret-0123456789 {option}", source="RAFALE_API_KEYS_FILE")
+        parse_entries(f"alice:secret-0123456789abcdef {option}", source="RAFALE_API_KEYS_FILE")
     assert "alice" in str(info.value) and "secret" not in str(info.value)
     assert "rpm=N" in str(info.value)
 
@@ -35,7 +35,8 @@ def test_a_bad_limit_option_names_the_key_and_never_the_secret(option: str) -> N
 def test_limits_default_to_settings_and_a_key_overrides_them(
         make_settings: Callable[..., Settings]) -> None:
     settings = make_settings(key_rpm=60, key_max_sessions=7)
-    ring = KeyRing({"k" * 20: "alice", "j" * 20: "bob"}, {"alice": {"rpm": 5, "budget_usd": 2}})
+    ring = KeyRing({"k" * 20: "alice", "j" * 20: "bob"},
+                   limits={"alice": {"rpm": 5, "budget_usd": 2}})
     limiter = Limiter(settings, ring, store=None)  # type: ignore[arg-type]
     assert limiter.of("alice") == KeyLimits(7, 5, 0, 2.0, 10 * 1024**3)
     assert limiter.of("bob") == KeyLimits(7, 60, 0, 0.0, 10 * 1024**3)

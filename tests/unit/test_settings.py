@@ -10,6 +10,8 @@ from pydantic import ValidationError
 from app.settings import Endpoint, describe_error, main
 from tests.unit.conftest import SettingsFactory
 
+KEY_A, KEY_B = "alice-key-0123456789", "bob-key-0123456789ab"
+
 
 def error_of(make: SettingsFactory, **kwargs: object) -> str:
     with pytest.raises(ValidationError) as info:
@@ -92,15 +94,15 @@ def test_a_bad_provider_cap_fails_at_start(make_settings: SettingsFactory, raw: 
 
 def test_api_keys_are_checked_at_start_without_echoing_them(
         make_settings: SettingsFactory) -> None:
-    make_settings(rafale_api_keys="alice:0123456789,bob:abcdefghij")
-    msg = error_of(make_settings, rafale_api_keys="alice:0123456789,bob:short")
+    make_settings(rafale_api_keys=f"alice:{KEY_A},bob:{KEY_B}")
+    msg = error_of(make_settings, rafale_api_keys=f"alice:{KEY_A},bob:short")
     assert "RAFALE_API_KEYS" in msg and "short" not in msg
 
 
 def test_an_api_keys_file_is_read_and_checked(make_settings: SettingsFactory,
                                               tmp_path: Path) -> None:
     good, bad = tmp_path / "keys", tmp_path / "bad"
-    good.write_text("# one a line\nalice:0123456789\n")
+    good.write_text(f"# one a line\nalice:{KEY_A}\n")
     bad.write_text("alice\n")
     make_settings(rafale_api_keys_file=str(good))
     assert "RAFALE_API_KEYS_FILE" in error_of(make_settings, rafale_api_keys_file=str(bad))
@@ -159,9 +161,9 @@ def test_a_default_model_may_name_any_builtin_or_endpoint_provider(
 
 
 def test_secrets_stay_out_of_the_repr(make_settings: SettingsFactory) -> None:
-    s = make_settings(openai_api_key="sk-secret", rafale_api_keys="alice:0123456789",
+    s = make_settings(openai_api_key="sk-secret", rafale_api_keys=f"alice:{KEY_A}",
                       database_url="postgresql://u:pw@h/db")
-    for secret in ("sk-secret", "0123456789", "pw@h"):
+    for secret in ("sk-secret", KEY_A, "pw@h"):
         assert secret not in repr(s)
 
 
@@ -187,3 +189,39 @@ def test_main_exits_2_with_the_reason_on_a_bad_setting(
     assert main() == 2
     assert "invalid setting SESSION_TTL" in capsys.readouterr().err
 
+
+
+def test_the_api_refuses_to_start_without_keys_unless_open_was_chosen(
+        make_settings: SettingsFactory) -> None:
+    refusal = make_settings().api_refusal()
+    assert refusal is not None
+    assert "RAFALE_API_KEYS" in refusal and "RAFALE_OPEN" in refusal
+    assert make_settings(rafale_open=True).api_refusal() is None
+    assert make_settings(rafale_api_keys=f"alice:{KEY_A}").api_refusal() is None
+
+
+def test_admin_keys_must_name_configured_keys(make_settings: SettingsFactory) -> None:
+    s = make_settings(rafale_api_keys=f"alice:{KEY_A},bob:{KEY_B}", rafale_admin_keys="alice")
+    ring = s.key_ring()
+    assert ring is not None and ring.admins == {"alice"}
+    msg = error_of(make_settings, rafale_api_keys=f"alice:{KEY_A}", rafale_admin_keys="root")
+    assert "RAFALE_ADMIN_KEYS" in msg and "root" in msg
+
+
+def test_worker_metrics_listen_on_loopback_unless_told(make_settings: SettingsFactory) -> None:
+    assert make_settings().worker_metrics_host == "127.0.0.1"
+    assert make_settings(worker_metrics_host="0.0.0.0").worker_metrics_host == "0.0.0.0"
+
+
+def test_main_checks_that_the_api_may_start_only_for_roles_that_run_it(
+        clean_env: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(tmp_path)  # no .env of the checkout
+    assert main(["worker"]) == 0
+    assert main([]) == 0
+    for role in ("api", "all"):
+        assert main([role]) == 2
+        err = capsys.readouterr().err
+        assert "RAFALE_API_KEYS" in err and "RAFALE_OPEN" in err
+    monkeypatch.setenv("RAFALE_OPEN", "true")
+    assert main(["api"]) == 0

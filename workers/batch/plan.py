@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 
 from app import batch_states
+from app.bounds import chat_problems, translate_problems
 from app.broker import Broker
 from app.errors import RafaleError
 from app.providers.deepl import check_language
@@ -133,9 +134,11 @@ class Check:
         if not model or not isinstance(model, str):
             self.problem("invalid_request", "Model parameter is required.", number, "body.model")
             return
-        if len(model) > 200:
-            self.problem("invalid_value", "The model name is longer than 200 characters.",
-                         number, "body.model")
+        # The same bounds as /v1/chat/completions (app/bounds.py): a batch is no way around them.
+        bad = chat_problems(body)
+        for param, message in bad:
+            self.problem("invalid_value", message, number, f"body.{param}")
+        if any(param == "model" for param, _ in bad):
             return
         if not isinstance(body.get("messages"), list) or not body["messages"]:
             self.problem("invalid_request", "Messages parameter is required.", number,
@@ -147,6 +150,8 @@ class Check:
         if not isinstance(text, list) or not text or not all(isinstance(t, str) for t in text):
             self.problem("invalid_request", "'text' must be a non-empty list of strings.",
                          number, "body.text")
+        for param, message in translate_problems(body):
+            self.problem("invalid_value", message, number, f"body.{param}")
         target = body.get("target_lang")
         if not isinstance(target, str):
             self.problem("invalid_request", "'target_lang' is required.", number,
