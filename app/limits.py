@@ -27,6 +27,7 @@ from app.errors import (
     RafaleError,
     RateLimited,
     StorageQuotaExceeded,
+    StoreUnavailable,
     TooManySessions,
 )
 from app.settings import Settings
@@ -58,6 +59,7 @@ class Limiter:
         self.store = store
         # USD the key spent this month; None until usage is recorded (budgets then unchecked).
         self.spend_of = spend_of
+        self._uncounted = False  # admitting uncounted: the store is down
 
     def of(self, key: str) -> KeyLimits:
         """A key's limits; with no keys configured every caller is "" and shares one set."""
@@ -76,15 +78,24 @@ class Limiter:
         """Count one request (and its session, and `tokens` against TPM) for `key`, or raise
         the 429/503 that says why not. Returns the `x-ratelimit-*` headers to answer with."""
         limits = self.of(key)
-        await self.check_budget(key, limits)
         now = time.time()
         session = None
         if session_id is not None:
             session = quota.SessionAsk(session_id, now + self.settings.session_ttl,
                                        limits.sessions, self.settings.max_sessions)
-        answer = await quota.admit(self.store, quota.Ask(
-            key, now, session, rpm=limits.rpm if requests else 0, tpm=limits.tpm,
-            tokens=tokens))
+        try:
+            await self.check_budget(key, limits)
+            answer = await quota.admit(self.store, quota.Ask(
+                key, now, session, rpm=limits.rpm if requests else 0, tpm=limits.tpm,
+                tokens=tokens))
+        except StoreUnavailable as exc:
+            # Chat needs no database and keeps working while it is down: the limits are not
+            # counted meanwhile (the broker's own bounds still hold). Said once per outage.
+            if not self._uncounted:
+                log.warning("limits not counted while the store is unavailable: %s", exc)
+            self._uncounted = True
+            return {}
+        self._uncounted = False
         headers = rate_headers(answer.verdicts)
         if answer.refused is not None:
             raise _refusal(answer, limits, headers)

@@ -9,7 +9,7 @@ import pytest
 
 from app import ratelimit
 from app.auth import KeyRing, parse_entries
-from app.errors import FleetBusy, RateLimited, TooManySessions
+from app.errors import FleetBusy, RateLimited, StoreUnavailable, TooManySessions
 from app.limits import KeyLimits, Limiter, _refusal, estimate_tokens, rate_headers
 from app.settings import Settings
 from app.store import quota
@@ -81,3 +81,18 @@ def test_session_and_fleet_refusals() -> None:
 def test_a_chats_reservation_is_its_prompt_and_its_most_output() -> None:
     assert estimate_tokens(["x" * 400], 100) == 200
     assert estimate_tokens([], None) == 1
+
+
+class DownStore:
+    """A store whose database is unreachable."""
+
+    def tx(self) -> Any:
+        raise StoreUnavailable("The database is unavailable; try again shortly", retry_after=1)
+
+
+async def test_a_store_outage_admits_uncounted_so_chat_keeps_working(
+        make_settings: Callable[..., Settings], caplog: pytest.LogCaptureFixture) -> None:
+    limiter = Limiter(make_settings(key_rpm=1), None, store=DownStore())  # type: ignore[arg-type]
+    assert await limiter.admit("", session_id="s1") == {}
+    assert await limiter.admit("", session_id="s2") == {}
+    assert sum("not counted" in r.message for r in caplog.records) == 1  # once per outage
