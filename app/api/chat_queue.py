@@ -37,6 +37,6 @@ async def enqueue_chat(svc: Services, who: Caller, model: str, body: ChatBody,
     )
     started = time.perf_counter()
     await svc.broker.submit_task(task.model_dump_json().encode(), task_id=session_id,
-                                 session_queue=queue)
+                                 session_queue=queue, owner_tag=who.tag)
     svc.metrics.enqueue_seconds.observe(time.perf_counter() - started)
     return Queued(session_id, queue)
