@@ -69,6 +69,7 @@ class Topology:
     """Names and arguments of every queue and exchange, in one place."""
 
     def __init__(self, s: Settings) -> None:
+        # Chat tasks: one lane per hash of the owner (see lane()).
         self.lanes = tuple(s.namespaced(f"llm_tasks.{n}") for n in range(s.task_lanes))
         # Batch work: its own queue, consumed with its own (bounded) share of each worker, so a
         # 50k-line batch never starves interactive chat.
@@ -82,6 +83,8 @@ class Topology:
         self.dead_exchange = s.namespaced("dead")
         self.heartbeat_exchange = s.namespaced("heartbeat")
         self.session_prefix = s.namespaced("session.")
+        # The batch queue's arguments, unchanged (so an existing one still declares); the
+        # lanes add their bounds.
         self.task_args: dict[str, Any] = {
             # Quorum queues count deliveries (x-delivery-count) and park poison after the limit;
             # classic queues in RabbitMQ 3.x have no such limit.

@@ -41,8 +41,10 @@ async def health_full(svc: Svc) -> JSONResponse:
         problems.append(f"broker: {broker.last_error or 'not connected'}")
     else:
         try:
-            # A worker consumes every lane: the least consumed lane counts the workers.
-            info = sum_lanes(await broker.lanes_info())
+            # A worker starts consuming the lanes in order: the last one's consumers are the
+            # workers taking every lane. One passive declare, not one per lane: this route
+            # answers anybody, and should cost the broker no more than it did.
+            info = await broker.queue_info(broker.topology.lanes[-1])
             consumers = info.consumers if info else 0
         except BrokerUnavailable as exc:
             consumers = 0
