@@ -358,10 +358,6 @@ class Broker:
         assert ok is not None
         return QueueInfo(ok.message_count or 0, ok.consumer_count or 0)
 
-    async def lanes_info(self) -> list[QueueInfo | None]:
-        """Each lane's counts, in lane order (None for a lane that does not exist)."""
-        return [await self.queue_info(lane) for lane in self.topology.lanes]
-
     async def delete_queue(self, name: str, *, if_unused: bool = False) -> bool:
         """Delete a queue; with `if_unused`, only when nobody consumes it. True if deleted."""
         async with self._probe_lock:

@@ -79,7 +79,7 @@ async def _queue_infos(svc: Services, *, quiet: bool
     out: dict[str, QueueInfo | None] = {}
     lanes: list[QueueInfo | None] = [None] * len(t.lanes)
     try:
-        lanes = await broker.lanes_info()
+        lanes = [await broker.queue_info(lane) for lane in t.lanes]
     except BrokerUnavailable:
         if not quiet:
             raise
