@@ -4,12 +4,19 @@ session queues.
 Hot-path calls go straight to aiormq (the channel under aio-pika's robust wrapper): it lets a
 session declare ride in the same round trip as the task publish (`nowait`), and it keeps
 per-stream objects out of aio-pika's reconnect bookkeeping, which would otherwise redeclare
-every short-lived session queue after a reconnect."""
+every short-lived session queue after a reconnect.
+
+Chat tasks go to lanes (`llm_tasks.<n>`), one per hash of the owner tag, so one key's backlog
+waits in its own lane and workers, which consume every lane, can start another key's task at
+once (workers/fair.py). Every queue a client can fill is bounded, so the broker stays up
+whatever one key does: lanes and session queues refuse publishes when full, the dead-letter
+queue drops its oldest and expires what it holds."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import os
 import socket
@@ -22,12 +29,15 @@ import aiormq
 from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
 from pamqp.commands import Basic
 
-from app.errors import BrokerUnavailable
+from app.errors import BrokerUnavailable, QueueFull
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
 
 RECONNECT_INTERVAL = 1.0
+# A full lane drains at the fleet's pace; a client told to come back sooner would only be
+# refused again.
+QUEUE_FULL_RETRY_AFTER = 5.0
 BROKER_ERRORS = (aiormq.exceptions.AMQPError, ConnectionError, OSError, RuntimeError)
 
 
@@ -37,11 +47,30 @@ class QueueInfo:
     consumers: int
 
 
+def lane_of(owner_tag: str, lanes: int) -> int:
+    """The lane of an owner's tasks: stable across processes and restarts (a digest, not
+    Python's salted hash()), so one key's tasks always share one lane."""
+    digest = hashlib.sha256(owner_tag.encode()).digest()
+    return int.from_bytes(digest[:8], "big") % lanes
+
+
+def sum_lanes(infos: list[QueueInfo | None]) -> QueueInfo | None:
+    """The lanes as one queue: their ready messages added up, and the consumers of the least
+    consumed lane (a worker consumes every lane, so that is the workers taking any key's
+    tasks; a lane nobody consumes, or that does not exist, makes it 0). None when no lane
+    exists."""
+    if all(info is None for info in infos):
+        return None
+    return QueueInfo(sum(info.messages for info in infos if info is not None),
+                     min(info.consumers if info is not None else 0 for info in infos))
+
+
 class Topology:
     """Names and arguments of every queue and exchange, in one place."""
 
     def __init__(self, s: Settings) -> None:
-        self.tasks = s.namespaced("llm_tasks")
+        # Chat tasks: one lane per hash of the owner (see lane()).
+        self.lanes = tuple(s.namespaced(f"llm_tasks.{n}") for n in range(s.task_lanes))
         # Batch work: its own queue, consumed with its own (bounded) share of each worker, so a
         # 50k-line batch never starves interactive chat.
         self.batch = s.namespaced("llm_batch")
@@ -54,6 +83,8 @@ class Topology:
         self.dead_exchange = s.namespaced("dead")
         self.heartbeat_exchange = s.namespaced("heartbeat")
         self.session_prefix = s.namespaced("session.")
+        # The batch queue's arguments, unchanged (so an existing one still declares); the
+        # lanes add their bounds.
         self.task_args: dict[str, Any] = {
             # Quorum queues count deliveries (x-delivery-count) and park poison after the limit;
             # classic queues in RabbitMQ 3.x have no such limit.
@@ -61,16 +92,37 @@ class Topology:
             "x-delivery-limit": s.task_max_deliveries - 1,
             "x-dead-letter-exchange": self.dead_exchange,
         }
+        self.lane_args: dict[str, Any] = {
+            **self.task_args,
+            # A publish to a full lane is nacked (QueueFull, 503) rather than grow the broker.
+            # Quorum queues check the bound after enqueueing: a lane may take one task more.
+            "x-max-length": s.task_queue_max,
+            "x-max-length-bytes": s.task_queue_max_bytes,
+            "x-overflow": "reject-publish",
+        }
+        # Parked tasks are for the operator to look at, not to pile up: the oldest go first.
+        self.dead_args: dict[str, Any] = {
+            "x-max-length": s.dead_letter_max,
+            "x-overflow": "drop-head",
+            "x-message-ttl": int(s.dead_letter_ttl * 1000),
+        }
+        # Classic v1 on purpose: v2 keeps files open per queue, and a few thousand sessions hit
+        # RabbitMQ 3.10's open-files limit (see the README's benchmarks).
         self.session_args: dict[str, Any] = {
             "x-expires": int(s.session_ttl * 1000),
             # Bounded so a client that never reads cannot grow the broker without limit; the
             # worker's publish is nacked and it stops generating.
             "x-max-length": 10_000,
+            "x-max-length-bytes": s.session_max_bytes,
             "x-overflow": "reject-publish",
         }
 
     def session_queue(self, owner_tag: str, session_id: str) -> str:
         return f"{self.session_prefix}{owner_tag}.{session_id}"
+
+    def lane(self, owner_tag: str) -> str:
+        """The task queue an owner's chat tasks go to."""
+        return self.lanes[lane_of(owner_tag, len(self.lanes))]
 
 
 def session_of(queue: str) -> str:
@@ -197,11 +249,12 @@ class Broker:
         t = self.topology
         dead_x = await ch.declare_exchange(t.dead_exchange, aio_pika.ExchangeType.FANOUT,
                                            durable=True)
-        await ch.declare_queue(t.tasks, durable=True, arguments=t.task_args)
+        for lane in t.lanes:
+            await ch.declare_queue(lane, durable=True, arguments=t.lane_args)
         await ch.declare_queue(t.batch, durable=True, arguments=t.task_args)
         await ch.declare_exchange(t.batch_control, aio_pika.ExchangeType.FANOUT)
-        for name in (t.dead, t.dead_notify):
-            q = await ch.declare_queue(name, durable=True)
+        for name, args in ((t.dead, t.dead_args), (t.dead_notify, None)):
+            q = await ch.declare_queue(name, durable=True, arguments=args)
             await q.bind(dead_x)
         await ch.declare_exchange(t.heartbeat_exchange, aio_pika.ExchangeType.FANOUT)
 
@@ -215,10 +268,12 @@ class Broker:
         await self._pub.ready()
         return await self._pub.get_underlay_channel()
 
-    async def submit_task(self, body: bytes, *, task_id: str, session_queue: str | None) -> None:
-        """Declare the session queue (if any) and publish the task; returns once the broker
-        has the task on disk. The declare is `nowait` and precedes the publish on the same
-        channel, so the broker applies it first and one round trip covers both."""
+    async def submit_task(self, body: bytes, *, task_id: str, session_queue: str | None,
+                          owner_tag: str) -> None:
+        """Declare the session queue (if any) and publish the task to the owner's lane; returns
+        once the broker has the task on disk. The declare is `nowait` and precedes the publish
+        on the same channel, so the broker applies it first and one round trip covers both.
+        A full lane raises QueueFull, after deleting the session queue nobody will fill."""
         try:
             async with asyncio.timeout(self.settings.publish_timeout):
                 ch = await self._pub_channel()
@@ -231,12 +286,20 @@ class Broker:
                     )
                 confirm = await ch.basic_publish(
                     body,
-                    routing_key=self.topology.tasks,
+                    routing_key=self.topology.lane(owner_tag),
                     mandatory=True,
                     properties=Basic.Properties(
                         delivery_mode=2, content_type="application/json", message_id=task_id
                     ),
                 )
+        except aiormq.exceptions.PublishError as exc:  # returned (unroutable), not nacked
+            raise BrokerUnavailable(f"RabbitMQ refused the task: {exc}", retry_after=1) from None
+        except aiormq.exceptions.DeliveryError:
+            # Nacked: with reject-publish that is a lane at its bound.
+            if session_queue is not None:
+                await self.delete_queue(session_queue)
+            raise QueueFull("too many tasks are waiting in this key's lane; retry later",
+                            retry_after=QUEUE_FULL_RETRY_AFTER) from None
         except TimeoutError:
             raise BrokerUnavailable("RabbitMQ did not confirm the task in time",
                                     retry_after=1) from None

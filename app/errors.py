@@ -285,3 +285,15 @@ class RequestTimeout(RafaleError):
     status = 408
     type = "invalid_request_error"
     code = "request_timeout"
+
+
+# --- lanes (S2)
+
+
+class QueueFull(RafaleError):
+    """The task's lane holds TASK_QUEUE_MAX tasks (or TASK_QUEUE_MAX_BYTES), so RabbitMQ
+    refused the publish: nothing was queued, and the same request a little later will be."""
+
+    status = 503
+    type = "service_unavailable"
+    code = "queue_full"

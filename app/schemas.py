@@ -63,7 +63,7 @@ class ChatBody(BaseModel):
 
 
 class Task(BaseModel):
-    """API → worker, on `llm_tasks`."""
+    """API → worker, on the owner's task lane (`llm_tasks.<n>`)."""
 
     schema_version: int = SCHEMA_VERSION
     kind: Literal["chat"] = "chat"

@@ -152,6 +152,21 @@ class Settings(BaseSettings):
     # Where the worker supervisor's metrics listen. They take no key: loopback unless told.
     worker_metrics_host: str = "127.0.0.1"
 
+    # --- lanes: fair scheduling and the broker's own bounds (S2)
+    # Task queues (`llm_tasks.<n>`): each key's tasks go to one, chosen by a hash of the key,
+    # so one key's backlog waits in its own lane while workers take from every lane. Every API
+    # and worker process must use the same number.
+    task_lanes: int = Field(16, ge=1, le=256)
+    # Tasks waiting in one lane (and their bytes); a publish beyond either is refused: 503.
+    task_queue_max: int = Field(10_000, ge=1)
+    task_queue_max_bytes: int = Field(256 * 1024 * 1024, ge=1024)
+    # Bytes of unread events one session queue holds; beyond it the worker stops generating.
+    session_max_bytes: int = Field(8 * 1024 * 1024, ge=1024)
+    # Parked (dead-lettered) tasks kept for the operator: the oldest go first beyond the count,
+    # and each goes after this many seconds.
+    dead_letter_max: int = Field(10_000, ge=1)
+    dead_letter_ttl: float = Field(7 * 86_400.0, gt=0, le=4_294_967)  # x-message-ttl: 32 bits of ms
+
     # `name:key,name:key` (or a file with one `name:key` a line), keys of 20+ characters.
     rafale_api_keys: str = Field("", repr=False)
     rafale_api_keys_file: str = ""

@@ -1,10 +1,12 @@
 """Streaming benchmark: prints latency percentiles, throughput, CPU per request and memory.
 
-    .venv/bin/python -m bench.bench_stream [--requests 3000] [--streams 1500]
+    .venv/bin/python -m bench.bench_stream [--requests 3000] [--streams 1500] [--keys 16]
 
 Everything runs on 127.0.0.1: a fake OpenAI server that streams 20 chunks 5 ms apart (its own
 process), Rafale's API (UVICORN_WORKERS=2) and workers (LLM_WORKERS=2), RabbitMQ, and aiohttp
-load clients (several processes, so the load generator is not the bottleneck)."""
+load clients (several processes, so the load generator is not the bottleneck). With `--keys N`
+the API requires keys and the clients spread their requests over N of them, so the tasks
+spread over the task lanes (without it Rafale runs open: every task goes to one lane)."""
 
 from __future__ import annotations
 
@@ -60,16 +62,24 @@ async def read_sse(resp: aiohttp.ClientResponse, started: float) -> StreamResult
     return StreamResult(ttfc or float("nan"), time.perf_counter() - started, ok, events)
 
 
-async def _enqueue_load(url: str, n: int, concurrency: int, model: str) -> list[float]:
+def _headers(keys: tuple[str, ...], i: int) -> dict[str, str]:
+    headers = {"content-type": "application/json"}
+    if keys:
+        headers["authorization"] = f"Bearer {keys[i % len(keys)]}"
+    return headers
+
+
+async def _enqueue_load(url: str, n: int, concurrency: int, model: str,
+                        keys: tuple[str, ...] = ()) -> list[float]:
     lat: list[float] = []
     body = json.dumps({"message": "bench", "model": model, "max_tokens": 1}).encode()
-    headers = {"content-type": "application/json"}
     left = n
 
     async def client(s: aiohttp.ClientSession) -> None:
         nonlocal left
         while left > 0:
             left -= 1
+            headers = _headers(keys, left)
             t = time.perf_counter()
             async with s.post(f"{url}/chat/async", data=body, headers=headers) as r:
                 await r.read()
@@ -82,13 +92,13 @@ async def _enqueue_load(url: str, n: int, concurrency: int, model: str) -> list[
     return lat
 
 
-async def _stream_load(url: str, n: int, concurrency: int, mode: str, provider: str
-                       ) -> list[StreamResult]:
+async def _stream_load(url: str, n: int, concurrency: int, mode: str, provider: str,
+                       keys: tuple[str, ...] = ()) -> list[StreamResult]:
     out: list[StreamResult] = []
     left = n
-    headers = {"content-type": "application/json"}
 
     async def one(s: aiohttp.ClientSession) -> StreamResult:
+        headers = _headers(keys, left)
         body = json.dumps({"message": f"bench {uuid.uuid4().hex[:6]}",
                            "model": f"openai/{MODEL}"}).encode()
         t = time.perf_counter()
@@ -109,7 +119,7 @@ async def _stream_load(url: str, n: int, concurrency: int, mode: str, provider: 
                 return await read_sse(r, t)
         async with s.post(f"{url}/chat/async", data=body, headers=headers) as r:
             sid = (await r.json())["session_id"]
-        async with s.get(f"{url}/stream/{sid}") as r:
+        async with s.get(f"{url}/stream/{sid}", headers=headers) as r:
             return await read_sse(r, t)
 
     async def client(s: aiohttp.ClientSession) -> None:
@@ -219,6 +229,8 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=4000, help="/chat/async requests")
     ap.add_argument("--streams", type=int, default=1500, help="streams at 50 concurrent")
     ap.add_argument("--clients", type=int, default=2, help="load client processes")
+    ap.add_argument("--keys", type=int, default=0,
+                    help="API keys to spread the requests over (0: Rafale runs open)")
     ap.add_argument("--only", choices=["enqueue", "latency", "concurrent", "cpu"], action="append",
                     help="run only these sections (repeatable)")
     ap.add_argument("--set", action="append", default=[], metavar="SETTING=VALUE",
@@ -227,6 +239,10 @@ def main() -> None:
 
     sections = set(args.only or ["enqueue", "latency", "concurrent", "cpu"])
     overrides = dict(kv.split("=", 1) for kv in args.set)
+    args.key_list = tuple(f"bench-key-{i:04d}-0123456789" for i in range(args.keys))
+    if args.key_list:
+        overrides["rafale_api_keys"] = ",".join(f"bench{i}:{k}"
+                                                for i, k in enumerate(args.key_list))
     fake_port = free_port()
     fake = subprocess.Popen([sys.executable, "-m", "tests.fakes.openai_server", str(fake_port)],
                             cwd=ROOT, stdout=subprocess.DEVNULL)
@@ -246,11 +262,11 @@ def main() -> None:
               f"{' with ' + str(overrides) if overrides else ''}\n")
         url = stack.url
         # Warm up connections, imports and caches.
-        run_clients("stream", 1, 100, 10, url, "queue", provider)
+        run_clients("stream", 1, 100, 10, url, "queue", provider, args.key_list)
         if "enqueue" in sections:
             bench_enqueue(stack, url, args)
         if "latency" in sections:
-            bench_latency(url, provider)
+            bench_latency(url, provider, args)
         if "concurrent" in sections:
             bench_concurrent(url, provider, args)
         if "cpu" in sections:
@@ -265,22 +281,23 @@ def bench_enqueue(stack: Any, url: str, args: argparse.Namespace) -> None:
     print("1. POST /chat/async at 100 concurrent clients (2 API processes)")
     api_cpu = CpuMeter([stack.procs["api"].pid])
     rabbit_cpu = CpuMeter([rabbit_pid()])
-    lat, wall = run_clients("enqueue", args.clients, args.requests, 100, url, "mock/echo")
+    lat, wall = run_clients("enqueue", args.clients, args.requests, 100, url, "mock/echo",
+                            args.key_list)
     n = len(lat)
     print(f"  n={n} p50={pct(lat, 50) * 1000:.2f} ms p99={pct(lat, 99) * 1000:.2f} ms"
           f"  {n / wall:.0f} req/s   CPU per request: API {api_cpu.used() / n * 1000:.2f} ms,"
           f" RabbitMQ {rabbit_cpu.used() / n * 1000:.2f} ms (incl. the workers' answers)")
-    lat, wall = run_clients("enqueue", 1, 300, 1, url, "mock/echo")
+    lat, wall = run_clients("enqueue", 1, 300, 1, url, "mock/echo", args.key_list)
     print(f"  one client at a time: p50={pct(lat, 50) * 1000:.2f} ms "
           f"p99={pct(lat, 99) * 1000:.2f} ms\n")
 
 
-def bench_latency(url: str, provider: str) -> None:
+def bench_latency(url: str, provider: str, args: argparse.Namespace) -> None:
     print("2. Time to first chunk and total, 20 chunks x 5 ms from the provider")
     for label, mode in (("provider directly", "direct-provider"),
                         ("Rafale direct (/chat)", "direct"),
                         ("Rafale queue (async + stream)", "queue")):
-        res, wall = run_clients("stream", 1, 200, 1, url, mode, provider)
+        res, wall = run_clients("stream", 1, 200, 1, url, mode, provider, args.key_list)
         summarize_streams(f"{label}, 1 stream", res, wall)
     print()
 
@@ -290,7 +307,8 @@ def bench_concurrent(url: str, provider: str, args: argparse.Namespace) -> None:
     for label, mode in (("provider directly", "direct-provider"),
                         ("Rafale direct (/chat)", "direct"),
                         ("Rafale queue (async + stream)", "queue")):
-        res, wall = run_clients("stream", args.clients, args.streams, 50, url, mode, provider)
+        res, wall = run_clients("stream", args.clients, args.streams, 50, url, mode, provider,
+                                args.key_list)
         summarize_streams(f"{label}, 50 concurrent", res, wall)
     print()
 
@@ -300,7 +318,8 @@ def bench_cpu(stack: Any, url: str, provider: str, args: argparse.Namespace) -> 
     api_cpu = CpuMeter([stack.procs["api"].pid])
     worker_cpu = CpuMeter([stack.procs["workers"].pid])
     rabbit_cpu = CpuMeter([rabbit_pid()])
-    res, wall = run_clients("stream", args.clients, args.streams, 50, url, "queue", provider)
+    res, wall = run_clients("stream", args.clients, args.streams, 50, url, "queue", provider,
+                            args.key_list)
     n = sum(r.ok for r in res)
     a, w, r = api_cpu.used(), worker_cpu.used(), rabbit_cpu.used()
     print(f"  streams={n} in {wall:.1f} s ({n / wall:.0f}/s)")

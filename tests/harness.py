@@ -59,6 +59,11 @@ class Stack:
     def namespace(self) -> str:
         return self.env["RAFALE_NAMESPACE"]
 
+    @property
+    def task_lanes(self) -> list[str]:
+        """The task queues (lanes), without the namespace."""
+        return [f"llm_tasks.{n}" for n in range(int(self.env.get("TASK_LANES", 16)))]
+
     def log_path(self, role: str) -> Path:
         """Where a role's output goes: a folder per test run (its namespace), so runs side by
         side never read or clear each other's logs."""
@@ -162,7 +167,7 @@ class Stack:
         url = self.env.get("RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/")
         conn = await aiormq.connect(url)
         ch = await conn.channel()
-        for q in ("llm_tasks", "llm_batch", "llm_tasks.dead", "llm_tasks.dead.notify"):
+        for q in (*self.task_lanes, "llm_batch", "llm_tasks.dead", "llm_tasks.dead.notify"):
             await ch.queue_delete(f"{self.namespace}.{q}")
         for x in ("dead", "heartbeat", "batch_control"):
             await ch.exchange_delete(f"{self.namespace}.{x}")

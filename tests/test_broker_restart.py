@@ -102,7 +102,8 @@ async def test_an_answer_not_read_yet_survives_a_broker_restart(make_stack: Stac
         while True:  # until the task is acked and its events wait in the session queue
             rows = list_queues(stack.namespace)
             session = [n for q, n in rows.items() if q.endswith(sid)]
-            if rows.get(f"{stack.namespace}.llm_tasks") == 0 and session and session[0] > 0:
+            lanes = [rows.get(f"{stack.namespace}.{lane}") for lane in stack.task_lanes]
+            if all(n == 0 for n in lanes) and session and session[0] > 0:
                 break
             assert time.monotonic() < deadline, rows
             await asyncio.sleep(0.1)
@@ -123,12 +124,12 @@ async def test_an_answer_not_read_yet_survives_a_broker_restart(make_stack: Stac
 
 async def test_a_failed_first_set_up_is_reported_and_retried(namespace: str,
                                                              fake: FakeOpenAI) -> None:
-    """An operator's `llm_tasks` with other arguments makes the declare fail (406): the API
+    """An operator's task lane with other arguments makes the declare fail (406): the API
     says why on /health/full and keeps trying, and comes up once the queue is fixed."""
     name = f"setup-{uuid.uuid4().hex[:6]}"
     port = free_port()
     stack = Stack(name, make_env(name, namespace, port, **FAST, **provider_env(fake)), port)
-    tasks = f"{stack.namespace}.llm_tasks"
+    tasks = f"{stack.namespace}.llm_tasks.0"
     conn = await aiormq.connect(stack.env.get("RABBITMQ_URL", "amqp://guest:guest@127.0.0.1/"))
     ch = await conn.channel()
     await ch.queue_declare(tasks, durable=True)  # classic, where Rafale declares a quorum queue

@@ -1,5 +1,5 @@
-"""One worker process: consume tasks with bounded concurrency, ack when durable, drain on
-SIGTERM, and tell the API side it is alive."""
+"""One worker process: consume every task lane, start tasks as the fair scheduler allows
+(workers/fair.py), ack when durable, drain on SIGTERM, and tell the API side it is alive."""
 
 from __future__ import annotations
 
@@ -28,6 +28,7 @@ from app.store import Store, database_url
 from app.store import usage as usage_store
 from workers.batch.runner import BatchRunner
 from workers.chat import ChatOutcome, run_chat
+from workers.fair import LaneGate
 from workers.stream import SessionStream
 
 log = logging.getLogger(__name__)
@@ -51,12 +52,13 @@ class Worker:
         self.batch_runner = BatchRunner(settings, self.broker, self.registry, self.store,
                                         self.metrics, usage=self.usage, limiter=self.limiter)
         self.worker_id = f"{socket.gethostname()}-{os.getpid()}"
+        # Every chat handler holding a message, running or waiting for its place in `gate`.
         self.inflight: dict[asyncio.Task[Any], AbstractIncomingMessage] = {}
+        self.gate = LaneGate(settings.worker_concurrency, settings.task_lanes)
         self.stopping = False
         self._stop = asyncio.Event()
         self._pub: AbstractRobustChannel | None = None
-        self._tasks_queue: AbstractQueue | None = None
-        self._consumer_tag: str | None = None
+        self._consumers: list[tuple[AbstractQueue, str]] = []
         self._heartbeat: asyncio.Task[None] | None = None
         self._batches_start: asyncio.Task[None] | None = None
 
@@ -78,17 +80,19 @@ class Worker:
         self.broker.conn.close_callbacks.add(self._on_connection_lost)
         self._pub = await self.broker.channel(publisher_confirms=True, on_return_raises=True)
         consume = await self.broker.channel(publisher_confirms=False)
-        await consume.set_qos(prefetch_count=s.worker_concurrency)
-        self._tasks_queue = await consume.declare_queue(t.tasks, durable=True,
-                                                        arguments=t.task_args)
-        self._consumer_tag = await self._tasks_queue.consume(self._on_task)
+        # Per consumer (not per channel): each lane may fill the whole worker when it is the
+        # only one with work, and a quiet lane always has room for its next task.
+        await consume.set_qos(prefetch_count=s.worker_concurrency, global_=False)
+        for lane, name in enumerate(t.lanes):
+            queue = await consume.declare_queue(name, durable=True, arguments=t.lane_args)
+            self._consumers.append((queue, await queue.consume(partial(self._on_task, lane))))
         notify = await consume.declare_queue(t.dead_notify, durable=True)
         await notify.consume(self._on_dead_task)
         # Chat runs without the database; batches start once it answers.
         self._batches_start = asyncio.create_task(self._start_batches(), name="batches-start")
         self._heartbeat = asyncio.create_task(self._beat(), name="heartbeat")
-        log.info("worker %s consuming %s (concurrency %d)", self.worker_id, t.tasks,
-                 s.worker_concurrency)
+        log.info("worker %s consuming %d task lanes (concurrency %d)", self.worker_id,
+                 len(t.lanes), s.worker_concurrency)
 
     async def _start_batches(self) -> None:
         await self.store.start_when_reachable()
@@ -99,7 +103,7 @@ class Worker:
         for handler in [*self.inflight, *self.batch_runner.in_flight]:
             handler.cancel()
 
-    async def _on_task(self, message: AbstractIncomingMessage) -> None:
+    async def _on_task(self, lane: int, message: AbstractIncomingMessage) -> None:
         if self.stopping:
             await message.nack(requeue=True)
             return
@@ -109,11 +113,24 @@ class Worker:
             log.error("task %s is malformed, dead-lettering it: %s", message.message_id, exc)
             await message.reject(requeue=False)
             return
-        headers = message.headers or {}
-        attempt = int(str(headers.get("x-delivery-count") or 0)) + 1
         me = asyncio.current_task()
         assert me is not None
         self.inflight[me] = message
+        try:
+            if not await self.gate.enter(lane, expires_in=task.deadline - time.time()):
+                # Drained by a shutdown before it started: give it back at once.
+                await self._requeue(message)
+                return
+            try:
+                await self._run(task, message)
+            finally:
+                self.gate.leave(lane)
+        finally:
+            self.inflight.pop(me, None)
+
+    async def _run(self, task: Task, message: AbstractIncomingMessage) -> None:
+        headers = message.headers or {}
+        attempt = int(str(headers.get("x-delivery-count") or 0)) + 1
         m = self.metrics
         m.in_flight.inc()
         if task.created and attempt == 1:
@@ -139,7 +156,6 @@ class Worker:
                         exc)
             await asyncio.shield(self._requeue(message))
         finally:
-            self.inflight.pop(me, None)
             m.in_flight.dec()
             m.tasks.labels(task.kind, outcome).inc()
 
@@ -174,7 +190,7 @@ class Worker:
     async def _beat(self) -> None:
         s = self.settings
         while True:
-            body = heartbeat(self.worker_id, len(self.inflight), s.worker_concurrency)
+            body = heartbeat(self.worker_id, self.gate.running, s.worker_concurrency)
             try:
                 assert self._pub is not None
                 ch = await self._pub.get_underlay_channel()
@@ -186,13 +202,15 @@ class Worker:
     async def _shutdown(self) -> None:
         self.stopping = True
         grace = self.settings.shutdown_grace
-        log.info("worker %s stopping: %d task(s) in flight, grace %.0fs", self.worker_id,
-                 len(self.inflight), grace)
-        if self._tasks_queue is not None and self._consumer_tag is not None:
+        log.info("worker %s stopping: %d task(s) running, %d waiting, grace %.0fs",
+                 self.worker_id, self.gate.running, self.gate.waiting, grace)
+        for queue, tag in self._consumers:
             try:
-                await self._tasks_queue.cancel(self._consumer_tag)
+                await queue.cancel(tag)
             except BROKER_ERRORS as exc:
-                log.warning("could not cancel the consumer: %s", exc)
+                log.warning("could not cancel the consumer of %s: %s", queue.name, exc)
+        # Tasks that never started go back now, not after the grace (their handlers requeue).
+        self.gate.drain()
         if self._batches_start is not None:
             self._batches_start.cancel()
         await self.batch_runner.stop_consuming()

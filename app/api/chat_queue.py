@@ -57,6 +57,6 @@ async def _publish(svc: Services, who: Caller, model: str, body: ChatBody, reque
     )
     started = time.perf_counter()
     await svc.broker.submit_task(task.model_dump_json().encode(), task_id=session_id,
-                                 session_queue=queue)
+                                 session_queue=queue, owner_tag=who.tag)
     svc.metrics.enqueue_seconds.observe(time.perf_counter() - started)
     return Queued(session_id, queue)

@@ -22,7 +22,7 @@ from app.api.chat_queue import enqueue_chat
 from app.api.deps import Svc, Who
 from app.api.services import Caller, Services
 from app.bounds import MODEL_NAME_MAX
-from app.broker import QueueInfo
+from app.broker import QueueInfo, sum_lanes
 from app.errors import AdminOnly, BrokerUnavailable, RafaleError, StoreUnavailable
 from app.metrics import CONTENT_TYPE
 from app.schemas import ChatBody
@@ -52,7 +52,10 @@ async def health_full(svc: Svc, who: Who) -> JSONResponse:
         problems.append(f"broker: {broker.last_error or 'not connected'}")
     else:
         try:
-            info = await broker.queue_info(broker.topology.tasks)
+            # A worker starts consuming the lanes in order: the last one's consumers are the
+            # workers taking every lane. One passive declare, not one per lane: this route
+            # answers anybody, and should cost the broker no more than it did.
+            info = await broker.queue_info(broker.topology.lanes[-1])
             consumers = info.consumers if info else 0
         except BrokerUnavailable as exc:
             consumers = 0
@@ -80,26 +83,35 @@ async def health_full(svc: Svc, who: Who) -> JSONResponse:
                         status_code=code)
 
 
-async def _queue_infos(svc: Services, *, quiet: bool) -> dict[str, QueueInfo | None]:
-    """The queues /stats and /metrics report, by name; `quiet`: a broker error reads as None
-    (a scrape still gets the rest) instead of a 503."""
-    t = svc.broker.topology
+async def _queue_infos(svc: Services, *, quiet: bool
+                       ) -> tuple[dict[str, QueueInfo | None], list[QueueInfo | None]]:
+    """The queues /stats and /metrics report, by name (`llm_tasks`: every lane as one), and
+    each lane's own; `quiet`: a broker error reads as None (a scrape still gets the rest)
+    instead of a 503."""
+    broker = svc.broker
+    t = broker.topology
     out: dict[str, QueueInfo | None] = {}
-    for label, name in (("llm_tasks", t.tasks), ("llm_batch", t.batch),
-                        ("llm_tasks.dead", t.dead)):
+    lanes: list[QueueInfo | None] = [None] * len(t.lanes)
+    try:
+        lanes = [await broker.queue_info(lane) for lane in t.lanes]
+    except BrokerUnavailable:
+        if not quiet:
+            raise
+    out["llm_tasks"] = sum_lanes(lanes)
+    for label, name in (("llm_batch", t.batch), ("llm_tasks.dead", t.dead)):
         try:
-            out[label] = await svc.broker.queue_info(name)
+            out[label] = await broker.queue_info(name)
         except BrokerUnavailable:
             if not quiet:
                 raise
             out[label] = None
-    return out
+    return out, lanes
 
 
 @router.get("/stats")
 async def stats(svc: Svc, who: Who) -> dict[str, Any]:
     require_admin(who, "/stats")
-    q = await _queue_infos(svc, quiet=False)
+    q, lanes = await _queue_infos(svc, quiet=False)
     tasks, batch, dead = q["llm_tasks"], q["llm_batch"], q["llm_tasks.dead"]
     workers = svc.fleet.alive()
     in_flight, capacity = svc.fleet.load()
@@ -111,6 +123,10 @@ async def stats(svc: Svc, who: Who) -> dict[str, Any]:
                           "consumers": batch.consumers if batch else 0},
             "llm_tasks.dead": {"dead_lettered": dead.messages if dead else None},
         },
+        # `llm_tasks` above is these added up: one lane per hash of an API key.
+        "lanes": [{"lane": n, "pending": info.messages if info else None,
+                   "consumers": info.consumers if info else 0}
+                  for n, info in enumerate(lanes)],
         "in_flight": in_flight,
         "capacity": capacity,
         "workers": workers,
@@ -123,10 +139,17 @@ async def _live_metrics(svc: Services) -> list[Metric]:
                                  labels=["queue"])
     consumers = GaugeMetricFamily("rafale_queue_consumers", "Consumers of a queue",
                                   labels=["queue"])
-    for label, info in (await _queue_infos(svc, quiet=True)).items():
+    queues, lanes = await _queue_infos(svc, quiet=True)
+    for label, info in queues.items():
         if info is not None:
             messages.add_metric([label], info.messages)
             consumers.add_metric([label], info.consumers)
+    # Apart from rafale_queue_messages, so summing that over `queue` counts no task twice.
+    lane_messages = GaugeMetricFamily("rafale_task_lane_messages",
+                                      "Tasks ready in one lane of llm_tasks", labels=["lane"])
+    for n, info in enumerate(lanes):
+        if info is not None:
+            lane_messages.add_metric([str(n)], info.messages)
     workers = svc.fleet.alive()
     in_flight, capacity = svc.fleet.load()
     fleet = [
@@ -139,7 +162,7 @@ async def _live_metrics(svc: Services) -> list[Metric]:
         GaugeMetricFamily("rafale_workers_capacity", "Concurrent tasks the fleet can take",
                           value=capacity),
     ]
-    return [messages, consumers, *fleet]
+    return [messages, consumers, lane_messages, *fleet]
 
 
 @router.get("/metrics")
