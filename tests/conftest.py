@@ -3,14 +3,16 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from app.store import database_url as driver_url
 from tests.fakes.deepl_server import FakeDeepL
 from tests.fakes.openai_server import FakeOpenAI
-from tests.harness import PG_ADMIN, Stack, pg_admin, start_stack
+from tests.harness import PG_ADMIN, Stack, pg_admin, scratch_database, start_stack
 
 StackFactory = Callable[..., Awaitable[Stack]]
 # The machine's PostgreSQL. `make_stack(..., database_url=PG)` gives the stack a database of
@@ -141,6 +143,17 @@ async def make_stack(namespace: str, fake: FakeOpenAI) -> AsyncIterator[StackFac
 async def client(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(base_url=stack.url, timeout=30) as c:
         yield c
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """A store's driver URL on each backend: a SQLite file of the test's own, or a scratch
+    database on the machine's PostgreSQL (dropped afterwards). For tests of the store alone."""
+    if request.param == "sqlite":
+        yield driver_url("", str(tmp_path))
+        return
+    async with scratch_database() as url:
+        yield driver_url(url, "")
 
 
 @pytest.fixture(params=["", PG], ids=["sqlite", "postgresql"])

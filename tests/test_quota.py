@@ -6,31 +6,23 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack
-from pathlib import Path
 
 import pytest
 from sqlalchemy import select
 
-from app.store import Store, database_url, quota
+from app.store import Store, quota
 from app.store.models import QuotaBucket, SessionCount
-from tests.harness import scratch_database
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def stores(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[list[Store]]:
+@pytest.fixture
+async def stores(store_url: str) -> AsyncIterator[list[Store]]:
     """Two stores on one database: two API processes' worth of connections."""
-    async with AsyncExitStack() as stack:
-        if request.param == "sqlite":
-            url = database_url("", str(tmp_path))
-        else:
-            url = database_url(await stack.enter_async_context(scratch_database()), "")
-        out = [Store(url), Store(url)]
-        for s in out:
-            await s.start()
-        yield out
-        for s in out:
-            await s.close()
+    out = [Store(store_url), Store(store_url)]
+    for s in out:
+        await s.start()
+    yield out
+    for s in out:
+        await s.close()
 
 
 def session(i: int, key_cap: int, fleet_cap: int = 0) -> quota.SessionAsk:

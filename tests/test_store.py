@@ -5,29 +5,21 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack
-from pathlib import Path
 
 import pytest
 from sqlalchemy import event, update
 
-from app.store import Store, batches, database_url, slots
+from app.store import Store, batches, slots
 from app.store.models import BatchRow
-from tests.harness import scratch_database
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    async with AsyncExitStack() as stack:
-        if request.param == "sqlite":
-            url = database_url("", str(tmp_path))
-        else:
-            url = database_url(await stack.enter_async_context(scratch_database()), "")
-        s = Store(url)
-        await s.start()
-        await s.start()  # a second process starting on the same database finds it ready
-        yield s
-        await s.close()
+@pytest.fixture
+async def store(store_url: str) -> AsyncIterator[Store]:
+    s = Store(store_url)
+    await s.start()
+    await s.start()  # a second process starting on the same database finds it ready
+    yield s
+    await s.close()
 
 
 async def ended_batch(store: Store, days_ago: float) -> BatchRow:

@@ -6,34 +6,26 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.store import Store, database_url
+from app.store import Store
 from app.store.models import UsageRow
 from app.store.usage import month_spend, summarize, write
 from app.usage import UsageQuery, UsageRecord
-from tests.harness import scratch_database
 
 JUNE = datetime(2025, 6, 15, 12, tzinfo=UTC).timestamp()
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    async with AsyncExitStack() as stack:
-        if request.param == "sqlite":
-            url = database_url("", str(tmp_path))
-        else:
-            url = database_url(await stack.enter_async_context(scratch_database()), "")
-        s = Store(url)
-        await s.start()
-        yield s
-        await s.close()
+@pytest.fixture
+async def store(store_url: str) -> AsyncIterator[Store]:
+    s = Store(store_url)
+    await s.start()
+    yield s
+    await s.close()
 
 
 def rec(key: str = "alice", model: str = "openai/gpt-4o", *, cost: int = 1000,

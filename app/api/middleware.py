@@ -28,7 +28,6 @@ import struct
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
 
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -136,6 +135,13 @@ def request_id(headers: Headers) -> bytes:
     return found or b"req_" + uuid.uuid4().hex.encode()
 
 
+def with_headers(message: Message, extra: list[tuple[bytes, bytes]]) -> Message:
+    """`message` with `extra` headers added when it starts a response."""
+    if message["type"] != "http.response.start":
+        return message
+    return {**message, "headers": [*message.get("headers", []), *extra]}
+
+
 class RequestId:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -148,11 +154,7 @@ class RequestId:
         scope.setdefault("state", {})["request_id"] = rid.decode()
 
         async def send_with_id(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers: list[Any] = list(message.get("headers", []))
-                headers.append((b"x-request-id", rid))
-                message = {**message, "headers": headers}
-            await send(message)
+            await send(with_headers(message, [(b"x-request-id", rid)]))
 
         await self.app(scope, receive, send_with_id)
 
@@ -169,10 +171,9 @@ class RateHeaders:
 
         async def send_with_limits(message: Message) -> None:
             extra: dict[str, str] | None = state.get("rate_headers")
-            if extra and message["type"] == "http.response.start":
-                headers: list[Any] = list(message.get("headers", []))
-                headers.extend((k.encode(), v.encode()) for k, v in extra.items())
-                message = {**message, "headers": headers}
+            if extra:
+                message = with_headers(message, [(k.encode(), v.encode())
+                                                  for k, v in extra.items()])
             await send(message)
 
         await self.app(scope, receive, send_with_limits)
