@@ -111,6 +111,9 @@ class KeyRing:
         """The limits a key's own line sets (the others come from the KEY_* settings)."""
         return self._limits.get(name, {})
 
+    def all_limits(self) -> list[Overrides]:
+        return list(self._limits.values())
+
     def __len__(self) -> int:
         return len(self._by_digest)
 

@@ -60,6 +60,11 @@ class Limiter:
         # USD the key spent this month; None until usage is recorded (budgets then unchecked).
         self.spend_of = spend_of
         self._uncounted = False  # admitting uncounted: the store is down
+        # Whether any session is counted at all: with every session cap off, neither an
+        # admission nor the end of a session touches the store for it.
+        own = keys.all_limits() if keys is not None else []
+        self.counts_sessions = bool(settings.max_sessions or settings.key_max_sessions
+                                    or any(o.get("sessions") for o in own))
 
     def of(self, key: str) -> KeyLimits:
         """A key's limits; with no keys configured every caller is "" and shares one set."""
@@ -80,7 +85,7 @@ class Limiter:
         limits = self.of(key)
         now = time.time()
         session = None
-        if session_id is not None:
+        if session_id is not None and self.counts_sessions:
             session = quota.SessionAsk(session_id, now + self.settings.session_ttl,
                                        limits.sessions, self.settings.max_sessions)
         try:
@@ -142,6 +147,8 @@ class Limiter:
                 log.debug("session purge skipped: %s", exc)
 
     async def release(self, session_ids: list[str]) -> None:
+        if not self.counts_sessions:
+            return
         try:
             await quota.release(self.store, session_ids)
         except RafaleError as exc:

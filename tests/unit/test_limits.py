@@ -96,3 +96,19 @@ async def test_a_store_outage_admits_uncounted_so_chat_keeps_working(
     assert await limiter.admit("", session_id="s1") == {}
     assert await limiter.admit("", session_id="s2") == {}
     assert sum("not counted" in r.message for r in caplog.records) == 1  # once per outage
+
+
+class Untouchable:
+    def tx(self) -> Any:
+        raise AssertionError("the store was used")
+
+
+async def test_with_every_session_cap_off_sessions_never_touch_the_store(
+        make_settings: Callable[..., Settings]) -> None:
+    off = make_settings(key_max_sessions=0, max_sessions=0)
+    limiter = Limiter(off, None, store=Untouchable())  # type: ignore[arg-type]
+    assert not limiter.counts_sessions
+    assert await limiter.admit("", session_id="s1") == {}  # no transaction was even tried
+    await limiter.release(["s1"])
+    ring = KeyRing({"k" * 20: "alice"}, limits={"alice": {"sessions": 3}})
+    assert Limiter(off, ring, store=DownStore()).counts_sessions  # type: ignore[arg-type]
