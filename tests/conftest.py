@@ -25,6 +25,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     # that stop the broker run late, so they cannot disturb the others; the log audit runs
     # after everything else has logged.
     for item in items:
+        if "tests/faults/" in item.nodeid:
+            item.add_marker(pytest.mark.faults)
         if _is_slow(item):
             item.add_marker(pytest.mark.slow)
     items.sort(key=lambda item: (item.get_closest_marker("last") is not None,
@@ -39,7 +41,7 @@ def _is_slow(item: pytest.Item) -> bool:
     the shared stack) runs in about a minute."""
     fixtures = getattr(item, "fixturenames", ())
     return (any(item.get_closest_marker(m) for m in ("broker_restart", "service_restart", "last",
-                                                       "slow"))
+                                                       "slow", "faults"))
             or "make_stack" in fixtures or "browser" in fixtures)
 
 
@@ -47,6 +49,8 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "broker_restart: stops and restarts RabbitMQ")
     config.addinivalue_line("markers", "service_restart: stops and restarts PostgreSQL")
     config.addinivalue_line("markers", "last: runs after every other test")
+    config.addinivalue_line("markers", "faults: the fault suite (tests/faults/): real processes "
+                                       "through one failure each, nothing lost or repeated")
     config.addinivalue_line("markers", "slow: left out by -m 'not slow' (set for tests that "
                                        "start their own stacks, restart services or drive a "
                                        "browser)")
