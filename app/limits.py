@@ -1,9 +1,10 @@
 """Per-key limits: what one key may hold and spend, so that no key can hurt another.
 
 Defaults come from the KEY_* settings, and a key's line in the keys file may override them
-(app/auth.py). Every count lives in the store (app/store/quota.py), so limits are exact across
-API processes and hosts, and an API process that dies holds nothing: a session stops counting
-when it is read to its end, deleted, or expired.
+(app/auth.py). Every count lives in the store, or in Redis when REDIS_URL is set (one round trip
+instead of a transaction: app/store/quota.py, quota_redis.py), so limits are exact across API
+processes and hosts, and an API process that dies holds nothing: a session stops counting when
+it is read to its end, deleted, or expired.
 
 Over a limit is OpenAI's 429 with `Retry-After` and the `x-ratelimit-*` headers, which the
 official SDK reads to back off by itself; a fleet full of sessions is a 503."""
@@ -32,6 +33,7 @@ from app.errors import (
 )
 from app.settings import Settings
 from app.store import Store, quota
+from app.store.quota_redis import RedisCounters
 from app.usage import UsageRecord
 
 log = logging.getLogger(__name__)
@@ -40,6 +42,16 @@ log = logging.getLogger(__name__)
 # is usually read within seconds.
 SESSIONS_RETRY_AFTER = 2.0
 SpendOf = Callable[[str], Awaitable[float]]
+
+
+def counters(settings: Settings, store: Store) -> quota.Counters:
+    """Where this deployment keeps its counts: Redis when REDIS_URL is set, else the store.
+    Every API and worker process of a deployment must use the same."""
+    if settings.redis_url:
+        redis = RedisCounters(settings.redis_url, settings.namespaced("quota"))
+        log.info("per-key counters in Redis at %s", redis.where)
+        return redis
+    return quota.StoreCounters(store)
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,11 +64,11 @@ class KeyLimits:
 
 
 class Limiter:
-    def __init__(self, settings: Settings, keys: KeyRing | None, store: Store,
+    def __init__(self, settings: Settings, keys: KeyRing | None, counts: quota.Counters,
                  spend_of: SpendOf | None = None) -> None:
         self.settings = settings
         self.keys = keys
-        self.store = store
+        self.counts = counts
         # USD the key spent this month; None until usage is recorded (budgets then unchecked).
         self.spend_of = spend_of
         self._uncounted = False  # admitting uncounted: the store is down
@@ -88,11 +100,13 @@ class Limiter:
         if session_id is not None and self.counts_sessions:
             session = quota.SessionAsk(session_id, now + self.settings.session_ttl,
                                        limits.sessions, self.settings.max_sessions)
+        ask = quota.Ask(key, now, session, rpm=limits.rpm if requests else 0, tpm=limits.tpm,
+                        tokens=tokens)
         try:
             await self.check_budget(key, limits)
-            answer = await quota.admit(self.store, quota.Ask(
-                key, now, session, rpm=limits.rpm if requests else 0, tpm=limits.tpm,
-                tokens=tokens))
+            if ask.session is None and not quota.costs_of(ask):
+                return {}  # nothing to count: no round trip
+            answer = await self.counts.admit(ask)
         except StoreUnavailable as exc:
             # Chat needs no database and keeps working while it is down: the limits are not
             # counted meanwhile (the broker's own bounds still hold). Said once per outage.
@@ -118,7 +132,7 @@ class Limiter:
                 f"You exceeded your monthly budget of ${limits.budget_usd:g} "
                 f"(spent ${spent:.4f} this month, UTC).")
 
-    async def check_storage(self, key: str, held: int, adding: int) -> None:
+    def check_storage(self, key: str, held: int, adding: int) -> None:
         limit = self.of(key).storage_bytes
         if limit and held + adding > limit:
             raise StorageQuotaExceeded(
@@ -135,14 +149,14 @@ class Limiter:
                                  - r.reserved_tokens)
         now = time.time()
         for key, delta in sorted(deltas.items()):
-            await quota.settle_tokens(s, self.store, key, delta, self.of(key).tpm, now)
+            await self.counts.settle(s, key, delta, self.of(key).tpm, now)
 
     async def purge_forever(self, every: float = 60.0) -> None:
         """Forget expired sessions now and then (they stopped counting when they expired)."""
         while True:
             await asyncio.sleep(every)
             try:
-                await quota.purge(self.store, time.time())
+                await self.counts.purge(time.time())
             except RafaleError as exc:
                 log.debug("session purge skipped: %s", exc)
 
@@ -150,7 +164,7 @@ class Limiter:
         if not self.counts_sessions:
             return
         try:
-            await quota.release(self.store, session_ids)
+            await self.counts.release(session_ids)
         except RafaleError as exc:
             # It still stops counting when it expires; never fail a stream for this.
             log.warning("could not release %d session(s): %s", len(session_ids), exc)

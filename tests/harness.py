@@ -24,6 +24,7 @@ import asyncpg
 import httpx
 import openai
 import psutil
+from redis.asyncio import Redis
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
@@ -172,6 +173,13 @@ class Stack:
         for x in ("dead", "heartbeat", "batch_control"):
             await ch.exchange_delete(f"{self.namespace}.{x}")
         await conn.close()
+        if self.env.get("REDIS_URL"):
+            # The per-key counters of this namespace only: the machine's Redis is shared.
+            redis = Redis.from_url(self.env["REDIS_URL"])
+            keys = [k async for k in redis.scan_iter(match=f"{{{self.namespace}.quota}}:*")]
+            if keys:
+                await redis.delete(*keys)
+            await redis.aclose()
 
 
 PG_ADMIN = os.environ.get("RAFALE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")

@@ -374,6 +374,23 @@ async def test_page_asks_for_the_api_key_and_works_once_given(
     await expect(page.get_by_test_id("batch-list-msg")).to_have_text("No batches yet for this key.")
 
 
+async def test_a_rate_limit_says_when_to_try_again_not_that_the_broker_is_down(
+    make_stack: StackFactory, open_page: OpenPage
+) -> None:
+    stack = await make_stack("page-429", rafale_api_keys=f"alice:{ALICE} rpm=1")
+    page, _ = await open_page(stack.url)
+    await page.get_by_test_id("key-input").fill(ALICE)
+    await page.get_by_test_id("key-save").click()
+    first = await send(page, unique("the one this minute allows"), model="mock/echo")
+    await finished(first)
+    second = await send(page, unique("one too many"), model="mock/echo")
+    await finished(second, "error")
+    error = second.get_by_test_id("error-text")
+    await expect(error).to_contain_text("429 rate_limit_exceeded")
+    await expect(error).to_contain_text(re.compile(r"Try again in \d+ s"))
+    await expect(error).not_to_contain_text("broker")
+
+
 async def test_worker_lost_mid_answer_shows_reset_and_the_exact_text(
     make_stack: StackFactory, fake: FakeOpenAI, open_page: OpenPage
 ) -> None:

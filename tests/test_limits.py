@@ -17,6 +17,14 @@ from tests.conftest import ALICE, BOB, StackFactory
 from tests.harness import list_queues
 from tests.sse import collect, text_of
 
+# Where the counts live: the store (the default) or the machine's Redis (REDIS_URL).
+REDIS = "redis://127.0.0.1:6379/0"
+
+
+@pytest.fixture(params=["", REDIS], ids=["store", "redis"])
+def counted_in(request: pytest.FixtureRequest) -> dict[str, str]:
+    return {"redis_url": request.param} if request.param else {}
+
 
 def bearer(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
@@ -29,9 +37,10 @@ async def ask(c: httpx.AsyncClient, key: str, text: str = "hi",
 
 
 async def test_a_key_holding_its_sessions_gets_429_and_others_go_on(
-        make_stack: StackFactory) -> None:
+        make_stack: StackFactory, counted_in: dict[str, str]) -> None:
     cap = 20
-    stack = await make_stack("sessions", rafale_api_keys=f"alice:{ALICE} sessions={cap},bob:{BOB}")
+    stack = await make_stack("sessions", rafale_api_keys=f"alice:{ALICE} sessions={cap},bob:{BOB}",
+                             **counted_in)
     async with httpx.AsyncClient(base_url=stack.url, timeout=30) as c:
         gate = asyncio.Semaphore(50)
 
@@ -69,9 +78,9 @@ async def test_a_key_holding_its_sessions_gets_429_and_others_go_on(
 
 
 async def test_requests_per_minute_are_exact_across_two_api_processes(
-        make_stack: StackFactory) -> None:
+        make_stack: StackFactory, counted_in: dict[str, str]) -> None:
     stack = await make_stack("rpm", api_workers=2,
-                             rafale_api_keys=f"alice:{ALICE} rpm=10,bob:{BOB}")
+                             rafale_api_keys=f"alice:{ALICE} rpm=10,bob:{BOB}", **counted_in)
     # New connections each time, so the kernel spreads them over both processes.
     async with httpx.AsyncClient(base_url=stack.url, timeout=30,
                                  headers={"connection": "close"}) as c:
@@ -117,8 +126,10 @@ async def test_the_sdk_sees_a_rate_limit_error_with_openais_headers(
     assert info.value.response.headers["x-should-retry"] == "false"
 
 
-async def test_reserved_tokens_settle_with_what_was_used(make_stack: StackFactory) -> None:
-    stack = await make_stack("settle", rafale_api_keys=f"alice:{ALICE} tpm=10000")
+async def test_reserved_tokens_settle_with_what_was_used(make_stack: StackFactory,
+                                                        counted_in: dict[str, str]) -> None:
+    # The API reserves, the worker settles: both in the same counters.
+    stack = await make_stack("settle", rafale_api_keys=f"alice:{ALICE} tpm=10000", **counted_in)
     sdk = stack.sdk(ALICE)
     raw = await sdk.chat.completions.with_raw_response.create(
         model="mock/echo", messages=[{"role": "user", "content": "hi"}], max_tokens=5000)
@@ -138,12 +149,18 @@ async def test_reserved_tokens_settle_with_what_was_used(make_stack: StackFactor
 
 
 async def test_the_fleet_cap_on_live_sessions_is_a_503(make_stack: StackFactory) -> None:
-    stack = await make_stack("fleet", max_sessions=3, rafale_api_keys=f"alice:{ALICE},bob:{BOB}")
+    stack = await make_stack("fleet", max_sessions=3, rafale_api_keys=f"alice:{ALICE},bob:{BOB}",
+                             rafale_admin_keys="bob")
     async with httpx.AsyncClient(base_url=stack.url, timeout=30) as c:
         codes = [(await ask(c, key)).status_code for key in (ALICE, BOB, ALICE, BOB)]
         assert codes == [202, 202, 202, 503]
         r = await ask(c, ALICE)
         assert r.json()["error"]["code"] == "too_many_sessions" and r.headers["retry-after"]
+        # The operator sees how full the fleet is.
+        stats = (await c.get("/stats", headers=bearer(BOB))).json()
+        assert stats["sessions"] == {"live": 3, "max": 3}
+        scrape = (await c.get("/metrics", headers=bearer(BOB))).text
+        assert "rafale_sessions_live 3.0" in scrape
 
 
 async def test_file_storage_is_limited_per_key(make_stack: StackFactory) -> None:

@@ -18,7 +18,7 @@ from app.broker import BROKER_ERRORS, Broker
 from app.errors import TaskParked
 from app.fleet import heartbeat
 from app.generation import CallPolicy
-from app.limits import Limiter
+from app.limits import Limiter, counters
 from app.metrics import Metrics
 from app.pricing import load_prices
 from app.providers.registry import Registry
@@ -45,7 +45,7 @@ class Worker:
         # Usage of every chat task and batch line, written in batches off the answer's path.
         # Per-key limits: what a key's requests used settles its token bucket (KEY_TPM), and
         # batch lines stop at its budget. The keys' own limits come from the same settings.
-        self.limiter = Limiter(settings, settings.key_ring(), self.store,
+        self.limiter = Limiter(settings, settings.key_ring(), counters(settings, self.store),
                                spend_of=partial(usage_store.month_spend, self.store))
         self.usage = usage_store.recorder(self.store, load_prices(settings.model_prices_file),
                                           self.metrics, settle=self.limiter.settle)
@@ -228,5 +228,6 @@ class Worker:
         await self.registry.aclose()
         await self.broker.close()
         await self.usage.close()  # after every handler ended: their records are all in
+        await self.limiter.counts.close()
         await self.store.close()
         log.info("worker %s stopped", self.worker_id)

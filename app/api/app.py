@@ -26,7 +26,7 @@ from app.auth import KeyRing
 from app.broker import Broker, session_of
 from app.fleet import Fleet
 from app.generation import CallPolicy
-from app.limits import Limiter
+from app.limits import Limiter, counters
 from app.logs import setup_logging
 from app.metrics import Metrics
 from app.pricing import load_prices
@@ -68,7 +68,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         broker.on_ready(fleet.start)
         registry = Registry(settings)
         store = Store(database_url(settings.database_url, settings.data_dir))
-        limiter = Limiter(settings, keys, store,
+        limiter = Limiter(settings, keys, counters(settings, store),
                           spend_of=lambda key: usage_store.month_spend(store, key))
         relay = Relay(broker, on_ended=lambda queue: limiter.release([session_of(queue)]))
         # In the background: chat needs no database, and routes that do answer 503 meanwhile.
@@ -93,6 +93,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await registry.aclose()
             await broker.close()
             await usage.close()
+            await limiter.counts.close()
             await store.close()
 
     app = _Api(title="Rafale", version="0.1.0", lifespan=lifespan)

@@ -183,7 +183,7 @@ async def file_upload(request: Request, svc: Svc, who: Who) -> dict[str, Any]:
     form = await _read_form(request)
     try:
         upload, purpose, ttl = _validate(form, max_bytes)
-        await svc.limiter.check_storage(who.owner, await held_bytes(svc.store, who.owner),
+        svc.limiter.check_storage(who.owner, await held_bytes(svc.store, who.owner),
                                         upload.size or 0)
         # created_at is fixed here, so expires_at is exactly created_at + ttl.
         now = int(time.time())

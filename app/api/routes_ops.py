@@ -130,7 +130,19 @@ async def stats(svc: Svc, who: Who) -> dict[str, Any]:
         "in_flight": in_flight,
         "capacity": capacity,
         "workers": workers,
+        # Live sessions of all keys against MAX_SESSIONS (None: not counted, or the counters
+        # cannot be read right now).
+        "sessions": {"live": await _live_sessions(svc), "max": svc.settings.max_sessions},
     }
+
+
+async def _live_sessions(svc: Services) -> int | None:
+    if not svc.limiter.counts_sessions:
+        return None
+    try:
+        return await svc.limiter.counts.live_sessions(time.time())
+    except StoreUnavailable:
+        return None
 
 
 async def _live_metrics(svc: Services) -> list[Metric]:
@@ -162,6 +174,11 @@ async def _live_metrics(svc: Services) -> list[Metric]:
         GaugeMetricFamily("rafale_workers_capacity", "Concurrent tasks the fleet can take",
                           value=capacity),
     ]
+    live = await _live_sessions(svc)
+    if live is not None:
+        fleet.append(GaugeMetricFamily("rafale_sessions_live",
+                                       "Sessions of all keys counted against MAX_SESSIONS",
+                                       value=live))
     return [messages, consumers, lane_messages, *fleet]
 
 

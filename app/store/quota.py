@@ -1,5 +1,7 @@
-"""Per-key counters in the store, exact across every API process and host: rate buckets (GCRA
-arrival times) and the sessions each key holds.
+"""Per-key counters, exact across every API process and host: rate buckets (GCRA arrival times)
+and the sessions each key holds. `Counters` is what the limiter asks; `StoreCounters` keeps them
+in the store (this module), `RedisCounters` in Redis (app/store/quota_redis.py, when REDIS_URL
+is set: one round trip instead of a transaction of several statements).
 
 An admission is one write transaction: it locks what it counts (SQLite's writer lock; on
 PostgreSQL the rows it reads, `FOR UPDATE`, always the fleet's count before a key's), decides,
@@ -13,7 +15,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -58,27 +60,83 @@ class Answer:
     sessions: int = 0  # the key's sessions before this one
 
 
-async def admit(store: Store, ask: Ask) -> Answer:
+class Counters(Protocol):
+    """Where the counts live. Every method raises StoreUnavailable when they cannot be reached."""
+
+    async def admit(self, ask: Ask) -> Answer:
+        """Count what `ask` wants, all or nothing, or say what refused it (taking nothing)."""
+
+    async def release(self, session_ids: list[str]) -> None:
+        """These sessions are over (read to their end, or deleted): they stop counting."""
+
+    async def purge(self, now: float) -> int:
+        """Forget sessions past their expiry (they stopped counting then already)."""
+
+    async def settle(self, s: AsyncSession, key: str, delta: int, tpm: int, now: float) -> None:
+        """Correct a key's token bucket by `delta` units; `s` is the usage recorder's open
+        transaction (the store's counters settle inside it)."""
+
+    async def live_sessions(self, now: float, key: str | None = None) -> int:
+        """Sessions live at `now`, of one key or of all."""
+
+    async def close(self) -> None: ...
+
+
+def costs_of(ask: Ask) -> dict[Kind, int]:
+    """The buckets a request is counted in, in the order they are checked."""
     costs: dict[Kind, int] = {}
     if ask.rpm:
         costs["requests"] = 1
     if ask.tpm:
         costs["tokens"] = ask.tokens
-    if ask.session is None and not costs:
-        return Answer()
+    return costs
+
+
+class StoreCounters:
+    """The counters in the store's tables (SQLite or PostgreSQL)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    async def admit(self, ask: Ask) -> Answer:
+        return await admit(self.store, ask)
+
+    async def release(self, session_ids: list[str]) -> None:
+        await release(self.store, session_ids)
+
+    async def purge(self, now: float) -> int:
+        return await purge(self.store, now)
+
+    async def settle(self, s: AsyncSession, key: str, delta: int, tpm: int, now: float) -> None:
+        await settle_tokens(s, self.store, key, delta, tpm, now)
+
+    async def live_sessions(self, now: float, key: str | None = None) -> int:
+        return await live_sessions(self.store, now, key)
+
+    async def close(self) -> None:
+        """The store is closed by its owner."""
+
+
+def judge(answer: Answer, ask: Ask, costs: dict[Kind, int],
+          tats: dict[Kind, float | None]) -> None:
+    """Each bucket's verdict from its stored TAT, in order: the first that refuses sets
+    `answer.refused`; after a refusal (of a session cap too) the rest are only looked at."""
+    for kind, cost in costs.items():
+        limit = ask.rpm if kind == "requests" else ask.tpm
+        verdict = (ratelimit.take(tats.get(kind), ask.now, cost, limit)
+                   if answer.refused is None else ratelimit.peek(tats.get(kind), ask.now, limit))
+        answer.verdicts[kind] = verdict
+        if not verdict.allowed and answer.refused is None:
+            answer.refused = kind
+
+
+async def admit(store: Store, ask: Ask) -> Answer:
+    costs = costs_of(ask)
     async with store.tx() as s:
         answer = Answer()
         if ask.session is not None:
             answer.refused = await _sessions(s, store, ask.key, ask.now, ask.session, answer)
-        tats = await _buckets(s, store, ask.key, list(costs))
-        for kind, cost in costs.items():
-            limit = ask.rpm if kind == "requests" else ask.tpm
-            verdict = (ratelimit.take(tats.get(kind), ask.now, cost, limit)
-                       if answer.refused is None else ratelimit.peek(tats.get(kind), ask.now,
-                                                                     limit))
-            answer.verdicts[kind] = verdict
-            if not verdict.allowed and answer.refused is None:
-                answer.refused = kind
+        judge(answer, ask, costs, await _buckets(s, store, ask.key, list(costs)))
         if answer.refused is not None:
             return answer  # nothing taken
         for kind, verdict in answer.verdicts.items():
@@ -117,7 +175,12 @@ async def _counts(s: AsyncSession, store: Store, keys: list[str]) -> dict[str, i
     found = {row.key: row.n for row in (await s.execute(query)).all()}
     missing = [k for k in keys if k not in found]
     if missing:
-        await _insert_missing(s, store, SessionCount, [{"key": k, "n": 0} for k in missing])
+        # The fleet's row alone first: a key's row is then only ever inserted while holding the
+        # fleet's lock. Inserted together, a transaction that had not found the fleet's row
+        # could insert a key's row and then wait for the fleet's, held by one that waits for
+        # that key's row: a deadlock (seen on PostgreSQL when the first admissions race).
+        rows = [FLEET] if FLEET in missing else missing
+        await _insert_missing(s, store, SessionCount, [{"key": k, "n": 0} for k in rows])
         return await _counts(s, store, keys)
     return found
 

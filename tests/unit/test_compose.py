@@ -65,6 +65,18 @@ def test_the_services_use_the_passwords_from_dotenv() -> None:
     assert services["postgres"]["environment"]["POSTGRES_PASSWORD"] == "db-pass-0123"
 
 
+def test_every_api_and_worker_counts_in_the_same_redis() -> None:
+    """The API reserves tokens and the workers settle them: one set of counters for all."""
+    services = compose(DOTENV)["services"]
+    for role in ("api", "worker"):
+        assert services[role]["environment"]["REDIS_URL"] == "redis://redis:6379/0"
+        assert services[role]["depends_on"]["redis"] == {"condition": "service_healthy"}
+    assert "ports" not in services["redis"]
+    # Counters must never be evicted to make room: a lost count would let a key past its cap.
+    command = services["redis"]["command"]
+    assert command[command.index("--maxmemory-policy") + 1] == "noeviction"
+
+
 def test_the_api_needs_keys_and_never_runs_open() -> None:
     env = compose(DOTENV)["services"]["api"]["environment"]
     assert env["RAFALE_OPEN"] == "false"

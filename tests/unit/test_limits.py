@@ -37,11 +37,11 @@ def test_limits_default_to_settings_and_a_key_overrides_them(
     settings = make_settings(key_rpm=60, key_max_sessions=7)
     ring = KeyRing({"k" * 20: "alice", "j" * 20: "bob"},
                    limits={"alice": {"rpm": 5, "budget_usd": 2}})
-    limiter = Limiter(settings, ring, store=None)  # type: ignore[arg-type]
+    limiter = Limiter(settings, ring, counts=None)  # type: ignore[arg-type]
     assert limiter.of("alice") == KeyLimits(7, 5, 0, 2.0, 10 * 1024**3)
     assert limiter.of("bob") == KeyLimits(7, 60, 0, 0.0, 10 * 1024**3)
     # Open mode: one anonymous caller with the defaults.
-    assert Limiter(settings, None, store=None).of("") == limiter.of("bob")  # type: ignore[arg-type]
+    assert Limiter(settings, None, counts=None).of("") == limiter.of("bob")  # type: ignore[arg-type]
 
 
 def test_headers_name_each_bucket_the_request_was_counted_in() -> None:
@@ -83,32 +83,35 @@ def test_a_chats_reservation_is_its_prompt_and_its_most_output() -> None:
     assert estimate_tokens([], None) == 1
 
 
-class DownStore:
-    """A store whose database is unreachable."""
+class DownStore(quota.StoreCounters):
+    """Counters whose store is unreachable."""
 
-    def tx(self) -> Any:
+    async def admit(self, ask: quota.Ask) -> quota.Answer:
         raise StoreUnavailable("The database is unavailable; try again shortly", retry_after=1)
 
 
 async def test_a_store_outage_admits_uncounted_so_chat_keeps_working(
         make_settings: Callable[..., Settings], caplog: pytest.LogCaptureFixture) -> None:
-    limiter = Limiter(make_settings(key_rpm=1), None, store=DownStore())  # type: ignore[arg-type]
+    limiter = Limiter(make_settings(key_rpm=1), None, counts=DownStore(None))  # type: ignore[arg-type]
     assert await limiter.admit("", session_id="s1") == {}
     assert await limiter.admit("", session_id="s2") == {}
     assert sum("not counted" in r.message for r in caplog.records) == 1  # once per outage
 
 
-class Untouchable:
-    def tx(self) -> Any:
-        raise AssertionError("the store was used")
+class Untouchable(quota.StoreCounters):
+    async def admit(self, ask: quota.Ask) -> quota.Answer:
+        raise AssertionError("the counters were used")
+
+    async def release(self, session_ids: list[str]) -> None:
+        raise AssertionError("the counters were used")
 
 
 async def test_with_every_session_cap_off_sessions_never_touch_the_store(
         make_settings: Callable[..., Settings]) -> None:
     off = make_settings(key_max_sessions=0, max_sessions=0)
-    limiter = Limiter(off, None, store=Untouchable())  # type: ignore[arg-type]
+    limiter = Limiter(off, None, counts=Untouchable(None))  # type: ignore[arg-type]
     assert not limiter.counts_sessions
     assert await limiter.admit("", session_id="s1") == {}  # no transaction was even tried
     await limiter.release(["s1"])
     ring = KeyRing({"k" * 20: "alice"}, limits={"alice": {"sessions": 3}})
-    assert Limiter(off, ring, store=DownStore()).counts_sessions  # type: ignore[arg-type]
+    assert Limiter(off, ring, counts=DownStore(None)).counts_sessions  # type: ignore[arg-type]
