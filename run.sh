@@ -50,24 +50,58 @@ ensure_venv() {
   fi
 }
 
-broker_reachable() {
-  "$PY" - "$RABBITMQ_URL" <<'PYEOF'
+# Whether a service URL's host:port takes a TCP connection (args: URL, default port).
+url_reachable() {
+  "$PY" - "$1" "$2" <<'PYEOF'
 import socket, sys
 from urllib.parse import urlsplit
 u = urlsplit(sys.argv[1])
 try:
-    socket.create_connection((u.hostname or "127.0.0.1", u.port or 5672), timeout=2).close()
+    socket.create_connection((u.hostname or "127.0.0.1", u.port or int(sys.argv[2])), timeout=2).close()
 except OSError:
     sys.exit(1)
 PYEOF
 }
 
-broker_is_local() {
-  "$PY" - "$RABBITMQ_URL" <<'PYEOF'
+url_is_local() {
+  "$PY" - "$1" <<'PYEOF'
 import sys
 from urllib.parse import urlsplit
 sys.exit(0 if (urlsplit(sys.argv[1]).hostname or "127.0.0.1") in ("127.0.0.1", "localhost", "::1") else 1)
 PYEOF
+}
+
+broker_reachable() { url_reachable "$RABBITMQ_URL" 5672; }
+broker_is_local() { url_is_local "$RABBITMQ_URL"; }
+
+# Redis holds the per-key counters when REDIS_URL is set (optional for `start`; the tests of
+# the Redis counters use one on 127.0.0.1:6379). Use it if it answers; else start a local
+# redis-server (installed with apt-get when we can), with no persistence: counts only.
+ensure_redis() {
+  local url="$1" port
+  url_reachable "$url" 6379 && return 0
+  port="$("$PY" -c 'import sys; from urllib.parse import urlsplit; print(urlsplit(sys.argv[1]).port or 6379)' "$url")"
+  if url_is_local "$url"; then
+    if ! command -v redis-server >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+      say "installing redis-server"
+      (apt-get update -qq && apt-get install -y -qq redis-server >/dev/null) || true
+    fi
+    if command -v redis-server >/dev/null 2>&1; then
+      say "starting a local Redis on port $port (redis-server --daemonize yes)"
+      redis-server --port "$port" --bind 127.0.0.1 --daemonize yes --save "" --appendonly no >/dev/null || true
+      for _ in $(seq 1 20); do
+        url_reachable "$url" 6379 && return 0
+        sleep 0.5
+      done
+    fi
+  fi
+  cat >&2 <<MSG
+Redis is not reachable at $url (REDIS_URL). Either:
+  - install and start it:   sudo apt-get install -y redis-server
+  - or run it in Docker:    docker run -d --name redis -p 127.0.0.1:6379:6379 redis:7-alpine
+  - or leave REDIS_URL unset: the per-key counters then live in the store
+MSG
+  exit 1
 }
 
 # Use RABBITMQ_URL if it answers; else start a local rabbitmq-server if one is installed;
@@ -124,6 +158,7 @@ cmd_start() {
   fi
   ensure_venv ""
   ensure_broker
+  [ -z "${REDIS_URL:-}" ] || ensure_redis "$REDIS_URL"
   local_open_default
   mkdir -p "$RUN_DIR" "$LOG_DIR"
   say "starting Rafale on ${HOST:-0.0.0.0}:$PORT (log: logs/rafale.log)"
@@ -196,6 +231,8 @@ cmd_test() {
       || echo "warning: could not install chromium; browser tests will be skipped" >&2
   fi
   ensure_broker
+  export RAFALE_TEST_REDIS="${RAFALE_TEST_REDIS:-redis://127.0.0.1:6379/0}"
+  ensure_redis "$RAFALE_TEST_REDIS"
   export RAFALE_NAMESPACE="${RAFALE_NAMESPACE:-test-$(date +%s)-$$}"
   export PYTHONUNBUFFERED=1
   say "ruff"

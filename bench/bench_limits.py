@@ -20,9 +20,8 @@ from contextlib import asynccontextmanager
 
 from app.store import Store, database_url, quota
 from app.store.quota_redis import RedisCounters
-from tests.harness import scratch_database
+from tests.harness import REDIS, scratch_database
 
-REDIS = "redis://127.0.0.1:6379/0"
 CHECKS = {
     "sessions": {"rpm": 0, "tpm": 0},
     "sessions+rpm+tpm": {"rpm": 10_000_000, "tpm": 1_000_000_000},

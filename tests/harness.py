@@ -183,6 +183,9 @@ class Stack:
 
 
 PG_ADMIN = os.environ.get("RAFALE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+# The Redis the tests of the Redis counters use (`./run.sh test` starts one when none answers);
+# each test keeps its keys under its own namespace and deletes them.
+REDIS = os.environ.get("RAFALE_TEST_REDIS", "redis://127.0.0.1:6379/0")
 
 
 async def pg_admin(sql: str) -> None:

@@ -14,11 +14,8 @@ import pytest
 
 from tests.batchkit import chat_line, result_lines, submit, wait_batch
 from tests.conftest import ALICE, BOB, StackFactory
-from tests.harness import list_queues
+from tests.harness import REDIS, list_queues
 from tests.sse import collect, text_of
-
-# Where the counts live: the store (the default) or the machine's Redis (REDIS_URL).
-REDIS = "redis://127.0.0.1:6379/0"
 
 
 @pytest.fixture(params=["", REDIS], ids=["store", "redis"])

@@ -18,9 +18,7 @@ from app.errors import StoreUnavailable
 from app.store import Store, database_url, quota
 from app.store.models import SessionCount
 from app.store.quota_redis import RedisCounters
-from tests.harness import scratch_database
-
-REDIS = "redis://127.0.0.1:6379/0"
+from tests.harness import REDIS, scratch_database
 
 
 async def _store_pair(url: str) -> AsyncIterator[list[quota.Counters]]:
