@@ -7,11 +7,12 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp
 
 from app.api import errors, middleware
+from app.api.json_body import no_lone_surrogates
 from app.api.routes_batches import router as batches_router
 from app.api.routes_chat import router as chat_router
 from app.api.routes_files import body_limits
@@ -95,7 +96,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await usage.close()
             await store.close()
 
-    app = _Api(title="Rafale", version="0.1.0", lifespan=lifespan)
+    app = _Api(title="Rafale", version="0.1.0", lifespan=lifespan,
+               dependencies=[Depends(no_lone_surrogates)])
     errors.install(app)
     app.include_router(chat_router)
     app.include_router(ops_router)
