@@ -28,7 +28,7 @@ from app.broker import Broker, session_of
 from app.fleet import Fleet
 from app.generation import CallPolicy
 from app.limits import Limiter
-from app.logs import setup_logging
+from app.logs import redact_access_log, setup_logging
 from app.metrics import Metrics
 from app.pricing import load_prices
 from app.providers.registry import Registry
@@ -57,6 +57,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         setup_logging(settings.log_level, "api", settings.log_format)
+        redact_access_log()
         refusal = settings.api_refusal()
         if refusal:
             # Here rather than in create_app: uvicorn ends the process (exit code 3) on a
