@@ -25,18 +25,22 @@ class CompletionBuilder:
     def __init__(self) -> None:
         self.texts: dict[int, list[str]] = defaultdict(list)
         self.calls: dict[int, list[dict[str, Any]]] = defaultdict(list)
+        self.thoughts: dict[int, list[str]] = defaultdict(list)
 
     def add(self, index: int, content: str | None,
-            tool_calls: list[dict[str, Any]] | None) -> None:
+            tool_calls: list[dict[str, Any]] | None, reasoning: str | None = None) -> None:
         if content:
             self.texts[index].append(content)
         if tool_calls:
             merge_tool_calls(self.calls[index], tool_calls)
+        if reasoning:
+            self.thoughts[index].append(reasoning)
 
     def reset(self) -> None:
         """A redelivered task starts again: forget what the lost attempt sent."""
         self.texts.clear()
         self.calls.clear()
+        self.thoughts.clear()
 
     def build(self, base: dict[str, Any], finishes: list[str],
               usage: dict[str, Any] | None) -> dict[str, Any]:
@@ -50,6 +54,9 @@ class CompletionBuilder:
         text = "".join(self.texts.get(index) or ())
         message: dict[str, Any] = {"role": "assistant",
                                    "content": text or (None if calls else ""), "refusal": None}
+        if self.thoughts.get(index):
+            # DeepSeek's name for a reasoning model's thinking, which vLLM uses too.
+            message["reasoning_content"] = "".join(self.thoughts[index])
         if calls:
             # A whole message's tool calls carry no stream `index`.
             message["tool_calls"] = [{k: v for k, v in c.items() if k != "index"}

@@ -239,17 +239,32 @@ class ProviderTimeout(ProviderError):
 
 
 class ProviderAuthError(ProviderError):
-    """The provider refused our credentials (401/403)."""
+    """The provider refused Rafale's credentials (401/403): the operator's key, not the
+    caller's, so a 502 that never carries the provider's text (it may quote the key)."""
 
     code = "provider_auth_error"
 
+    @classmethod
+    def refused(cls, provider: str, status: int) -> ProviderAuthError:
+        return cls(f"{provider} refused Rafale's credentials ({status}): the operator must "
+                   "check this provider's API key")
+
 
 class ProviderBadRequest(ProviderError):
-    """The provider rejected the request itself (400/404/422)."""
+    """The provider refused the request itself (a 4xx that is not about our key, its rate or
+    its health): the client gets the provider's status, type, code and param, so an unknown
+    model is OpenAI's 404 `model_not_found` (the SDK's NotFoundError), as it meant it."""
 
     status = 400
     type = "invalid_request_error"
     code = "provider_bad_request"
+
+    def __init__(self, message: str, *, status: int = 400, code: str | None = None,
+                 param: str | None = None, error_type: str | None = None) -> None:
+        super().__init__(message, code=code, param=param)
+        self.status = status if 400 <= status < 500 else 400
+        if error_type:
+            self.type = error_type
 
 
 # --- secure defaults (issue 10, S1)

@@ -25,7 +25,7 @@ Usage = dict[str, Any]  # OpenAI's usage object, as the provider reported it
 
 
 class ChunkEvent(TypedDict):
-    """Text (and/or tool-call fragments) of one choice."""
+    """Text (and/or tool-call fragments, and/or a reasoning model's thinking) of one choice."""
 
     type: Literal["chunk"]
     seq: int
@@ -33,6 +33,9 @@ class ChunkEvent(TypedDict):
     content: str
     index: NotRequired[int]  # the choice, when n > 1 asked for several (omitted when 0)
     tool_calls: NotRequired[list[ToolCallDelta]]
+    # What a reasoning model thinks before it answers (its `reasoning_content`); omitted when
+    # empty, so an ordinary answer's events are the bytes they always were.
+    reasoning: NotRequired[str]
 
 
 class DoneEvent(TypedDict):
@@ -74,12 +77,14 @@ Event = ChunkEvent | DoneEvent | ErrorEvent | ResetEvent
 
 
 def chunk(content: str, *, index: int = 0, tool_calls: list[ToolCallDelta] | None = None,
-          seq: int = 0, attempt: int = 1) -> ChunkEvent:
+          reasoning: str = "", seq: int = 0, attempt: int = 1) -> ChunkEvent:
     event: ChunkEvent = {"type": "chunk", "content": content}  # type: ignore[typeddict-item]
     if index:
         event["index"] = index
     if tool_calls:
         event["tool_calls"] = tool_calls
+    if reasoning:
+        event["reasoning"] = reasoning
     # Numbered last: the bytes on the wire stay what they were before events were typed.
     event["seq"], event["attempt"] = seq, attempt
     return event

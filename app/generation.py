@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from app import events
-from app.errors import ProviderRateLimited, ProviderTimeout, RafaleError
+from app.errors import ProviderBadRequest, ProviderRateLimited, ProviderTimeout, RafaleError
 from app.metrics import Metrics
 from app.providers.base import ChatParams, Delta, Provider
 from app.settings import Settings
@@ -79,6 +79,14 @@ class Ending:
                            finish_reasons=reasons)
 
 
+def error_label(exc: RafaleError) -> str:
+    """The metric label of a failed call: Rafale's own codes, a bounded set (a provider's
+    refusal carries the provider's code, which is any string the provider likes)."""
+    if isinstance(exc, ProviderBadRequest):
+        return ProviderBadRequest.code or exc.type
+    return exc.code or exc.type
+
+
 def backoff(attempt: int, policy: CallPolicy, retry_after: float | None) -> float:
     """Exponential backoff with full jitter; a provider's retry-after wins when it says more."""
     ceiling = min(policy.backoff_max, policy.backoff_base * (2 ** min(attempt - 1, 30)))
@@ -91,7 +99,8 @@ def backoff(attempt: int, policy: CallPolicy, retry_after: float | None) -> floa
 class _Attempt:
     """One try at a provider stream, each wait bounded: the first byte, every gap between
     deltas, and `end` (the call's deadline, loop time). `started` tells whether anything a
-    client sees (text or a tool call) came out, after which the call is never retried."""
+    client sees (text, reasoning or a tool call) came out: the provider is alive (the idle
+    timeout applies from then on, not the first-byte one) and the call is never retried."""
 
     def __init__(self, provider: Provider, params: ChatParams, policy: CallPolicy, end: float,
                  caller_bound: bool) -> None:
@@ -113,7 +122,7 @@ class _Attempt:
                     return
                 except TimeoutError:
                     raise self._timed_out(bound, gap) from None
-                if not self.started and (delta.content or delta.tool_calls):
+                if not self.started and delta.visible:
                     self.started = True
                     if metrics is not None:
                         metrics.first_chunk_seconds.labels(self.provider.name).observe(
@@ -174,7 +183,7 @@ async def stream_with_retries(
                 # Retryable, but no time left before the caller's deadline for the retry.
                 exc.out_of_time = exc.out_of_time or (retry and caller_bound)
                 if metrics is not None:
-                    metrics.provider_errors.labels(provider.name, exc.code or exc.type).inc()
+                    metrics.provider_errors.labels(provider.name, error_label(exc)).inc()
                 raise
             log.warning("%s attempt %d failed (%s); retrying in %.2fs", label, attempt, exc, delay)
             if metrics is not None:
@@ -206,7 +215,7 @@ async def call_with_retries(
             if not retry or loop.time() + delay >= deadline:
                 exc.out_of_time = exc.out_of_time or retry
                 if metrics is not None:
-                    metrics.provider_errors.labels(provider, exc.code or exc.type).inc()
+                    metrics.provider_errors.labels(provider, error_label(exc)).inc()
                 raise
             log.warning("%s attempt %d failed (%s); retrying in %.2fs", label, attempt, exc, delay)
             if metrics is not None:

@@ -48,3 +48,25 @@ def setup_logging(level: str, role: str, fmt: str = "text") -> None:
     quiet = logging.WARNING if root.level > logging.DEBUG else logging.DEBUG
     for name in ("aiormq", "aio_pika"):
         logging.getLogger(name).setLevel(quiet)
+
+
+class RedactQuery(logging.Filter):
+    """uvicorn's access log line without its query string. A client may put a key in a URL
+    (`?api_key=...`: refused with 401, yet uvicorn logs the request line first), and the API
+    cannot know how it was started (`--no-access-log` or not), so it redacts from inside."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        # uvicorn's call: ('%s - "%s %s HTTP/%s" %d', client, method, path?query, version, status)
+        args = record.args
+        if isinstance(args, tuple) and len(args) == 5 and isinstance(args[2], str):
+            path, mark, _ = args[2].partition("?")
+            if mark:
+                record.args = (args[0], args[1], f"{path}?[redacted]", args[3], args[4])
+        return True
+
+
+def redact_access_log() -> None:
+    """Install RedactQuery on uvicorn's access logger (once, however often an app starts)."""
+    access = logging.getLogger("uvicorn.access")
+    if not any(isinstance(f, RedactQuery) for f in access.filters):
+        access.addFilter(RedactQuery())

@@ -93,7 +93,8 @@ class Meter:
         self.provider, self.model = provider, f"{provider}/{model}"
 
     def see(self, delta: Delta) -> None:
-        self.output_chars += len(delta.content)
+        # Reasoning is output the provider bills (its `reasoning_tokens`).
+        self.output_chars += len(delta.content) + len(delta.reasoning)
         for call in delta.tool_calls or ():
             fn = call.get("function") or {}
             self.output_chars += len(fn.get("name") or "") + len(fn.get("arguments") or "")

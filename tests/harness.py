@@ -80,11 +80,12 @@ class Stack:
             start_new_session=True,
         )
 
-    def start_api(self, workers: int = 1) -> None:
+    def start_api(self, workers: int = 1, *, access_log: bool = False) -> None:
         self.api_workers = workers
         self._spawn("api", ["-m", "uvicorn", "app.main:app", "--host", "127.0.0.1",
                             "--port", str(self.port), "--workers", str(workers),
-                            "--no-access-log", "--timeout-graceful-shutdown", "2"])
+                            *(() if access_log else ("--no-access-log",)),
+                            "--timeout-graceful-shutdown", "2"])
 
     def start_workers(self) -> None:
         self._spawn("workers", ["-m", "workers"])

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+import uuid
 
 import httpx
 import pytest
 
-from tests.harness import ROOT
+from tests.harness import ROOT, Stack
 
 
 def assert_error(r: httpx.Response, status: int, *, code: str | None = None,
@@ -169,3 +171,49 @@ async def test_unknown_batch_is_404_on_every_batch_route(client: httpx.AsyncClie
                          ("GET", "/v1/batches/batch_nope/events")]:
         err = assert_error(await client.request(method, path), 404)
         assert "batch_nope" in err["message"], err
+
+
+@pytest.mark.parametrize("wait", ["5e-324", "1e-9", "0.01", "1e308", "nan", "inf", "-inf"])
+async def test_round_trip_wait_out_of_range_is_a_400_never_a_500(client: httpx.AsyncClient,
+                                                                wait: str) -> None:
+    assert_error(await client.get(f"/test?wait={wait}"), 400, param="wait")
+
+
+LONE = "\ud800"
+SURROGATE_CASES = [
+    ("/chat/async", {"message": "hi", "system": LONE}, "system"),
+    ("/chat/async", {"messages": [{"role": "user", "content": f"x{LONE}"}]},
+     "messages.0.content"),
+    ("/chat", {"message": LONE}, "message"),
+    ("/v1/chat/completions", {"model": "mock/echo",
+                              "messages": [{"role": "user", "content": LONE}]},
+     "messages.0.content"),
+    ("/v1/chat/completions", {"model": "mock/echo", "user": LONE,
+                              "messages": [{"role": "user", "content": "hi"}]}, "user"),
+    ("/v1/chat/completions", {"model": "mock/echo", "metadata": {"k": LONE},
+                              "messages": [{"role": "user", "content": "hi"}]}, "metadata.k"),
+    ("/v1/translate", {"text": [LONE], "target_lang": "DE"}, "text.0"),
+    ("/v1/batches", {"input_file_id": "file-x", "endpoint": "/v1/chat/completions",
+                     "completion_window": "24h", "metadata": {"k": LONE}}, "metadata.k"),
+]
+
+
+async def test_a_lone_surrogate_is_a_400_naming_the_field_with_one_log_line(
+        client: httpx.AsyncClient, stack: Stack) -> None:
+    log = stack.log_path("api")
+    start = log.stat().st_size
+    ids = []
+    for i, (path, body, param) in enumerate(SURROGATE_CASES):
+        rid = f"surrogate-{uuid.uuid4().hex[:8]}-{i}"
+        ids.append(rid)
+        # json.dumps writes the lone surrogate as the escape `\ud800`, as any client would.
+        r = await client.post(path, content=json.dumps(body).encode(),
+                              headers={"content-type": "application/json", "x-request-id": rid})
+        err = assert_error(r, 400, code="invalid_value", param=param)
+        assert "surrogate" in err["message"], (path, err)
+    with log.open(errors="replace") as f:
+        f.seek(start)
+        written = f.read()
+    assert "Traceback" not in written, written[-3000:]
+    for rid in ids:
+        assert sum(rid in line for line in written.splitlines()) == 1, (rid, written[-3000:])

@@ -30,7 +30,7 @@ from playwright.async_api import Browser, BrowserContext, Locator, Page, async_p
 from tests.batchkit import chat_line, jsonl
 from tests.browser import Watch, guarded_page, launch
 from tests.conftest import ALICE, StackFactory
-from tests.fakes.openai_server import FakeOpenAI, text_for
+from tests.fakes.openai_server import FakeOpenAI, reasoning_for, text_for
 from tests.harness import ARTIFACTS, ROOT, Stack, rabbitmqctl
 from tests.test_fleet import worker_holding_call
 
@@ -246,6 +246,31 @@ async def test_conversation_is_sent_with_each_message(stack: Stack, fake: FakeOp
     [call] = fake.calls_for(third)
     assert call.body["messages"] == [{"role": "system", "content": "Answer briefly."},
                                      {"role": "user", "content": third}]
+
+
+@pytest.mark.parametrize("mode", ["queue", "direct"])
+async def test_reasoning_is_shown_dimmed_and_left_out_of_the_conversation(
+        stack: Stack, fake: FakeOpenAI, open_page: OpenPage, mode: Mode) -> None:
+    page, _ = await open_page(stack.url)
+    prompt = unique(f"reason in {mode} mode")
+    model = "reason-6-50"
+    msg = await send(page, prompt, model=f"openai/{model}", mode=mode)
+    answer = await finished(msg)
+    assert answer == text_for(model, prompt)
+    thought = msg.get_by_test_id("reasoning")
+    await expect(thought).to_have_text(reasoning_for(model, prompt))
+    # Dimmed: the muted colour, not the answer's.
+    colours = await msg.evaluate("""(m) => [m.querySelector('[data-testid=reasoning]'),
+        m.querySelector('[data-testid=answer]')].map((e) => getComputedStyle(e).color)""")
+    assert colours[0] != colours[1], colours
+    # The thought is not sent back with the next message (DeepSeek refuses it there).
+    follow = unique("after reasoning")
+    await finished(await send(page, follow, model="openai/ok-3-0"))
+    [call] = fake.calls_for(follow)
+    assert call.body["messages"][-2] == {"role": "assistant", "content": answer}
+    # An ordinary answer shows no reasoning block.
+    last = page.get_by_test_id("msg-assistant").last
+    await expect(last.get_by_test_id("reasoning")).to_be_hidden()
 
 
 @pytest.mark.parametrize("mode", ["queue", "direct"])

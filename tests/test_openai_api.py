@@ -10,7 +10,7 @@ import httpx
 import openai
 import pytest
 
-from tests.fakes.openai_server import FakeOpenAI, text_for, tool_arguments
+from tests.fakes.openai_server import FakeOpenAI, reasoning_for, text_for, tool_arguments
 from tests.harness import Stack, list_queues
 
 
@@ -213,7 +213,7 @@ async def test_n_choices_stay_apart(asdk: openai.AsyncOpenAI, stream: bool) -> N
     assert finishes == {0: "stop", 1: "stop", 2: "stop"}
 
 
-async def test_provider_refusing_our_key_is_a_502_with_its_message(
+async def test_provider_refusing_our_key_is_a_502_without_its_text(
     asdk: openai.AsyncOpenAI,
 ) -> None:
     for model in ("openai/auth401", "openai/forbidden403"):
@@ -224,7 +224,10 @@ async def test_provider_refusing_our_key_is_a_502_with_its_message(
                     messages=[{"role": "user", "content": f"refused {model} {stream}"}])
             assert info.value.status_code == 502
             assert info.value.code == "provider_auth_error"  # type: ignore[attr-defined]
-            assert "Incorrect API key provided" in info.value.message
+            # OpenAI's text quotes the key (masked): never passed on to a caller.
+            assert "refused Rafale's credentials" in info.value.message
+            assert "Incorrect API key" not in info.value.message
+            assert "sk-" not in info.value.message
 
 
 async def test_oversized_and_timed_out_requests_raise_sdk_errors(
@@ -300,3 +303,39 @@ async def test_a_client_leaving_before_the_answer_stops_the_provider_call(
             await calls[0].gone.wait()
     except TimeoutError:
         raise AssertionError("the provider call went on after the client left") from None
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_model_the_provider_lacks_is_the_sdks_not_found_error(
+        asdk: openai.AsyncOpenAI, fake: FakeOpenAI, stream: bool) -> None:
+    prompt = f"unknown upstream {stream}"
+    with pytest.raises(openai.NotFoundError) as info:
+        await asdk.chat.completions.create(
+            model="openai/nomodel", stream=stream,
+            messages=[{"role": "user", "content": prompt}])
+    assert info.value.status_code == 404
+    assert info.value.code == "model_not_found"  # type: ignore[attr-defined]
+    assert info.value.type == "invalid_request_error"  # type: ignore[attr-defined]
+    assert len(fake.calls_for(prompt)) == 1
+
+
+async def test_a_reasoning_model_relays_reasoning_content_streamed_and_whole(
+        asdk: openai.AsyncOpenAI) -> None:
+    model = "reason-12-0"
+    prompt = "reason with the sdk"
+    stream = await asdk.chat.completions.create(
+        model=f"openai/{model}", stream=True, messages=[{"role": "user", "content": prompt}])
+    chunks = [c async for c in stream]
+    deltas = [c.choices[0].delta for c in chunks if c.choices]
+    thought = "".join(getattr(d, "reasoning_content", None) or "" for d in deltas)
+    assert thought == reasoning_for(model, prompt)
+    assert "".join(d.content or "" for d in deltas) == text_for(model, prompt)
+    whole = await asdk.chat.completions.create(
+        model=f"openai/{model}", messages=[{"role": "user", "content": prompt}])
+    message = whole.choices[0].message
+    assert message.content == text_for(model, prompt)
+    assert getattr(message, "reasoning_content", None) == reasoning_for(model, prompt)
+    # An ordinary model's answer has no such field.
+    plain = await asdk.chat.completions.create(
+        model="openai/ok-3-0", messages=[{"role": "user", "content": prompt}])
+    assert "reasoning_content" not in plain.choices[0].message.model_dump(exclude_unset=True)

@@ -6,9 +6,10 @@ import asyncio
 import time
 
 import httpx
+import pytest
 
 from tests.conftest import FAST
-from tests.fakes.openai_server import FakeOpenAI, text_for, tokens_for
+from tests.fakes.openai_server import FakeOpenAI, reasoning_for, text_for, tokens_for
 from tests.sse import collect, iter_sse, text_of
 from tests.test_streaming import enqueue
 
@@ -100,3 +101,58 @@ async def test_failure_after_first_chunk_is_an_error_not_a_retry(client: httpx.A
     assert "mid-stream" in events[-1].data["message"]
     # Text already reached the client, so the worker must not retry (it would repeat it).
     assert len(fake.calls_for("breaks midway")) == 1
+
+
+async def test_a_model_the_provider_lacks_is_its_404_on_queued_and_direct_routes(
+    client: httpx.AsyncClient, fake: FakeOpenAI
+) -> None:
+    sid = await enqueue(client, "no such model queued", "openai/nomodel")
+    queued = await collect(client, "GET", f"/stream/{sid}")
+    direct = await collect(client, "POST", "/chat",
+                           json={"message": "no such model direct", "model": "openai/nomodel"})
+    for events in (queued, direct):
+        assert [e.event for e in events] == ["error"]
+        err = events[0].data
+        assert (err["status"], err["code"], err["error_type"]) == (
+            404, "model_not_found", "invalid_request_error"), err
+        assert "does not exist" in err["message"]
+    # A refusal is final: asked once, not retried.
+    assert len(fake.calls_for("no such model queued")) == 1
+    assert len(fake.calls_for("no such model direct")) == 1
+
+
+async def test_a_refusal_of_rafales_key_is_a_502_that_does_not_quote_it(
+    client: httpx.AsyncClient,
+) -> None:
+    sid = await enqueue(client, "our key refused", "openai/auth401")
+    events = await collect(client, "GET", f"/stream/{sid}")
+    direct = await collect(client, "POST", "/chat",
+                           json={"message": "our key refused direct", "model": "openai/auth401"})
+    for err in (events[-1].data, direct[-1].data):
+        assert (err["status"], err["code"]) == (502, "provider_auth_error"), err
+        assert "refused Rafale's credentials" in err["message"]
+        assert "sk-" not in err["message"] and "Incorrect API key" not in err["message"]
+
+
+@pytest.mark.parametrize("path", ["/chat/async", "/chat"])
+async def test_a_reasoning_model_streams_its_thought_then_its_answer(
+    client: httpx.AsyncClient, fake: FakeOpenAI, path: str
+) -> None:
+    # 30 pieces of thought 100 ms apart: 3 s before the first word of the answer, longer than
+    # the first-byte timeout (2 s). Thinking is the provider at work, not a silent one.
+    prompt = f"think first {path}"
+    model = "reason-30-100"
+    body = {"message": prompt, "model": f"openai/{model}"}
+    if path == "/chat/async":
+        sid = await enqueue(client, prompt, f"openai/{model}")
+        events = await collect(client, "GET", f"/stream/{sid}")
+    else:
+        events = await collect(client, "POST", "/chat", json=body)
+    assert events[-1].event == "done", events[-1]
+    chunks = [e.data for e in events if e.event == "chunk"]
+    assert "".join(c.get("reasoning", "") for c in chunks) == reasoning_for(model, prompt)
+    assert text_of(events) == text_for(model, prompt)
+    # Thought comes first: no text before the last piece of reasoning.
+    last_thought = max(i for i, c in enumerate(chunks) if c.get("reasoning"))
+    assert not any(c["content"] for c in chunks[:last_thought])
+    assert len(fake.calls_for(prompt)) == 1

@@ -186,6 +186,38 @@ async def test_the_broker_error_text_reaches_admins_only(namespace: str) -> None
             shutil.rmtree(stack.env[key], ignore_errors=True)
 
 
+# --- logs ------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+async def test_a_key_in_the_query_string_never_reaches_uvicorns_access_log(
+        namespace: str) -> None:
+    """Started as a plain `uvicorn app.main:app` (access log on), with keys or open: the
+    request line is logged without its query string."""
+    secret = "sk-in-a-url-0123456789abcdef"
+    for keyed in (False, True):
+        port = free_port()
+        name = f"secure-access-{int(keyed)}"
+        keys = {"rafale_api_keys": f"alice:{ADMIN}"} if keyed else {}
+        stack = Stack(name, make_env(name, namespace, port, **keys), port)
+        stack.start_api(access_log=True)
+        try:
+            await stack.wait_ready(want_workers=False)
+            async with httpx.AsyncClient(base_url=stack.url, timeout=10) as c:
+                for url in (f"/health?api_key={secret}", f"/v1/models?api%5Fkey={secret}",
+                            f"/stream/{'0' * 32}?last_event_id=3&token={secret}"):
+                    r = await c.get(url, headers=bearer(ADMIN) if keyed else {})
+                    assert r.status_code in (200, 401, 404), r.text
+        finally:
+            stack.stop()
+            for key in ("DATA_DIR", "PROMETHEUS_MULTIPROC_DIR"):
+                shutil.rmtree(stack.env[key], ignore_errors=True)
+        log = stack.log_path("api").read_text(errors="replace")
+        assert '"GET /health?[redacted] HTTP/1.1"' in log, log[-2000:]
+        assert "/v1/models?[redacted]" in log, log[-2000:]
+        assert secret not in log, log[-2000:]
+
+
 # --- slow clients --------------------------------------------------------------------------------
 
 

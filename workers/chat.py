@@ -125,7 +125,7 @@ async def _generate(task: Task, out: SessionStream, registry: Registry, policy: 
     )
     async with aclosing(stream):
         async for delta in stream:
-            if delta.content or delta.tool_calls:
+            if delta.visible:
                 out.add(delta)
             ending.see(delta)
             meter.see(delta)

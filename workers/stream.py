@@ -3,7 +3,8 @@
 The first token goes out at once. After that at most one publish is in flight per stream and
 tokens that arrive meanwhile (or within STREAM_FLUSH_INTERVAL of the last flush) are joined into
 one chunk event per choice, so a fast provider does not become one broker message per token.
-Tool-call fragments are joined the same way (arguments appended per tool call)."""
+Tool-call fragments and a reasoning model's thinking are joined the same way (arguments
+appended per tool call)."""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ class _Waiting:
 
     text: list[str] = field(default_factory=list)
     tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    reasoning: list[str] = field(default_factory=list)
 
 
 class SessionStream:
@@ -97,6 +99,8 @@ class SessionStream:
             waiting = self._buf[delta.index] = _Waiting()
         if delta.content:
             waiting.text.append(delta.content)
+        if delta.reasoning:
+            waiting.reasoning.append(delta.reasoning)
         if delta.tool_calls:
             merge_tool_calls(waiting.tool_calls, delta.tool_calls)
         if self._timer is None and not self._pending:
@@ -119,7 +123,8 @@ class SessionStream:
         self._last_flush = self._loop.time()
         for index, waiting in buf.items():
             self.publish(events.chunk("".join(waiting.text), index=index,
-                                      tool_calls=waiting.tool_calls))
+                                      tool_calls=waiting.tool_calls,
+                                      reasoning="".join(waiting.reasoning)))
 
     async def finish(self, event: events.Event) -> bool:
         """Flush what is buffered, publish the final event and wait for every confirm.

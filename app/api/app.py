@@ -7,11 +7,12 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp
 
 from app.api import errors, middleware
+from app.api.json_body import no_lone_surrogates
 from app.api.routes_batches import router as batches_router
 from app.api.routes_chat import router as chat_router
 from app.api.routes_files import body_limits
@@ -27,7 +28,7 @@ from app.broker import Broker, session_of
 from app.fleet import Fleet
 from app.generation import CallPolicy
 from app.limits import Limiter, counters
-from app.logs import setup_logging
+from app.logs import redact_access_log, setup_logging
 from app.metrics import Metrics
 from app.pricing import load_prices
 from app.providers.registry import Registry
@@ -56,6 +57,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         setup_logging(settings.log_level, "api", settings.log_format)
+        redact_access_log()
         refusal = settings.api_refusal()
         if refusal:
             # Here rather than in create_app: uvicorn ends the process (exit code 3) on a
@@ -96,7 +98,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await limiter.counts.close()
             await store.close()
 
-    app = _Api(title="Rafale", version="0.1.0", lifespan=lifespan)
+    app = _Api(title="Rafale", version="0.1.0", lifespan=lifespan,
+               dependencies=[Depends(no_lone_surrogates)])
     errors.install(app)
     app.include_router(chat_router)
     app.include_router(ops_router)

@@ -100,8 +100,9 @@ async def _direct_answer(svc: Services, provider: Provider, params: ChatParams, 
         async with aclosing(stream_with_retries(provider, params, svc.policy,
                                                  metrics=svc.metrics)) as deltas:
             async for delta in deltas:
-                if delta.content:
-                    yield event_sse(events.chunk(delta.content, seq=seq))
+                if delta.content or delta.reasoning:
+                    yield event_sse(events.chunk(delta.content, reasoning=delta.reasoning,
+                                                 seq=seq))
                     seq += 1
                 ending.see(delta)
                 meter.see(delta)

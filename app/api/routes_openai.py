@@ -146,7 +146,8 @@ async def _complete(events: AsyncIterator[Relayed], base: dict[str, Any],
     async for relayed in events:
         ev = relayed.event
         if ev["type"] == "chunk":
-            answer.add(ev.get("index", 0), ev.get("content"), ev.get("tool_calls"))
+            answer.add(ev.get("index", 0), ev.get("content"), ev.get("tool_calls"),
+                       ev.get("reasoning"))
         elif ev["type"] == "reset":
             answer.reset()
         elif ev["type"] == "error":
@@ -179,6 +180,8 @@ async def _stream(first: Relayed, events: AsyncGenerator[Relayed, None], base: d
             if ev["type"] == "chunk":
                 sent_text = True
                 delta: dict[str, Any] = {}
+                if ev.get("reasoning"):
+                    delta["reasoning_content"] = ev.get("reasoning")
                 if ev.get("content"):
                     delta["content"] = ev.get("content")
                 if ev.get("tool_calls"):

@@ -198,7 +198,8 @@ async def round_trip(
     svc: Svc,
     who: Who,
     model: Annotated[str, Query(min_length=1, max_length=MODEL_NAME_MAX)] = "mock/echo",
-    wait: Annotated[float, Query(gt=0, le=60)] = 10.0,
+    # Not below 0.1 s: a wait no round trip can meet only enqueues work for nothing.
+    wait: Annotated[float, Query(ge=0.1, le=60, allow_inf_nan=False)] = 10.0,
 ) -> JSONResponse:
     """One real trip through the queue and a worker: enqueue a tiny prompt, read its stream."""
     started = time.perf_counter()
@@ -211,8 +212,10 @@ async def round_trip(
     except TimeoutError:
         # Nobody will read this session: do not leave it (and its worker) running to the TTL.
         svc.relay.spawn(svc.relay.delete_if_unused(queue))
-        raise RafaleError(f"no answer through the queue within {wait:g}s: are workers "
-                          "running?", code="round_trip_timeout") from None
+        late = RafaleError(f"no answer through the queue within {wait:g}s: are workers "
+                           "running?", code="round_trip_timeout")
+        late.status = 504  # the fleet's answer is late, not the API broken
+        raise late from None
 
     def ms(t: float | None) -> float | None:
         return round((t - started) * 1000, 2) if t else None

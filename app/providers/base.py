@@ -2,9 +2,22 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+# Key-shaped words in a provider's text: OpenAI quotes a masked key in its 401, other servers
+# may quote more. Masked (with the provider's own key, if quoted whole) before a client or a
+# log sees the text.
+_KEY_LIKE = re.compile(r"\bsk-[\w*.-]{4,}|\bBearer\s+\S+", re.IGNORECASE)
+
+
+def scrub(text: str, secret: str = "") -> str:
+    """A provider's error text with anything that looks like a credential masked."""
+    if secret:
+        text = text.replace(secret, "[redacted]")
+    return _KEY_LIKE.sub("[redacted]", text)
 
 
 @dataclass(slots=True)
@@ -20,15 +33,23 @@ class ChatParams:
 
 @dataclass(slots=True)
 class Delta:
-    """One piece of a streamed answer for choice `index` (n > 1 asks for several): text, or
-    tool-call fragments in OpenAI's delta shape. A choice's last delta carries its
-    `finish_reason`; the stream's very last one also carries the usage."""
+    """One piece of a streamed answer for choice `index` (n > 1 asks for several): text,
+    a reasoning model's thinking (`reasoning_content`), or tool-call fragments in OpenAI's
+    delta shape. A choice's last delta carries its `finish_reason`; the stream's very last
+    one also carries the usage."""
 
     content: str = ""
     finish_reason: str | None = None
     usage: dict[str, Any] | None = None
     index: int = 0
     tool_calls: list[dict[str, Any]] | None = None
+    reasoning: str = ""
+
+    @property
+    def visible(self) -> bool:
+        """Whether a client sees something of it (text, reasoning or a tool call): the
+        provider is alive, and a call that sent it is never retried."""
+        return bool(self.content or self.reasoning or self.tool_calls)
 
 
 class Provider(Protocol):

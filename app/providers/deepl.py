@@ -19,7 +19,7 @@ from app.errors import (
     ProviderTimeout,
     ProviderUnavailable,
 )
-from app.providers.base import ChatParams, Delta
+from app.providers.base import ChatParams, Delta, scrub
 from app.providers.mock import text_of
 
 FREE_URL = "https://api-free.deepl.com"
@@ -59,10 +59,11 @@ def source_text(messages: list[dict[str, Any]]) -> str:
                  if m.get("role") == "user"), "")
 
 
-def _error(status: int, body: str, headers: Mapping[str, str]) -> ProviderError:
-    msg = f"deepl answered {status}: {body[:300]}"
+def _error(status: int, body: str, headers: Mapping[str, str],
+           secret: str = "") -> ProviderError:
     if status in (401, 403):
-        return ProviderAuthError(msg)
+        return ProviderAuthError.refused("deepl", status)
+    msg = scrub(f"deepl answered {status}: {body[:300]}", secret)
     if status == 456:
         return ProviderQuotaExceeded(msg)
     if status == 429:
@@ -71,7 +72,7 @@ def _error(status: int, body: str, headers: Mapping[str, str]) -> ProviderError:
                                    retry.replace(".", "", 1).isdigit() else None)
     if status >= 500:
         return ProviderUnavailable(msg)
-    return ProviderBadRequest(msg)
+    return ProviderBadRequest(msg, status=status)
 
 
 class DeepLProvider:
@@ -79,6 +80,7 @@ class DeepLProvider:
 
     def __init__(self, api_key: str, base_url: str, connect_timeout: float,
                  read_timeout: float) -> None:
+        self._key = api_key  # masked in DeepL's error texts, should one quote it
         self.client = httpx.AsyncClient(
             base_url=base_url,
             headers={"Authorization": f"DeepL-Auth-Key {api_key}"},
@@ -94,7 +96,7 @@ class DeepLProvider:
         except httpx.HTTPError as exc:
             raise ProviderUnavailable(f"deepl: {type(exc).__name__}: {exc}") from None
         if r.status_code != 200:
-            raise _error(r.status_code, r.text, r.headers)
+            raise _error(r.status_code, r.text, r.headers, self._key)
         translations: list[dict[str, Any]] = r.json()["translations"]
         return translations
 

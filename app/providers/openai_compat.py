@@ -20,7 +20,7 @@ from app.errors import (
     ProviderTimeout,
     ProviderUnavailable,
 )
-from app.providers.base import ChatParams, Delta
+from app.providers.base import ChatParams, Delta, scrub
 
 # What `chat.completions.create` accepts by name, read once from the SDK itself.
 _SDK_PARAMS = frozenset(
@@ -39,27 +39,38 @@ def _retry_after(headers: Mapping[str, str]) -> float | None:
     return None
 
 
-def map_error(provider: str, exc: Exception) -> ProviderError:
-    """Translate an SDK exception into Rafale's tree, keeping the provider's message."""
+def map_error(provider: str, exc: Exception, secret: str = "") -> ProviderError:
+    """Translate an SDK exception into Rafale's tree: a refusal of the request itself keeps
+    the provider's status, type, code and param; its text is passed on with anything
+    key-shaped (and `secret`, the key Rafale sent) masked, except on a refusal of Rafale's
+    key, whose text is never passed on (OpenAI's quotes the key)."""
     if isinstance(exc, openai.APITimeoutError):
         return ProviderTimeout(f"{provider}: request timed out")
     if isinstance(exc, openai.APIConnectionError):
-        return ProviderUnavailable(f"{provider}: connection failed: {exc}")
+        return ProviderUnavailable(scrub(f"{provider}: connection failed: {exc}", secret))
     if isinstance(exc, openai.APIStatusError):
         status = exc.status_code
+        if status in (401, 403):
+            return ProviderAuthError.refused(provider, status)
         body = exc.body if isinstance(exc.body, dict) else {}
-        msg = f"{provider} answered {status}: {body.get('message') or exc.message}"
+        msg = scrub(f"{provider} answered {status}: {body.get('message') or exc.message}", secret)
         code = body.get("code")
         if status == 429:
             if code == "insufficient_quota":
                 return ProviderQuotaExceeded(msg)
             return ProviderRateLimited(msg, retry_after=_retry_after(exc.response.headers))
-        if status in (401, 403):
-            return ProviderAuthError(msg)
         if status in (408, 409) or status >= 500:
             return ProviderUnavailable(msg, retry_after=_retry_after(exc.response.headers))
-        return ProviderBadRequest(msg)
-    return ProviderUnavailable(f"{provider}: {type(exc).__name__}: {exc}")
+        return ProviderBadRequest(msg, status=status, code=_text(code),
+                                  param=_text(body.get("param")),
+                                  error_type=_text(body.get("type")))
+    return ProviderUnavailable(scrub(f"{provider}: {type(exc).__name__}: {exc}", secret))
+
+
+def _text(value: object) -> str | None:
+    """A field of the provider's error body, if it is a string (vLLM puts the status, an
+    int, in `code`)."""
+    return value if isinstance(value, str) and value else None
 
 
 def request_kwargs(params: ChatParams) -> dict[str, Any]:
@@ -79,6 +90,15 @@ def request_kwargs(params: ChatParams) -> dict[str, Any]:
     if extra_body:
         kw["extra_body"] = extra_body
     return kw
+
+
+def _delta(delta: dict[str, Any], index: int) -> Delta:
+    """One choice's delta. A reasoning model's thinking comes as `reasoning_content`
+    (DeepSeek's reasoner, vLLM's reasoning parsers) or `reasoning` (newer vLLM, Ollama)."""
+    thought = delta.get("reasoning_content") or delta.get("reasoning")
+    return Delta(delta.get("content") or "", index=index,
+                 tool_calls=delta.get("tool_calls") or None,
+                 reasoning=thought if isinstance(thought, str) else "")
 
 
 class OpenAICompatProvider:
@@ -119,23 +139,22 @@ class OpenAICompatProvider:
                     chunk = orjson.loads(data)
                     if "error" in chunk:  # a failure after the first byte comes as data
                         err = chunk["error"] or {}
-                        raise ProviderUnavailable(
-                            f"{self.name} failed mid-stream: {err.get('message', err)}"
-                        )
+                        raise ProviderUnavailable(scrub(
+                            f"{self.name} failed mid-stream: {err.get('message', err)}",
+                            self.client.api_key))
                     if chunk.get("usage"):
                         usage = chunk["usage"]
                     for choice in chunk.get("choices") or ():
                         index = choice.get("index") or 0
-                        delta = choice.get("delta") or {}
-                        content, calls = delta.get("content"), delta.get("tool_calls")
-                        if content or calls:
-                            yield Delta(content or "", index=index, tool_calls=calls or None)
+                        piece = _delta(choice.get("delta") or {}, index)
+                        if piece.visible:
+                            yield piece
                         if choice.get("finish_reason"):
                             finishes[index] = choice["finish_reason"]
         except ProviderError:
             raise
         except Exception as exc:  # SDK status errors, and raw transport errors mid-stream
-            raise map_error(self.name, exc) from None
+            raise map_error(self.name, exc, self.client.api_key) from None
         # Every choice's end, choice 0 last with the usage: it closes the whole answer.
         for index, reason in sorted(finishes.items(), reverse=True):
             if index:

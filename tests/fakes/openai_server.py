@@ -12,7 +12,10 @@ The behaviour is chosen by the requested model name, so concurrent tests never s
 - `midfail`           3 tokens, then an OpenAI `data: {"error": ...}` line (a failure mid-stream)
 - `tools`             a call of the request's first tool, arguments streamed in pieces
 - `some429-<ms>`      3 calls in 10 (whatever the prompt) get a 429; the others stream `ok`
-- `auth401`, `forbidden403`  the provider refuses our key
+- `auth401`, `forbidden403`  the provider refuses our key (quoting it masked, as OpenAI does)
+- `nomodel`           OpenAI's 404 `model_not_found` for a model it does not have
+- `reason-<r>-<ms>`   a reasoning model (DeepSeek's reasoner): r pieces of `reasoning_content`,
+                      ms apart, then the 8 tokens of the answer (`reasoning_for` is the thought)
 
 Whatever the model, a prompt containing `REJECT400` gets a 400 (a request the provider refuses).
 
@@ -65,6 +68,22 @@ def tokens_for(model: str, prompt: str, choice: int = 0) -> list[str]:
 
 def text_for(model: str, prompt: str, choice: int = 0) -> str:
     return "".join(tokens_for(model, prompt, choice))
+
+
+def reasoning_pieces(model: str, prompt: str) -> list[str]:
+    kind, args = _parse(model)
+    count = args[0] if kind == "reason" and args else 0
+    return [f"{'' if i == 0 else ' '}thinking {i} about {prompt}" for i in range(count)]
+
+
+def reasoning_for(model: str, prompt: str) -> str:
+    """The `reasoning_content` a `reason-*` model streams before its answer."""
+    return "".join(reasoning_pieces(model, prompt))
+
+
+# OpenAI's 401 for a wrong key quotes the key, masked: the gateway must not pass it on.
+AUTH_401_MESSAGE = ("Incorrect API key provided: sk-********6789. You can find your API key "
+                    "at https://platform.openai.com/account/api-keys.")
 
 
 def tool_arguments(prompt: str) -> str:
@@ -145,28 +164,42 @@ class FakeOpenAI:
                 status=400)
         if kind in ("auth401", "forbidden403"):
             call.status = 401 if kind == "auth401" else 403
-            return _error(call.status, "Incorrect API key provided: sk-test***", "invalid_api_key")
+            return _error(call.status, AUTH_401_MESSAGE, "invalid_api_key")
+        if kind == "nomodel":
+            call.status = 404
+            return web.json_response({"error": {
+                "message": f"The model `{model}` does not exist or you do not have access to it.",
+                "type": "invalid_request_error", "param": None, "code": "model_not_found"}},
+                status=404)
         if kind == "tools":
             return await self._tool_call(request, body, prompt)
         n = int(body.get("n") or 1)
         tokens = tokens_for(model, prompt)
         gap = {"ok": (args[1] / 1000 if len(args) > 1 else 0.0), "slow": (
             (args[0] / 1000) / len(tokens) if args else 0.1), "long": 0.05}.get(kind, 0.0)
+        thoughts = reasoning_pieces(model, prompt)
         if not body.get("stream"):
             await asyncio.sleep(gap * len(tokens))
             call.finished = time.monotonic()
-            return web.json_response(_completion(model, "".join(tokens)))
+            return web.json_response(_completion(model, "".join(tokens), "".join(thoughts)))
         resp = web.StreamResponse(headers={"content-type": "text/event-stream"})
         await resp.prepare(request)
         try:
             if kind == "silent":
                 await asyncio.sleep(3600)
+            for i, thought in enumerate(thoughts):
+                # DeepSeek's shape: the thought, and `content: null`, until the answer starts.
+                piece = _chunk(model, None, role=i == 0)
+                piece["choices"][0]["delta"].update(content=None, reasoning_content=thought)
+                await resp.write(_sse(piece))
+                await asyncio.sleep(args[1] / 1000 if len(args) > 1 else 0)
             for i, tok in enumerate(tokens):
                 if gap:
                     await asyncio.sleep(gap)
                 for choice in range(n):
                     text = tok if choice == 0 else tokens_for(model, prompt, choice)[i]
-                    await resp.write(_sse(_chunk(model, text, role=i == 0, index=choice)))
+                    await resp.write(_sse(_chunk(model, text, role=i == 0 and not thoughts,
+                                                 index=choice)))
                 if kind == "midfail" and i == 2:
                     await resp.write(_sse({"error": {"message": "The server had an error while "
                                            "processing your request", "type": "server_error"}}))
@@ -230,10 +263,13 @@ def _chunk(model: str, content: str | None, *, role: bool = False,
                                          "finish_reason": finish}]}
 
 
-def _completion(model: str, text: str) -> dict[str, Any]:
+def _completion(model: str, text: str, reasoning: str = "") -> dict[str, Any]:
+    message = {"role": "assistant", "content": text}
+    if reasoning:
+        message["reasoning_content"] = reasoning
     return {"id": "chatcmpl-fake", "object": "chat.completion", "created": int(time.time()),
             "model": model, "choices": [{"index": 0, "finish_reason": "stop",
-                                         "message": {"role": "assistant", "content": text}}],
+                                         "message": message}],
             "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}
 
 

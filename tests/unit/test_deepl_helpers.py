@@ -98,6 +98,13 @@ def test_deepl_status_codes_map_to_their_error_class(status: int,
     assert type(_error(status, "{}", {})) is cls
 
 
+def test_deepl_refusals_keep_their_status_and_never_pass_a_refusal_of_our_key_on() -> None:
+    assert _error(413, "too big", {}).status == 413
+    refused = _error(403, '{"message":"Wrong key abcd-1234:fx"}', {}, "abcd-1234:fx")
+    assert refused.status == 502 and "abcd" not in refused.message
+    assert "abcd" not in _error(400, "bad key abcd-1234:fx", {}, "abcd-1234:fx").message
+
+
 def test_deepl_error_message_quotes_at_most_300_characters_of_the_body() -> None:
     err = _error(400, "x" * 1000, {})
     assert err.message == "deepl answered 400: " + "x" * 300

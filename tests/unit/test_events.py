@@ -6,7 +6,7 @@ import orjson
 import pytest
 
 from app import events
-from app.completions import finish_reasons
+from app.completions import CompletionBuilder, finish_reasons
 from app.errors import ProviderRateLimited, RafaleError
 
 
@@ -96,3 +96,27 @@ def test_finish_reasons_pads_missing_choices_with_stop() -> None:
     assert finish_reasons(events.done("m", "length", None), 3) == ["length", "stop", "stop"]
     many = events.done("m", "stop", None, finish_reasons=["stop", "tool_calls"])
     assert finish_reasons(many, 2) == ["stop", "tool_calls"]
+
+
+def test_a_chunk_carries_reasoning_only_when_there_is_some() -> None:
+    # An ordinary answer's bytes do not change; a reasoning model's thought comes as its own
+    # field, before seq and attempt.
+    assert events.encode(events.chunk("hi", reasoning="", seq=1)) == (
+        b'{"type":"chunk","content":"hi","seq":1,"attempt":1}')
+    assert events.encode(events.chunk("", reasoning="hmm", seq=0)) == (
+        b'{"type":"chunk","content":"","reasoning":"hmm","seq":0,"attempt":1}')
+    parsed = events.parse(events.encode(events.chunk("", reasoning="hmm")))
+    assert parsed["type"] == "chunk" and parsed.get("reasoning") == "hmm"
+
+
+def test_a_whole_message_carries_its_reasoning_as_reasoning_content() -> None:
+    answer = CompletionBuilder()
+    answer.add(0, "", None, "Let me")
+    answer.add(0, "42", None, " think.")
+    answer.add(1, "other", None)
+    built = answer.build({"id": "x"}, ["stop", "stop"], None)
+    first, second = (c["message"] for c in built["choices"])
+    assert first["content"] == "42" and first["reasoning_content"] == "Let me think."
+    assert "reasoning_content" not in second
+    answer.reset()
+    assert "reasoning_content" not in answer.build({}, ["stop"], None)["choices"][0]["message"]

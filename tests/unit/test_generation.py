@@ -189,3 +189,41 @@ async def test_call_with_retries_gives_up_at_the_deadline() -> None:
     with pytest.raises(RafaleError) as info:
         await call_with_retries(down, "p", lim, deadline=loop.time() + 1)
     assert info.value.out_of_time is True
+
+
+class Thinking:
+    """A reasoning model: `pieces` of reasoning `gap` seconds apart, then the answer."""
+
+    name = "thinking"
+
+    def __init__(self, pieces: int, gap: float) -> None:
+        self.pieces, self.gap = pieces, gap
+        self.attempts = 0
+
+    async def _run(self) -> AsyncIterator[Delta]:
+        for i in range(self.pieces):
+            yield Delta(reasoning=f"step {i}. ")
+            await asyncio.sleep(self.gap)  # the model's pace, not a synchronisation
+        yield Delta("answer")
+        yield Delta(finish_reason="stop")
+
+    def stream(self, params: ChatParams) -> AsyncIterator[Delta]:
+        self.attempts += 1
+        return self._run()
+
+    async def aclose(self) -> None:
+        return None
+
+
+async def test_reasoning_counts_as_the_first_byte_and_keeps_the_call_alive() -> None:
+    # 0.4 s of thinking before any text, against a first-byte timeout of 0.15 s: the provider
+    # is alive, so the call goes on (idle timeout between pieces) and is made once.
+    p = Thinking(pieces=8, gap=0.05)
+    out: list[Delta] = []
+    lim = policy_for(first_byte=0.15, idle=1.0)
+    async with aclosing(stream_with_retries(p, PARAMS, lim)) as deltas:  # type: ignore[arg-type]
+        async for d in deltas:
+            out.append(d)
+    assert "".join(d.reasoning for d in out) == "".join(f"step {i}. " for i in range(8))
+    assert [d.content for d in out if d.content] == ["answer"]
+    assert p.attempts == 1

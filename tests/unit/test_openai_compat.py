@@ -18,7 +18,7 @@ from app.errors import (
     ProviderUnavailable,
 )
 from app.providers.base import ChatParams
-from app.providers.openai_compat import _retry_after, map_error, request_kwargs
+from app.providers.openai_compat import _delta, _retry_after, map_error, request_kwargs
 
 REQUEST = httpx.Request("POST", "http://upstream/v1/chat/completions")
 
@@ -109,3 +109,49 @@ def test_sdk_parameters_go_by_name_and_others_in_extra_body() -> None:
 def test_no_extra_body_when_every_extra_is_an_sdk_parameter() -> None:
     assert "extra_body" not in request_kwargs(ChatParams("m", [], extra={"n": 2}))
 
+
+
+def test_a_refusal_comes_back_with_the_providers_status_code_type_and_param() -> None:
+    err = mapped(404, body={"message": "The model `gpt-9` does not exist", "param": None,
+                            "type": "invalid_request_error", "code": "model_not_found"})
+    assert (err.status, err.code, err.type, err.retryable) == (
+        404, "model_not_found", "invalid_request_error", False)
+    assert err.envelope()["error"]["code"] == "model_not_found"
+    bad = mapped(400, body={"message": "bad", "param": "messages", "code": "invalid_value"})
+    assert (bad.status, bad.code, bad.param) == (400, "invalid_value", "messages")
+    assert mapped(422).status == 422
+
+
+def test_a_refusal_without_a_string_code_keeps_rafales_own() -> None:
+    # vLLM puts the HTTP status, an int, in `code`.
+    assert mapped(400, body={"message": "x", "code": 400}).code == "provider_bad_request"
+    assert mapped(400, body={"message": "x", "code": None}).code == "provider_bad_request"
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_a_refusal_of_rafales_key_is_a_502_without_the_providers_text(status: int) -> None:
+    err = mapped(status, body={"message": "Incorrect API key provided: sk-********6789.",
+                               "code": "invalid_api_key"},
+                 message="Error code: 401 - Incorrect API key provided: sk-********6789")
+    assert (type(err), err.status, err.code) == (ProviderAuthError, 502, "provider_auth_error")
+    assert "sk-" not in err.message and "Incorrect" not in err.message
+    assert err.message.startswith("vllm refused Rafale's credentials")
+
+
+def test_key_shaped_words_in_a_providers_text_are_masked() -> None:
+    err = map_error("vllm", status_error(400, body={
+        "message": "token sk-abc123456789 and Bearer xyz and the key s3cr3t-v4lue"}),
+        "s3cr3t-v4lue")
+    assert err.message == ("vllm answered 400: token [redacted] and [redacted] and the key "
+                           "[redacted]")
+    down = map_error("vllm", RuntimeError("bad header Bearer s3cr3t-v4lue"), "s3cr3t-v4lue")
+    assert "s3cr3t" not in down.message
+
+
+def test_a_delta_reads_reasoning_under_either_name() -> None:
+    assert _delta({"content": None, "reasoning_content": "hmm"}, 0).reasoning == "hmm"
+    assert _delta({"reasoning": "vllm"}, 1).reasoning == "vllm"
+    plain = _delta({"content": "hi"}, 0)
+    assert (plain.content, plain.reasoning, plain.visible) == ("hi", "", True)
+    assert not _delta({"role": "assistant", "content": None}, 0).visible
+    assert _delta({"reasoning_content": {"odd": 1}}, 0).reasoning == ""

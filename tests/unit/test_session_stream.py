@@ -101,3 +101,15 @@ async def test_tokens_wait_while_a_publish_is_unconfirmed() -> None:
     ch.hold.set()
     await out.finish(events.done("m", "stop", None))
     assert [e.get("content") for e in ch.sent] == ["a", "bc", None]
+
+
+async def test_reasoning_is_joined_like_text_and_kept_apart_from_it() -> None:
+    ch = Channel()
+    out = stream(ch)
+    out.add(Delta(reasoning="Let me"))
+    out.add(Delta(reasoning=" think."))  # buffered: joined with the next flush
+    out.add(Delta("Answer"))
+    assert await out.finish(events.done("m", "stop", None))
+    assert [(e.get("reasoning"), e.get("content")) for e in ch.sent[:-1]] == [
+        ("Let me", ""), (" think.", "Answer")]
+    assert "reasoning" not in events.chunk("plain")

@@ -196,7 +196,7 @@ class LineCalls:
             async with self.gate.slot(provider_name, budget_end), aclosing(stream) as deltas:
                 meter.start(provider_name, provider_model)
                 async for delta in deltas:
-                    answer.add(delta.index, delta.content, delta.tool_calls)
+                    answer.add(delta.index, delta.content, delta.tool_calls, delta.reasoning)
                     ending.see(delta)
                     meter.see(delta)
         except RafaleError as exc:
