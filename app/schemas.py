@@ -98,3 +98,6 @@ class BatchTask(BaseModel):
     lines: list[BatchLine] = Field(default_factory=list)
     created: float = 0.0
     request_id: str = ""
+    # A group handed back by a worker that held it through a store outage: lines it left
+    # `running` are this message's own, to take back (as on a redelivery).
+    retake: bool = False

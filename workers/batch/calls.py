@@ -13,13 +13,15 @@ import asyncio
 import contextlib
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from contextlib import aclosing
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 
 from app import control
 from app.broker import Broker
 from app.completions import CompletionBuilder, finish_reasons, provider_extra
-from app.errors import ProviderRateLimited, QuotaExceeded, RafaleError
+from app.errors import ProviderRateLimited, QuotaExceeded, RafaleError, StoreUnavailable
 from app.generation import CallPolicy, Ending, call_with_retries, stream_with_retries
 from app.limits import Limiter
 from app.metrics import Metrics
@@ -28,13 +30,16 @@ from app.providers.deepl import DeepLProvider, request_fields
 from app.providers.registry import Registry
 from app.schemas import BatchLine
 from app.settings import Settings
-from app.store import Store, cache
+from app.store import cache
 from app.store.batches import Outcome
 from app.store.cache import cache_key
 from app.usage import Meter, translated_chars
 from app.usage import Outcome as UsageOutcome
 from app.usage_recorder import UsageRecorder
 from workers.batch.gate import ProviderGate
+from workers.batch.outage import StoreWatch
+
+T = TypeVar("T")
 
 # How often a line waiting on another worker's identical call looks for its answer.
 CACHE_POLL = 0.1
@@ -118,12 +123,13 @@ class Cooldowns:
 
 
 class LineCalls:
-    def __init__(self, settings: Settings, registry: Registry, store: Store, metrics: Metrics,
-                 gate: ProviderGate, cooldowns: Cooldowns,
+    def __init__(self, settings: Settings, registry: Registry, watch: StoreWatch,
+                 metrics: Metrics, gate: ProviderGate, cooldowns: Cooldowns,
                  usage: UsageRecorder | None = None, limiter: Limiter | None = None) -> None:
         self.settings = settings
         self.registry = registry
-        self.store = store
+        self.watch = watch
+        self.store = watch.store
         self.metrics = metrics
         self.gate = gate
         self.cooldowns = cooldowns
@@ -135,41 +141,70 @@ class LineCalls:
                      budget_end: float) -> Outcome:
         """With RESPONSE_CACHE_TTL on, an identical deterministic request of the same key is
         answered from the cache, and identical ones in flight across the fleet share one
-        provider call."""
+        provider call. The store going away never fails a line: its calls wait for the store,
+        and a line that cannot start in its group's time is given back (`Release`)."""
         ttl = self.settings.response_cache_ttl
         key = cache_key(endpoint, owner, line.body) if ttl else None
         if key is None:
             return await self._call(endpoint, owner, line, deadline, budget_end)
-        # A claim outlives its caller at most this long (a worker killed mid-call).
-        claim_ttl = self.settings.provider_total_timeout
-        loop = asyncio.get_running_loop()
-        while True:
-            state, hit = await cache.lookup(self.store, key, ttl, claim_ttl)
-            if hit is not None:
-                self.metrics.cache_hits.inc()
-                # No tokens counted: nothing was spent on this line.
-                return Outcome(line.line, "done", {**hit, "request_id": new_request_id()})
-            if state == "miss" and await cache.claim(self.store, key, ttl, claim_ttl):
-                break
-            if loop.time() >= min(deadline, budget_end):
-                raise Release
-            await asyncio.sleep(CACHE_POLL)  # another worker is calling: its answer is ours
+        hit = await self._claim(key, ttl, min(deadline, budget_end))
+        if hit is not None:
+            self.metrics.cache_hits.inc()
+            # No tokens counted: nothing was spent on this line.
+            return Outcome(line.line, "done", {**hit, "request_id": new_request_id()})
         try:
             outcome = await self._call(endpoint, owner, line, deadline, budget_end)
         except BaseException:
-            await asyncio.shield(cache.release(self.store, key))
+            with contextlib.suppress(StoreUnavailable):  # the claim then ends with its TTL
+                await asyncio.shield(cache.release(self.store, key))
             raise
-        if outcome.status == "done" and outcome.response is not None:
-            await cache.fulfil(self.store, key, outcome.response)
-        else:
-            await cache.release(self.store, key)
+        try:
+            if outcome.status == "done" and outcome.response is not None:
+                response = outcome.response
+                await self.watch.through(lambda: cache.fulfil(self.store, key, response),
+                                         budget_end)
+            else:
+                await self.watch.through(lambda: cache.release(self.store, key), budget_end)
+        except StoreUnavailable:
+            pass  # the line has its answer; the claim ends with its TTL
         return outcome
+
+    async def _claim(self, key: str, ttl: float, until: float) -> dict[str, Any] | None:
+        """A cached answer, or None once this worker holds the key's claim (it calls)."""
+        # A claim outlives its caller at most this long (a worker killed mid-call).
+        claim_ttl = self.settings.provider_total_timeout
+        loop = asyncio.get_running_loop()
+        stamp: float | None = None  # when this line last tried to claim
+        while True:
+            state, hit = await self._store(
+                partial(cache.lookup, self.store, key, ttl, claim_ttl, mine=stamp), until)
+            if hit is not None or state == "mine":
+                return hit
+            if state == "miss":
+                stamp = time.time()
+                if await self._store(
+                        partial(cache.claim, self.store, key, ttl, claim_ttl, stamp), until):
+                    return None
+            if loop.time() >= until:
+                raise Release
+            await asyncio.sleep(CACHE_POLL)  # another worker is calling: its answer is ours
+
+    async def _store(self, call: Callable[[], Awaitable[T]], until: float) -> T:
+        """A store call made before the provider call: waited for through an outage, and the
+        line given back if the store is still away at `until`."""
+        try:
+            return await self.watch.through(call, until)
+        except StoreUnavailable:
+            raise Release from None
 
     async def _call(self, endpoint: str, owner: str, line: BatchLine, deadline: float,
                     budget_end: float) -> Outcome:
         if self.limiter is not None:
+            limiter = self.limiter
             try:
-                await self.limiter.check_budget(owner)  # a batch stops spending at the budget
+                # A batch stops spending at the budget.
+                await self._store(lambda: limiter.check_budget(owner),
+                                  min(deadline, budget_end))
             except QuotaExceeded as exc:
                 return failed(line.line, new_request_id(), exc)
         if endpoint == "/v1/translate":
