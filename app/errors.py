@@ -312,3 +312,24 @@ class QueueFull(RafaleError):
     status = 503
     type = "service_unavailable"
     code = "queue_full"
+
+
+def describe_validation(errors: list[Any]) -> InvalidRequest:
+    """The first of pydantic's problems with a request, phrased for a person, with OpenAI's
+    `param` and `code`: what a route answers, and a batch line gets, for a body it refuses."""
+    err = errors[0]
+    loc = [str(p) for p in err.get("loc", ())]
+    if loc and loc[0] in ("body", "query", "path", "header"):
+        loc = loc[1:]  # OpenAI names the parameter itself, wherever it came from
+    param = ".".join(loc) or None
+    kind = err.get("type", "")
+    if kind == "json_invalid":
+        ctx = err.get("ctx", {}).get("error", "")
+        return InvalidRequest(f"The body is not valid JSON ({ctx})", code="invalid_json")
+    if kind == "missing":
+        return InvalidRequest(f"Missing required parameter: '{param}'", param=param,
+                              code="missing_required_parameter")
+    msg = str(err.get("msg", "invalid value")).removeprefix("Value error, ")
+    code = "invalid_type" if kind.endswith(("_type", "_parsing")) else "invalid_value"
+    where = f"Invalid '{param}': " if param else ""
+    return InvalidRequest(f"{where}{msg}", param=param, code=code)

@@ -1,15 +1,18 @@
-"""Wire messages from API to workers (Task, BatchTask) and the shared chat request model.
-Session events (worker → client) are in app/events.py.
+"""Wire messages from API to workers (Task, BatchTask) and the shared request models (the
+routes' bodies, which batch lines are checked against too). Session events (worker → client)
+are in app/events.py.
 
 Everything on the broker is JSON with a `schema_version`; nothing is pickled."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from app.bounds import MaxTokens, ModelName
+from app.bounds import Choices, MaxTokens, ModelName, TranslateTexts
+from app.completions import provider_extra
+from app.errors import describe_validation
 
 SCHEMA_VERSION = 1
 
@@ -62,6 +65,73 @@ class ChatBody(BaseModel):
     extra: dict[str, Any] = Field(default_factory=dict)
 
 
+class CompletionMessage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    role: Literal["system", "developer", "user", "assistant", "tool", "function"]
+    content: str | list[dict[str, Any]] | None = None
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    include_usage: bool = False
+
+
+class CompletionRequest(BaseModel):
+    """Body of `POST /v1/chat/completions`, and of every line of a chat batch."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: ModelName
+    messages: list[CompletionMessage] = Field(min_length=1)
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, ge=0, le=1)
+    max_tokens: MaxTokens | None = None
+    max_completion_tokens: MaxTokens | None = None
+    n: Choices | None = None
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    metadata: dict[str, str] | None = None
+
+    def to_body(self) -> ChatBody:
+        extra = provider_extra(self.model_dump(exclude_none=True))
+        return ChatBody(
+            messages=[m.model_dump(exclude_none=True) for m in self.messages],
+            temperature=self.temperature,
+            # OpenAI's newer limit wins when both are given.
+            max_tokens=self.max_completion_tokens or self.max_tokens,
+            extra=extra,
+        )
+
+
+class TranslateRequest(BaseModel):
+    """Body of `POST /v1/translate`, and of every line of a translate batch."""
+
+    # DeepL's other fields (context, tag_handling, glossary_id, ...) pass through as they are.
+    model_config = ConfigDict(extra="allow")
+
+    text: TranslateTexts
+    target_lang: str = Field(min_length=2, max_length=7)
+    source_lang: str | None = Field(None, min_length=2, max_length=7)
+    formality: str | None = Field(
+        None, pattern=r"^(default|more|less|prefer_more|prefer_less)$")
+
+
+RequestModel = TypeVar("RequestModel", bound=BaseModel)
+
+
+def validated(model: type[RequestModel], body: dict[str, Any]) -> RequestModel:
+    """`body` read as its route reads it, or the same 400 (InvalidRequest) the route answers:
+    a batch line is checked by exactly the code that checks a live request."""
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        raise describe_validation(exc.errors()) from None
+
+
 class Task(BaseModel):
     """API → worker, on the owner's task lane (`llm_tasks.<n>`)."""
 
@@ -98,3 +168,6 @@ class BatchTask(BaseModel):
     lines: list[BatchLine] = Field(default_factory=list)
     created: float = 0.0
     request_id: str = ""
+    # A group handed back by a worker that held it through a store outage: lines it left
+    # `running` are this message's own, to take back (as on a redelivery).
+    retake: bool = False

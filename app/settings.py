@@ -99,6 +99,10 @@ class Settings(BaseSettings):
     # Empty: a SQLite file in DATA_DIR (one host). `postgresql://user@host/db` for several.
     database_url: str = Field("", repr=False)
     data_dir: str = "data"
+    # PostgreSQL connections one process keeps open (and may open beyond, under load): every
+    # API and worker process of every host together must fit the server's max_connections.
+    database_pool_size: int = Field(4, ge=1, le=1000)
+    database_max_overflow: int = Field(4, ge=0, le=1000)
     file_max_bytes: int = Field(200 * 1024 * 1024, ge=1024)
     # Completion windows allowed besides OpenAI's `24h`, e.g. `1h,30m` (s, m, h, d units).
     batch_completion_windows: str = ""

@@ -41,7 +41,8 @@ class Worker:
         self.registry = Registry(settings)
         self.policy = CallPolicy.from_settings(settings)
         self.metrics = Metrics()
-        self.store = Store(database_url(settings.database_url, settings.data_dir))
+        self.store = Store(database_url(settings.database_url, settings.data_dir),
+                           settings.database_pool_size, settings.database_max_overflow)
         # Usage of every chat task and batch line, written in batches off the answer's path.
         # Per-key limits: what a key's requests used settles its token bucket (KEY_TPM), and
         # batch lines stop at its budget. The keys' own limits come from the same settings.

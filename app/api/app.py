@@ -69,7 +69,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         fleet = Fleet(broker)
         broker.on_ready(fleet.start)
         registry = Registry(settings)
-        store = Store(database_url(settings.database_url, settings.data_dir))
+        store = Store(database_url(settings.database_url, settings.data_dir),
+                      settings.database_pool_size, settings.database_max_overflow)
         limiter = Limiter(settings, keys, counters(settings, store),
                           spend_of=lambda key: usage_store.month_spend(store, key))
         relay = Relay(broker, on_ended=lambda queue: limiter.release([session_of(queue)]))

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from app.errors import InvalidRequest, NotFound, RafaleError
+from app.errors import NotFound, RafaleError, describe_validation
 
 log = logging.getLogger(__name__)
 
@@ -22,26 +21,6 @@ def error_response(exc: RafaleError) -> JSONResponse:
     if exc.final:
         headers["x-should-retry"] = "false"
     return JSONResponse(exc.envelope(), status_code=exc.status, headers=headers)
-
-
-def describe_validation(errors: list[Any]) -> InvalidRequest:
-    """The first problem, phrased for a person, with OpenAI's `param` and `code`."""
-    err = errors[0]
-    loc = [str(p) for p in err.get("loc", ())]
-    if loc and loc[0] in ("body", "query", "path", "header"):
-        loc = loc[1:]  # OpenAI names the parameter itself, wherever it came from
-    param = ".".join(loc) or None
-    kind = err.get("type", "")
-    if kind == "json_invalid":
-        ctx = err.get("ctx", {}).get("error", "")
-        return InvalidRequest(f"The body is not valid JSON ({ctx})", code="invalid_json")
-    if kind == "missing":
-        return InvalidRequest(f"Missing required parameter: '{param}'", param=param,
-                              code="missing_required_parameter")
-    msg = str(err.get("msg", "invalid value")).removeprefix("Value error, ")
-    code = "invalid_type" if kind.endswith(("_type", "_parsing")) else "invalid_value"
-    where = f"Invalid '{param}': " if param else ""
-    return InvalidRequest(f"{where}{msg}", param=param, code=code)
 
 
 def install(app: FastAPI) -> None:

@@ -10,66 +10,24 @@ import contextlib
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
 from contextlib import aclosing
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from app.api.chat_queue import enqueue_chat
 from app.api.deps import Svc, Who
 from app.api.streaming import event_stream
-from app.bounds import Choices, MaxTokens, ModelName
-from app.completions import CompletionBuilder, finish_reasons, provider_extra
+from app.completions import CompletionBuilder, finish_reasons
 from app.errors import ClientGone, RafaleError
 from app.relay import Relayed
-from app.schemas import ChatBody
+from app.schemas import CompletionRequest
 
 router = APIRouter(prefix="/v1")
 T = TypeVar("T")
 DISCONNECT_POLL = 0.5  # seconds between looks for a client gone while its answer is made
-
-class Message(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-    role: Literal["system", "developer", "user", "assistant", "tool", "function"]
-    content: str | list[dict[str, Any]] | None = None
-
-
-class StreamOptions(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-    include_usage: bool = False
-
-
-class CompletionRequest(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-    model: ModelName
-    messages: list[Message] = Field(min_length=1)
-    stream: bool = False
-    stream_options: StreamOptions | None = None
-    temperature: float | None = Field(None, ge=0, le=2)
-    top_p: float | None = Field(None, ge=0, le=1)
-    max_tokens: MaxTokens | None = None
-    max_completion_tokens: MaxTokens | None = None
-    n: Choices | None = None
-    stop: str | list[str] | None = None
-    seed: int | None = None
-    metadata: dict[str, str] | None = None
-
-    def to_body(self) -> ChatBody:
-        extra = provider_extra(self.model_dump(exclude_none=True))
-        return ChatBody(
-            messages=[m.model_dump(exclude_none=True) for m in self.messages],
-            temperature=self.temperature,
-            # OpenAI's newer limit wins when both are given.
-            max_tokens=self.max_completion_tokens or self.max_tokens,
-            extra=extra,
-        )
-
 
 def _chunk(base: dict[str, Any], index: int, delta: dict[str, Any], finish: str | None,
            with_usage: bool) -> str:

@@ -5,26 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, ConfigDict, Field
 
 from app.api.admission import admit
 from app.api.deps import Svc, Who
-from app.bounds import TranslateTexts
 from app.providers.deepl import DeepLProvider, request_fields
+from app.schemas import TranslateRequest
 from app.usage import Outcome, translated_chars
 
 router = APIRouter(prefix="/v1")
-
-
-class TranslateRequest(BaseModel):
-    # DeepL's other fields (context, tag_handling, glossary_id, ...) pass through as they are.
-    model_config = ConfigDict(extra="allow")
-
-    text: TranslateTexts
-    target_lang: str = Field(min_length=2, max_length=7)
-    source_lang: str | None = Field(None, min_length=2, max_length=7)
-    formality: str | None = Field(
-        None, pattern=r"^(default|more|less|prefer_more|prefer_less)$")
 
 
 @router.post("/translate")

@@ -371,6 +371,15 @@ async def claim_finalization(store: Store, batch_id: str, token: str) -> BatchRo
     return await load(store, batch_id)
 
 
+async def drop_finalization(store: Store, batch_id: str, token: str) -> None:
+    """Let go of a finalization this claim could not finish (the store went away midway), so
+    the next finalizer need not wait STALE_FINALIZER for it."""
+    async with store.tx() as s:
+        await s.execute(update(BatchRow).where(BatchRow.id == batch_id,
+                                               BatchRow.finalizer == token)
+                        .values(finalizer=None))
+
+
 async def items_page(store: Store, batch_id: str, after_line: int, limit: int,
                      statuses: Sequence[ItemStatus]) -> list[ItemRow]:
     async with store.ro() as s:

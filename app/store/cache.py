@@ -31,9 +31,11 @@ def cache_key(endpoint: str, owner: str, body: dict[str, Any]) -> str | None:
     return hashlib.sha256(b"\0".join((owner.encode(), endpoint.encode(), canonical))).hexdigest()
 
 
-async def lookup(store: Store, key: str, ttl: float,
-                 claim_ttl: float) -> tuple[str, dict[str, Any] | None]:
-    """("hit", response) | ("wait", None): someone is calling | ("miss", None)."""
+async def lookup(store: Store, key: str, ttl: float, claim_ttl: float,
+                 mine: float | None = None) -> tuple[str, dict[str, Any] | None]:
+    """("hit", response) | ("wait", None): someone is calling | ("miss", None) | ("mine",
+    None): the claim is the caller's own, the one it tried to make at time `mine` (its commit
+    went through though the answer was lost with the connection)."""
     now = time.time()
     async with store.ro() as s:
         row = (await s.execute(select(CacheRow).where(CacheRow.key == key))).scalar_one_or_none()
@@ -42,12 +44,16 @@ async def lookup(store: Store, key: str, ttl: float,
     if row.response_json is not None:
         return ("hit", orjson.loads(row.response_json)) if row.created_at > now - ttl else (
             "miss", None)
+    if mine is not None and row.created_at == mine:
+        return "mine", None
     return ("wait", None) if row.created_at > now - claim_ttl else ("miss", None)
 
 
-async def claim(store: Store, key: str, ttl: float, claim_ttl: float) -> bool:
-    """Become the one caller for this key; False when a live claim or a fresh answer exists."""
-    now = time.time()
+async def claim(store: Store, key: str, ttl: float, claim_ttl: float,
+                now: float | None = None) -> bool:
+    """Become the one caller for this key; False when a live claim or a fresh answer exists.
+    `now` stamps the claim (see `lookup`'s `mine`)."""
+    now = time.time() if now is None else now
     try:
         async with store.tx() as s:
             # Only an expired answer or a dead caller's claim is replaced.

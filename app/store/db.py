@@ -20,6 +20,7 @@ from sqlalchemy.exc import (
     OperationalError,
     ProgrammingError,
 )
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -74,20 +75,40 @@ def _sqlite_engine(url: str, begin: str) -> AsyncEngine:
     return engine
 
 
+# SQLSTATEs of a server that is going, gone or not there yet: connection exceptions (08...),
+# the admin or a crash ending sessions, refusing connections while it stops or starts (57P0x),
+# out of connection slots (53300). SQLAlchemy's asyncpg dialect raises these as a plain
+# DBAPIError, not an OperationalError.
+_UNREACHABLE_STATES = ("08", "57P01", "57P02", "57P03", "53300")
+
+
+def unreachable(exc: BaseException) -> bool:
+    """Whether `exc` says the database cannot be reached (now), as opposed to a statement it
+    refused (integrity, syntax, a bug): the first kind passes, the second does not."""
+    if isinstance(exc, (OperationalError, InterfaceError, OSError, PoolTimeout)):
+        return True  # PoolTimeout: no connection came free, or could be made, in time
+    if isinstance(exc, DBAPIError):
+        state = str(getattr(exc.orig, "sqlstate", None) or "")
+        return exc.connection_invalidated or state.startswith(_UNREACHABLE_STATES)
+    return False
+
+
 @contextmanager
 def _unavailable_as_503() -> Iterator[None]:
     """A database that is down or unreachable is a 503 with Retry-After for a client (and a
-    requeue for a worker), not a 500; other errors (integrity, bugs) pass as they are."""
+    wait for a worker), not a 500; other errors (integrity, bugs) pass as they are."""
     try:
         yield
-    except (OperationalError, InterfaceError, OSError) as exc:
+    except Exception as exc:
+        if not unreachable(exc):
+            raise
         log.warning("store unavailable: %s", type(exc).__name__)
         raise StoreUnavailable("The database is unavailable; try again shortly",
                                retry_after=1) from exc
 
 
 class Store:
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, pool_size: int = 4, max_overflow: int = 4) -> None:
         self.url = url
         self.sqlite = url.startswith("sqlite")
         if self.sqlite:
@@ -97,8 +118,10 @@ class Store:
             self.writer = _sqlite_engine(url, "BEGIN IMMEDIATE")
             self.reader = _sqlite_engine(url, "BEGIN")
         else:
+            # At most pool_size + max_overflow connections per process: the fleet's processes
+            # together must stay under the server's max_connections (see README, Scaling).
             self.writer = self.reader = create_async_engine(
-                url, pool_size=10, max_overflow=20, pool_pre_ping=True,
+                url, pool_size=pool_size, max_overflow=max_overflow, pool_pre_ping=True,
                 # Error messages must not carry bound values: custom ids, prompts, answers.
                 hide_parameters=True)
         self.ready = False  # True once the schema is known to be in place

@@ -1,5 +1,6 @@
-"""The bounds on costly parameters are the same on every path: the HTTP bodies (pydantic), the
-batch lines (workers/batch/plan.py) and `/test?model=` all read app/bounds.py."""
+"""The bounds on costly parameters are the same on every path: the HTTP bodies and batch lines
+(one pydantic model per route, app/schemas.py), a batch's model (workers/batch/plan.py) and
+`/test?model=` all read app/bounds.py; a batch line gets exactly the live route's 400."""
 
 from __future__ import annotations
 
@@ -7,22 +8,22 @@ from typing import Any
 
 import orjson
 import pytest
+from fastapi import FastAPI
 from pydantic import ValidationError
 
-from app.api.routes_openai import CompletionRequest
-from app.api.routes_translate import TranslateRequest
+from app.api import errors
 from app.bounds import (
     MAX_CHOICES,
     MAX_TOKENS,
     MODEL_NAME_MAX,
     TRANSLATE_MAX_TEXTS,
-    chat_problems,
     model_problem,
-    translate_problems,
 )
+from app.errors import InvalidRequest
 from app.providers.registry import Registry
-from app.schemas import ChatRequest
+from app.schemas import ChatRequest, CompletionRequest, TranslateRequest, validated
 from app.settings import Settings
+from tests.unit.asgi import drive, http_scope
 from workers.batch.plan import Check
 
 MSG = [{"role": "user", "content": "hi"}]
@@ -34,20 +35,41 @@ def test_the_bounds_are_what_the_readme_says() -> None:
         200, 1_000_000, 128, 50)
 
 
-@pytest.mark.parametrize(("body", "params"), [
-    ({"model": "mock/echo", "n": 128, "max_tokens": MAX_TOKENS}, []),
-    ({"model": LONG_MODEL}, ["model"]),
-    ({"n": 129}, ["n"]),
-    ({"n": 0}, ["n"]),
-    ({"n": "2"}, ["n"]),
-    ({"n": True}, ["n"]),
-    ({"max_tokens": MAX_TOKENS + 1}, ["max_tokens"]),
-    ({"max_completion_tokens": 0}, ["max_completion_tokens"]),
-    ({"max_tokens": 1.5, "n": 500}, ["n", "max_tokens"]),
-])
-def test_chat_problems_names_each_parameter_out_of_bounds(body: dict[str, Any],
-                                                          params: list[str]) -> None:
-    assert [p for p, _ in chat_problems(body)] == params
+BAD_BODIES = [
+    {"model": LONG_MODEL, "messages": MSG},
+    {"model": "mock/echo", "messages": MSG, "n": MAX_CHOICES + 1},
+    {"model": "mock/echo", "messages": MSG, "n": 0},
+    {"model": "mock/echo", "messages": MSG, "n": "many"},
+    {"model": "mock/echo", "messages": MSG, "max_tokens": MAX_TOKENS + 1},
+    {"model": "mock/echo", "messages": MSG, "max_completion_tokens": 0},
+    {"model": "mock/echo", "messages": [{"rolez": "user", "content": "hi"}]},
+    {"model": "mock/echo", "messages": [{"role": "wizard", "content": "hi"}]},
+    {"model": "mock/echo", "messages": MSG, "temperature": 3},
+]
+
+
+def live_route() -> FastAPI:
+    """The live route's body check and error handlers (app/api/errors.py), nothing else."""
+    app = FastAPI()
+    errors.install(app)
+
+    @app.post("/v1/chat/completions")
+    async def completions(body: CompletionRequest) -> dict[str, str]:
+        return {"model": body.model}
+
+    return app
+
+
+@pytest.mark.parametrize("body", BAD_BODIES)
+async def test_a_batch_line_gets_the_live_routes_400(body: dict[str, Any]) -> None:
+    ex = await drive(live_route(), http_scope("POST", "/v1/chat/completions",
+                                              headers=[("content-type", "application/json")]),
+                     [orjson.dumps(body)])
+    assert ex.status == 400
+    with pytest.raises(InvalidRequest) as info:
+        validated(CompletionRequest, body)
+    assert info.value.status == 400
+    assert info.value.envelope()["error"] == ex.error()
 
 
 def test_model_problem_is_about_length_only() -> None:
@@ -55,10 +77,11 @@ def test_model_problem_is_about_length_only() -> None:
     assert "200 characters" in (model_problem("m" * (MODEL_NAME_MAX + 1)) or "")
 
 
-def test_translate_problems_caps_the_number_of_texts() -> None:
-    assert translate_problems({"text": ["x"] * TRANSLATE_MAX_TEXTS}) == []
-    assert [p for p, _ in translate_problems({"text": ["x"] * 51})] == ["text"]
-    assert translate_problems({"text": "not a list"}) == []  # the shape is checked apart
+def test_a_translate_line_gets_the_live_routes_bound() -> None:
+    validated(TranslateRequest, {"text": ["x"] * TRANSLATE_MAX_TEXTS, "target_lang": "DE"})
+    with pytest.raises(InvalidRequest) as info:
+        validated(TranslateRequest, {"text": ["x"] * 51, "target_lang": "DE"})
+    assert (info.value.param, info.value.code) == ("text", "invalid_value")
 
 
 @pytest.mark.parametrize("field", ["model", "n", "max_tokens", "max_completion_tokens"])
@@ -99,24 +122,19 @@ def line(endpoint: str, custom_id: str = "a", **body: Any) -> bytes:
                          "body": body})
 
 
-@pytest.mark.parametrize(("body", "param"), [
-    ({"model": LONG_MODEL}, "body.model"),
-    ({"n": MAX_CHOICES + 1}, "body.n"),
-    ({"max_tokens": MAX_TOKENS + 1}, "body.max_tokens"),
-    ({"max_completion_tokens": -1}, "body.max_completion_tokens"),
-])
-def test_a_batch_line_is_no_way_around_the_bounds(registry: Registry, body: dict[str, Any],
-                                                  param: str) -> None:
+def test_a_batch_is_checked_for_its_model_and_leaves_the_bounds_to_each_line(
+        registry: Registry) -> None:
     check = Check("/v1/chat/completions", registry)
-    check.line(1, line("/v1/chat/completions", **{"model": "mock/echo", "messages": MSG,
-                                                  **body}))
+    check.line(1, line("/v1/chat/completions", model=LONG_MODEL, messages=MSG))
+    for number, over in enumerate(({"n": MAX_CHOICES + 1}, {"max_tokens": MAX_TOKENS + 1},
+                                   {"messages": [{"rolez": "user"}]}), start=2):
+        check.line(number, line("/v1/chat/completions", f"c{number}",
+                                **{"model": "mock/echo", "messages": MSG, **over}))
     assert [(e["code"], e["line"], e["param"]) for e in check.errors] == [
-        ("invalid_value", 1, param)]
+        ("invalid_value", 1, "body.model")]
 
 
-def test_a_batch_translate_line_holds_at_most_50_texts(registry: Registry) -> None:
+def test_a_batch_translate_line_over_50_texts_is_left_to_the_line(registry: Registry) -> None:
     check = Check("/v1/translate", registry)
     check.line(1, line("/v1/translate", text=["x"] * 51, target_lang="DE"))
-    check.line(2, line("/v1/translate", "b", text=["x"] * 50, target_lang="DE"))
-    assert [(e["code"], e["line"], e["param"]) for e in check.errors] == [
-        ("invalid_value", 1, "body.text")]
+    assert check.errors == []

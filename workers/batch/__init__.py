@@ -9,6 +9,7 @@
 - finalize.py: write the result files and end a batch; the periodic sweep
 - files.py: the output and error files
 - dead.py: settle a batch message the broker dead-lettered
+- outage.py: wait out a store that cannot be reached (nothing fails, nothing is requeued)
 
 Words: a *slot* is one unit of a provider's fleet-wide cap (gate.py); a *lane* is one unit of
 this worker's own BATCH_CONCURRENCY. A *group* is one `batch_items` message."""

@@ -13,28 +13,39 @@ import asyncio
 import contextlib
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from contextlib import aclosing
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 
 from app import control
 from app.broker import Broker
-from app.completions import CompletionBuilder, finish_reasons, provider_extra
-from app.errors import ProviderRateLimited, QuotaExceeded, RafaleError
+from app.completions import CompletionBuilder, finish_reasons
+from app.errors import (
+    InvalidRequest,
+    ProviderRateLimited,
+    QuotaExceeded,
+    RafaleError,
+    StoreUnavailable,
+)
 from app.generation import CallPolicy, Ending, call_with_retries, stream_with_retries
 from app.limits import Limiter
 from app.metrics import Metrics
 from app.providers.base import ChatParams
 from app.providers.deepl import DeepLProvider, request_fields
 from app.providers.registry import Registry
-from app.schemas import BatchLine
+from app.schemas import BatchLine, CompletionRequest, TranslateRequest, validated
 from app.settings import Settings
-from app.store import Store, cache
+from app.store import cache
 from app.store.batches import Outcome
 from app.store.cache import cache_key
 from app.usage import Meter, translated_chars
 from app.usage import Outcome as UsageOutcome
 from app.usage_recorder import UsageRecorder
 from workers.batch.gate import ProviderGate
+from workers.batch.outage import StoreWatch
+
+T = TypeVar("T")
 
 # How often a line waiting on another worker's identical call looks for its answer.
 CACHE_POLL = 0.1
@@ -66,6 +77,13 @@ def done(line: int, request_id: str, completion: dict[str, Any],
         cached_tokens=int((usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0),
         reasoning_tokens=int((usage.get("completion_tokens_details") or {})
                              .get("reasoning_tokens") or 0))
+
+
+def _request(endpoint: str, body: dict[str, Any]) -> CompletionRequest | TranslateRequest:
+    """A line's body as its live route reads it; InvalidRequest is the route's own 400."""
+    if endpoint == "/v1/translate":
+        return validated(TranslateRequest, body)
+    return validated(CompletionRequest, body)
 
 
 def _ended(exc: RafaleError) -> bool:
@@ -118,12 +136,13 @@ class Cooldowns:
 
 
 class LineCalls:
-    def __init__(self, settings: Settings, registry: Registry, store: Store, metrics: Metrics,
-                 gate: ProviderGate, cooldowns: Cooldowns,
+    def __init__(self, settings: Settings, registry: Registry, watch: StoreWatch,
+                 metrics: Metrics, gate: ProviderGate, cooldowns: Cooldowns,
                  usage: UsageRecorder | None = None, limiter: Limiter | None = None) -> None:
         self.settings = settings
         self.registry = registry
-        self.store = store
+        self.watch = watch
+        self.store = watch.store
         self.metrics = metrics
         self.gate = gate
         self.cooldowns = cooldowns
@@ -135,64 +154,97 @@ class LineCalls:
                      budget_end: float) -> Outcome:
         """With RESPONSE_CACHE_TTL on, an identical deterministic request of the same key is
         answered from the cache, and identical ones in flight across the fleet share one
-        provider call."""
+        provider call. The store going away never fails a line: its calls wait for the store,
+        and a line that cannot start in its group's time is given back (`Release`). A body
+        the live route would refuse gets that route's 400, and costs nothing more."""
+        try:
+            request = _request(endpoint, line.body)
+        except InvalidRequest as exc:
+            return failed(line.line, new_request_id(), exc)
         ttl = self.settings.response_cache_ttl
         key = cache_key(endpoint, owner, line.body) if ttl else None
         if key is None:
-            return await self._call(endpoint, owner, line, deadline, budget_end)
+            return await self._call(owner, line.line, request, deadline, budget_end)
+        hit = await self._claim(key, ttl, min(deadline, budget_end))
+        if hit is not None:
+            self.metrics.cache_hits.inc()
+            # No tokens counted: nothing was spent on this line.
+            return Outcome(line.line, "done", {**hit, "request_id": new_request_id()})
+        try:
+            outcome = await self._call(owner, line.line, request, deadline, budget_end)
+        except BaseException:
+            with contextlib.suppress(StoreUnavailable):  # the claim then ends with its TTL
+                await asyncio.shield(cache.release(self.store, key))
+            raise
+        try:
+            if outcome.status == "done" and outcome.response is not None:
+                response = outcome.response
+                await self.watch.through(lambda: cache.fulfil(self.store, key, response),
+                                         budget_end)
+            else:
+                await self.watch.through(lambda: cache.release(self.store, key), budget_end)
+        except StoreUnavailable:
+            pass  # the line has its answer; the claim ends with its TTL
+        return outcome
+
+    async def _claim(self, key: str, ttl: float, until: float) -> dict[str, Any] | None:
+        """A cached answer, or None once this worker holds the key's claim (it calls)."""
         # A claim outlives its caller at most this long (a worker killed mid-call).
         claim_ttl = self.settings.provider_total_timeout
         loop = asyncio.get_running_loop()
+        stamp: float | None = None  # when this line last tried to claim
         while True:
-            state, hit = await cache.lookup(self.store, key, ttl, claim_ttl)
-            if hit is not None:
-                self.metrics.cache_hits.inc()
-                # No tokens counted: nothing was spent on this line.
-                return Outcome(line.line, "done", {**hit, "request_id": new_request_id()})
-            if state == "miss" and await cache.claim(self.store, key, ttl, claim_ttl):
-                break
-            if loop.time() >= min(deadline, budget_end):
+            state, hit = await self._store(
+                partial(cache.lookup, self.store, key, ttl, claim_ttl, mine=stamp), until)
+            if hit is not None or state == "mine":
+                return hit
+            if state == "miss":
+                stamp = time.time()
+                if await self._store(
+                        partial(cache.claim, self.store, key, ttl, claim_ttl, stamp), until):
+                    return None
+            if loop.time() >= until:
                 raise Release
             await asyncio.sleep(CACHE_POLL)  # another worker is calling: its answer is ours
+
+    async def _store(self, call: Callable[[], Awaitable[T]], until: float) -> T:
+        """A store call made before the provider call: waited for through an outage, and the
+        line given back if the store is still away at `until`."""
         try:
-            outcome = await self._call(endpoint, owner, line, deadline, budget_end)
-        except BaseException:
-            await asyncio.shield(cache.release(self.store, key))
-            raise
-        if outcome.status == "done" and outcome.response is not None:
-            await cache.fulfil(self.store, key, outcome.response)
-        else:
-            await cache.release(self.store, key)
-        return outcome
+            return await self.watch.through(call, until)
+        except StoreUnavailable:
+            raise Release from None
 
-    async def _call(self, endpoint: str, owner: str, line: BatchLine, deadline: float,
-                    budget_end: float) -> Outcome:
+    async def _call(self, owner: str, line: int, request: CompletionRequest | TranslateRequest,
+                    deadline: float, budget_end: float) -> Outcome:
         if self.limiter is not None:
+            limiter = self.limiter
             try:
-                await self.limiter.check_budget(owner)  # a batch stops spending at the budget
+                # A batch stops spending at the budget.
+                await self._store(lambda: limiter.check_budget(owner),
+                                  min(deadline, budget_end))
             except QuotaExceeded as exc:
-                return failed(line.line, new_request_id(), exc)
-        if endpoint == "/v1/translate":
-            return await self._translate(owner, line, deadline, budget_end)
-        return await self._chat(owner, line, deadline, budget_end)
+                return failed(line, new_request_id(), exc)
+        if isinstance(request, TranslateRequest):
+            return await self._translate(owner, line, request, deadline, budget_end)
+        return await self._chat(owner, line, request, deadline, budget_end)
 
-    async def _chat(self, owner: str, line: BatchLine, deadline: float,
+    async def _chat(self, owner: str, line: int, request: CompletionRequest, deadline: float,
                     budget_end: float) -> Outcome:
-        body = line.body
-        model = str(body.get("model"))
+        model = request.model
+        body = request.to_body()  # what the live route sends the provider
         request_id = new_request_id()
         provider_name = model.partition("/")[0]
-        meter = Meter(list(body.get("messages") or ()))
+        meter = Meter(body.messages)
         try:
             provider_name, provider_model = self.registry.split(model)
             await self.cooldowns.wait(provider_name, budget_end)
-            params = ChatParams(provider_model, list(body["messages"]), body.get("temperature"),
-                                body.get("max_completion_tokens") or body.get("max_tokens"),
-                                provider_extra(body))
+            params = ChatParams(provider_model, body.messages, body.temperature, body.max_tokens,
+                                body.extra)
             answer, ending = CompletionBuilder(), Ending()
             stream = stream_with_retries(
                 self.registry.get(provider_name), params, self.policy, deadline=deadline,
-                label=f"batch line {line.line}", metrics=self.metrics)
+                label=f"batch line {line}", metrics=self.metrics)
             async with self.gate.slot(provider_name, budget_end), aclosing(stream) as deltas:
                 meter.start(provider_name, provider_model)
                 async for delta in deltas:
@@ -202,24 +254,24 @@ class LineCalls:
         except RafaleError as exc:
             if _ended(exc):
                 self._spent(meter, owner, "error", request_id)
-            return await self._failure(line.line, request_id, provider_name, exc)
+            return await self._failure(line, request_id, provider_name, exc)
         except asyncio.CancelledError:
             self._spent(meter, owner, "cancelled", request_id)  # what it made until then
             raise
         self._spent(meter, owner, "done", request_id)
         base = {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion",
                 "created": int(time.time()), "model": model, "system_fingerprint": None}
-        completion = answer.build(base, finish_reasons(ending.done_event(model),
-                                                       int(body.get("n") or 1)), ending.usage)
-        return done(line.line, request_id, completion, ending.usage or {})
+        completion = answer.build(base, finish_reasons(ending.done_event(model), request.n or 1),
+                                  ending.usage)
+        return done(line, request_id, completion, ending.usage or {})
 
-    async def _translate(self, owner: str, line: BatchLine, deadline: float,
-                         budget_end: float) -> Outcome:
+    async def _translate(self, owner: str, line: int, request: TranslateRequest,
+                         deadline: float, budget_end: float) -> Outcome:
         """A DeepL line, with the same retry policy as chat lines (DeepL has no stream)."""
         request_id = new_request_id()
         target = ""  # set once the line is valid: from then on, it reaches DeepL
         try:
-            fields = request_fields(line.body)
+            fields = request_fields(request.model_dump(exclude_none=True))
             self.registry.split(f"deepl/{fields['target_lang']}")
             provider = self.registry.get("deepl")
             assert isinstance(provider, DeepLProvider)
@@ -233,13 +285,13 @@ class LineCalls:
 
             translations = await call_with_retries(
                 once, "deepl", self.policy, deadline=deadline,
-                label=f"batch line {line.line}", metrics=self.metrics)
+                label=f"batch line {line}", metrics=self.metrics)
         except RafaleError as exc:
             if target and _ended(exc):
                 self._translated(owner, target, 0, "error", request_id)
-            return await self._failure(line.line, request_id, "deepl", exc)
+            return await self._failure(line, request_id, "deepl", exc)
         self._translated(owner, target, translated_chars(fields), "done", request_id)
-        return Outcome(line.line, "done", {"status_code": 200, "request_id": request_id,
+        return Outcome(line, "done", {"status_code": 200, "request_id": request_id,
                                            "body": {"translations": translations}})
 
     def _spent(self, meter: Meter, owner: str, outcome: UsageOutcome, request_id: str) -> None:

@@ -10,25 +10,32 @@ retention."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
 import uuid
 
+from app.errors import StoreUnavailable
 from app.settings import Settings
 from app.store import Store, batches, cache
+from app.store.batches import STALE_FINALIZER
 from app.store.files import purge_expired, purge_file
+from app.store.models import BatchRow
 from workers.batch.files import LostClaim, write_results
+from workers.batch.outage import StoreWatch
 from workers.batch.stops import Stops
 
 log = logging.getLogger(__name__)
 
 
 class Finalizer:
-    def __init__(self, store: Store, settings: Settings, stops: Stops) -> None:
+    def __init__(self, store: Store, settings: Settings, stops: Stops,
+                 watch: StoreWatch) -> None:
         self.store = store
         self.settings = settings
         self.stops = stops
+        self.watch = watch
 
     async def finalize(self, batch_id: str) -> None:
         """Write the result files and end the batch, if it is planned, nothing of it runs any
@@ -39,6 +46,19 @@ class Finalizer:
         row = await batches.claim_finalization(self.store, batch_id, token)
         if row is None:
             return
+        try:
+            await self._write(row, token)
+        except StoreUnavailable as exc:
+            # Cut off by an outage: once the store is back, let go of the claim, so the next
+            # try (the message's, or the sweep's) starts at once.
+            self.watch.down(exc)
+            if await self.watch.wait_up(asyncio.get_running_loop().time() + STALE_FINALIZER):
+                with contextlib.suppress(StoreUnavailable):
+                    await batches.drop_finalization(self.store, batch_id, token)
+            raise
+
+    async def _write(self, row: BatchRow, token: str) -> None:
+        batch_id = row.id
         started = time.perf_counter()
         try:
             written = await write_results(self.store, row, token)
@@ -66,6 +86,8 @@ class Finalizer:
             await asyncio.sleep(interval * random.uniform(0.5, 1.5))
             try:
                 await self.sweep()
+            except StoreUnavailable:
+                log.debug("batch sweep: the store is away; trying again next time")
             except Exception:
                 log.exception("batch sweep failed; trying again next time")
 

@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 LEASE = 30.0  # seconds a slot stays taken without renewal: how long a dead worker holds it
 POLL = 0.05  # seconds between looks for slots freed by other workers, while calls wait
+STORE_PAUSE = 0.5  # seconds between tries while the store is away
 STORE_ERRORS = (StoreUnavailable, DBAPIError, OSError)
 
 Grant = tuple[int, str]  # (slot, token)
@@ -112,8 +113,17 @@ class ProviderGate:
                 try:
                     await slots.release(self.store, provider, batch)
                 except STORE_ERRORS as exc:
-                    log.warning("could not give back %d %s slot(s) (%s); their lease ends "
-                                "them", len(batch), provider, type(exc).__name__)
+                    # Given back again later: this worker renews the leases of every slot it
+                    # has, so one not given back would stay taken while it holds any other.
+                    if self._closing:
+                        log.warning("could not give back %d %s slot(s) (%s); their lease ends "
+                                    "them", len(batch), provider, type(exc).__name__)
+                        return
+                    log.debug("could not give back %d %s slot(s) yet (%s)", len(batch),
+                              provider, type(exc).__name__)
+                    returns.extend(batch)
+                    await asyncio.sleep(STORE_PAUSE)
+                    continue
             if not waiting or self._closing:
                 wake.clear()
                 if not returns and not self._closing:
@@ -121,6 +131,7 @@ class ProviderGate:
                 continue
             token = uuid.uuid4().hex
             got: list[int] = []
+            pause = POLL
             try:
                 if not ensured:
                     await slots.ensure(self.store, {provider: self.caps[provider]})
@@ -129,6 +140,7 @@ class ProviderGate:
                                           time.time(), LEASE, limit=len(waiting))
             except STORE_ERRORS as exc:
                 log.debug("no %s slot from the store (%s)", provider, type(exc).__name__)
+                pause = STORE_PAUSE
             except Exception:
                 log.exception("taking a %s slot failed", provider)
             for slot in got:
@@ -142,7 +154,7 @@ class ProviderGate:
             if not got:
                 wake.clear()
                 with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(POLL):
+                    async with asyncio.timeout(pause):
                         await wake.wait()
 
     async def _renewer(self) -> None:

@@ -4,7 +4,9 @@ A group's lines are claimed under a token in one UPDATE; results are written as 
 (a few at a time), and only by the holder of the claim. So a redelivered group, a second
 worker or a killed one never doubles or loses a line, and a crash re-runs little. Whatever
 finished is written even when the group is interrupted; lines that could not start in the
-group's time go back to the queue as a group of their own."""
+group's time go back to the queue as a group of their own. A store outage fails no line:
+lines wait for the store (or are given back), and results wait in memory until they are
+written (workers/batch/outage.py)."""
 
 from __future__ import annotations
 
@@ -17,13 +19,14 @@ from dataclasses import dataclass
 
 from app import batch_states
 from app.broker import Broker
-from app.errors import RafaleError
+from app.errors import RafaleError, StoreUnavailable
 from app.schemas import BatchLine, BatchTask
 from app.settings import Settings
 from app.store import Store, batches
 from app.store.models import BatchRow
 from workers.batch.calls import LineCalls, Release, failed, new_request_id
 from workers.batch.gate import GateTimeout
+from workers.batch.outage import StoreWatch
 from workers.batch.stops import Stops
 
 log = logging.getLogger(__name__)
@@ -35,6 +38,8 @@ RECORD_EVERY = 20
 RECORD_INTERVAL = 1.0
 # RabbitMQ's consumer timeout (30 min by default): a group must be acked well before it.
 CONSUMER_TIMEOUT = 1800.0
+# Results a group holds are kept waiting for the store until this long before that timeout.
+HOLD_MARGIN = 120.0
 
 
 def group_budget(settings: Settings) -> float:
@@ -82,6 +87,7 @@ class Crew:
     lanes: asyncio.Semaphore  # BATCH_CONCURRENCY: the lines this worker runs at once
     caller: LineCalls
     budget: float  # group_budget()
+    watch: StoreWatch
 
 
 async def run_group(crew: Crew, task: BatchTask, redelivered: bool) -> None:
@@ -111,6 +117,8 @@ class Group:
         loop = asyncio.get_running_loop()
         self.deadline = loop.time() + max(0.0, row.expires_at - time.time())  # the window
         self.budget_end = loop.time() + crew.budget  # no line starts after this
+        # The longest results wait in memory for the store before the group gives up on them.
+        self.hold_end = loop.time() + CONSUMER_TIMEOUT - HOLD_MARGIN
         self.unwritten = Unwritten()
         self._writing = asyncio.Lock()
         self._marking = asyncio.Lock()
@@ -125,24 +133,31 @@ class Group:
         finally:
             over.set()  # the watcher ends on its own (never cut off inside a query)
             writer.cancel()  # only ever cancelled between writes: its writes are shielded
-            # Whatever finished is kept, even when the group is being interrupted.
-            await asyncio.shield(self._write())
+            # Whatever finished is kept, even when the group is being interrupted, and waits
+            # for a store that is away: running those lines again would call the provider twice.
+            await asyncio.shield(self.crew.watch.through(self._write, self.hold_end))
             with contextlib.suppress(Exception):
                 await watcher
 
     async def _settle(self, line: BatchLine) -> None:
+        """Run one line to its outcome; never raises but CancelledError, so no line is left
+        running when the group ends."""
         try:
             outcome = await self._run_line(line)
+            if outcome.status == "expired":
+                await asyncio.shield(self.crew.watch.through(self._expiring, self.hold_end))
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # a bug or an outage must fail one line, not the group
+        except StoreUnavailable:
+            # Only before its provider call (calls.py): the line runs later, it never fails
+            # because the database was away.
+            outcome = batches.Outcome(line.line, "pending")
+        except Exception as exc:  # a bug must fail one line, not the group
             log.exception("batch %s line %d: unexpected error", self.row.id, line.line)
             err = RafaleError(f"internal error: {type(exc).__name__}")
             outcome = failed(line.line, new_request_id(), err)
-        if outcome.status == "expired":
-            await asyncio.shield(self._expiring())
         if self.unwritten.add(line, outcome):
-            await asyncio.shield(self._write())
+            await self._write_soon()
 
     async def _run_line(self, line: BatchLine) -> batches.Outcome:
         crew, row = self.crew, self.row
@@ -185,10 +200,17 @@ class Group:
                 await batches.record(self.crew.store, self.row.id, self.token, outcomes)
             self.unwritten.written(len(outcomes))
 
+    async def _write_soon(self) -> None:
+        """Write what piled up, unless the store is away: then it stays for the next write."""
+        try:
+            await asyncio.shield(self._write())
+        except StoreUnavailable as exc:
+            self.crew.watch.down(exc)
+
     async def _write_often(self) -> None:
         while True:
             await asyncio.sleep(RECORD_INTERVAL)
-            await asyncio.shield(self._write())
+            await self._write_soon()
 
     async def _watch(self, over: asyncio.Event) -> None:
         """Poll the batch while its lines run: a stop broadcast can be missed (reconnect)."""
@@ -198,6 +220,9 @@ class Group:
                 await asyncio.wait_for(over.wait(), STOP_POLL)
             if over.is_set():
                 return
-            row = await batches.load(self.crew.store, self.row.id)
+            try:
+                row = await batches.load(self.crew.store, self.row.id)
+            except StoreUnavailable:
+                continue  # looked at again next time (stop broadcasts still arrive)
             if row.ending is not None:
                 stops.stop(row.id, batch_states.stopped_status(row.ending))

@@ -2,8 +2,11 @@
 `llm_batch`. Streams the input twice (check, then plan): memory holds the custom ids and at
 most a few MB of pending messages, whatever the file's size.
 
-Validation follows OpenAI's Batch API: any bad line fails the whole batch, with one entry per
-problem (1-based `line`) in `errors.data`."""
+Validation follows OpenAI's Batch API: a line that is not a request this batch can run (not
+JSON, no custom_id, another URL, streaming, another model) fails the whole batch, with one
+entry per problem (1-based `line`) in `errors.data`. The rest of a line's body is checked when
+it runs, by the live route's own model (calls.py): a body the route would refuse ends in the
+error file with the route's 400, and the other lines run."""
 
 from __future__ import annotations
 
@@ -16,7 +19,7 @@ from typing import Any
 import orjson
 
 from app import batch_states
-from app.bounds import chat_problems, translate_problems
+from app.bounds import model_problem
 from app.broker import Broker
 from app.errors import RafaleError
 from app.providers.deepl import check_language
@@ -134,11 +137,8 @@ class Check:
         if not model or not isinstance(model, str):
             self.problem("invalid_request", "Model parameter is required.", number, "body.model")
             return
-        # The same bounds as /v1/chat/completions (app/bounds.py): a batch is no way around them.
-        bad = chat_problems(body)
-        for param, message in bad:
-            self.problem("invalid_value", message, number, f"body.{param}")
-        if any(param == "model" for param, _ in bad):
+        if message := model_problem(model):  # the batch's one model, as at the live route
+            self.problem("invalid_value", message, number, "body.model")
             return
         if not isinstance(body.get("messages"), list) or not body["messages"]:
             self.problem("invalid_request", "Messages parameter is required.", number,
@@ -150,8 +150,6 @@ class Check:
         if not isinstance(text, list) or not text or not all(isinstance(t, str) for t in text):
             self.problem("invalid_request", "'text' must be a non-empty list of strings.",
                          number, "body.text")
-        for param, message in translate_problems(body):
-            self.problem("invalid_value", message, number, f"body.{param}")
         target = body.get("target_lang")
         if not isinstance(target, str):
             self.problem("invalid_request", "'target_lang' is required.", number,
