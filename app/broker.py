@@ -38,9 +38,8 @@ RECONNECT_INTERVAL = 1.0
 # A full lane drains at the fleet's pace; a client told to come back sooner would only be
 # refused again.
 QUEUE_FULL_RETRY_AFTER = 5.0
-# Returns a lane task may have before RabbitMQ parks it: a backstop only, since workers move a
-# task returned twice to the quarantine queue; only a task that kills its worker before the
-# worker can even read it (or moves that keep failing) gets that far.
+# Returns before RabbitMQ parks a lane task: a backstop (workers move a task returned twice to
+# the quarantine), reached only by one that kills its worker before it can even be read.
 LANE_DELIVERY_LIMIT = 10
 BROKER_ERRORS = (aiormq.exceptions.AMQPError, ConnectionError, OSError, RuntimeError)
 
@@ -103,16 +102,12 @@ class Topology:
             "x-max-length": s.task_queue_max,
             "x-max-length-bytes": s.task_queue_max_bytes,
             "x-overflow": "reject-publish",
-            # A parked task stays in its queue until the dead-letter queues have it (3.10+;
-            # needs reject-publish): the default, at-most-once, can lose it on the way.
+            # A parked task stays until the dead-letter queues have it (needs reject-publish).
             "x-dead-letter-strategy": "at-least-once",
         }
-        # A lane runs tasks side by side, so a worker's death returns every task it held: the
-        # worker moves a task returned ISOLATE_AFTER times to `quarantine` (workers/isolation.py)
-        # and the lane's own limit is only a backstop, never reached by a task that can be read.
+        # A worker's death returns every task it held, so deaths are charged to a task only
+        # when it runs alone, from the quarantine (workers/isolation.py).
         self.lane_args: dict[str, Any] = {**bounded, "x-delivery-limit": LANE_DELIVERY_LIMIT}
-        # Suspects, each run alone by a worker (prefetch 1): a death there is the task's own
-        # doing, and TASK_MAX_DELIVERIES of them park it.
         self.quarantine = s.namespaced("llm_tasks.quarantine")
         self.quarantine_args: dict[str, Any] = {
             **bounded, "x-delivery-limit": s.task_max_deliveries - 1}

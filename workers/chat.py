@@ -112,7 +112,7 @@ async def _answer(task: Task, attempt: int, channel: aiormq.abc.AbstractChannel,
             # message unacked and the client waiting.
             tlog.exception("failed unexpectedly")
             await finish(RafaleError("internal error while generating the answer",
-                                         code="internal_error").as_event())
+                                     code="internal_error").as_event())
             return "error"
         if ending is None:
             return "gone"

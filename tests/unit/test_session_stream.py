@@ -101,3 +101,16 @@ async def test_tokens_wait_while_a_publish_is_unconfirmed() -> None:
     ch.hold.set()
     await out.finish(events.done("m", "stop", None))
     assert [e.get("content") for e in ch.sent] == ["a", "bc", None]
+
+
+async def test_finish_stops_waiting_for_confirms_at_its_bound_and_cancels_nothing() -> None:
+    # A broker memory alarm: publishes are written but never confirmed until it clears.
+    ch = Channel()
+    ch.hold.clear()
+    out = stream(ch)
+    loop = asyncio.get_running_loop()
+    assert await out.finish(events.done("m", "stop", None), until=loop.time() + 0.05)
+    assert out.unconfirmed
+    ch.hold.set()  # the alarm clears: the event held back still goes out
+    await out.drain()
+    assert [e["type"] for e in ch.sent] == ["done"]
