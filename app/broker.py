@@ -38,6 +38,9 @@ RECONNECT_INTERVAL = 1.0
 # A full lane drains at the fleet's pace; a client told to come back sooner would only be
 # refused again.
 QUEUE_FULL_RETRY_AFTER = 5.0
+# Returns before RabbitMQ parks a lane task: a backstop (workers move a task returned twice to
+# the quarantine), reached only by one that kills its worker before it can even be read.
+LANE_DELIVERY_LIMIT = 10
 BROKER_ERRORS = (aiormq.exceptions.AMQPError, ConnectionError, OSError, RuntimeError)
 
 
@@ -83,8 +86,7 @@ class Topology:
         self.dead_exchange = s.namespaced("dead")
         self.heartbeat_exchange = s.namespaced("heartbeat")
         self.session_prefix = s.namespaced("session.")
-        # The batch queue's arguments, unchanged (so an existing one still declares); the
-        # lanes add their bounds.
+        # The batch queue's arguments, unchanged (so an existing one still declares).
         self.task_args: dict[str, Any] = {
             # Quorum queues count deliveries (x-delivery-count) and park poison after the limit;
             # classic queues in RabbitMQ 3.x have no such limit.
@@ -92,14 +94,23 @@ class Topology:
             "x-delivery-limit": s.task_max_deliveries - 1,
             "x-dead-letter-exchange": self.dead_exchange,
         }
-        self.lane_args: dict[str, Any] = {
-            **self.task_args,
-            # A publish to a full lane is nacked (QueueFull, 503) rather than grow the broker.
-            # Quorum queues check the bound after enqueueing: a lane may take one task more.
+        bounded: dict[str, Any] = {
+            "x-queue-type": "quorum",
+            "x-dead-letter-exchange": self.dead_exchange,
+            # A publish to a full queue is nacked (QueueFull, 503) rather than grow the broker.
+            # Quorum queues check the bound after enqueueing: a queue may take one task more.
             "x-max-length": s.task_queue_max,
             "x-max-length-bytes": s.task_queue_max_bytes,
             "x-overflow": "reject-publish",
+            # A parked task stays until the dead-letter queues have it (needs reject-publish).
+            "x-dead-letter-strategy": "at-least-once",
         }
+        # A worker's death returns every task it held, so deaths are charged to a task only
+        # when it runs alone, from the quarantine (workers/isolation.py).
+        self.lane_args: dict[str, Any] = {**bounded, "x-delivery-limit": LANE_DELIVERY_LIMIT}
+        self.quarantine = s.namespaced("llm_tasks.quarantine")
+        self.quarantine_args: dict[str, Any] = {
+            **bounded, "x-delivery-limit": s.task_max_deliveries - 1}
         # Parked tasks are for the operator to look at, not to pile up: the oldest go first.
         self.dead_args: dict[str, Any] = {
             "x-max-length": s.dead_letter_max,
@@ -251,6 +262,7 @@ class Broker:
                                            durable=True)
         for lane in t.lanes:
             await ch.declare_queue(lane, durable=True, arguments=t.lane_args)
+        await ch.declare_queue(t.quarantine, durable=True, arguments=t.quarantine_args)
         await ch.declare_queue(t.batch, durable=True, arguments=t.task_args)
         await ch.declare_exchange(t.batch_control, aio_pika.ExchangeType.FANOUT)
         for name, args in ((t.dead, t.dead_args), (t.dead_notify, None)):
@@ -311,17 +323,22 @@ class Broker:
             raise BrokerUnavailable("RabbitMQ did not accept the task", retry_after=1)
 
     async def publish(self, bodies: list[tuple[str, bytes]], *, routing_key: str,
-                      exchange: str = "", persistent: bool = True) -> None:
-        """Publish (message_id, body) pairs and return once the broker confirmed them all.
-        They go out back to back and their confirms are awaited together: one round trip
-        for a whole batch plan, not one per message."""
+                      exchange: str = "", persistent: bool = True,
+                      headers: dict[str, Any] | None = None,
+                      confirm_within: float | None = None) -> None:
+        """Publish (message_id, body) pairs and return once the broker confirmed them all,
+        within `confirm_within` seconds (PUBLISH_TIMEOUT by default). They go out back to
+        back and their confirms are awaited together: one round trip for a whole batch
+        plan, not one per message."""
         if not bodies:
             return
         props = [Basic.Properties(delivery_mode=2 if persistent else 1,
-                                  content_type="application/json", message_id=mid)
+                                  content_type="application/json", message_id=mid,
+                                  headers=headers)
                  for mid, _ in bodies]
         try:
-            async with asyncio.timeout(self.settings.publish_timeout + len(bodies) / 1000):
+            wait = self.settings.publish_timeout if confirm_within is None else confirm_within
+            async with asyncio.timeout(wait + len(bodies) / 1000):
                 ch = await self._pub_channel()
                 confirms = await asyncio.gather(*(
                     ch.basic_publish(body, exchange=exchange, routing_key=routing_key,

@@ -169,7 +169,8 @@ class Stack:
         url = self.env.get("RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/")
         conn = await aiormq.connect(url)
         ch = await conn.channel()
-        for q in (*self.task_lanes, "llm_batch", "llm_tasks.dead", "llm_tasks.dead.notify"):
+        for q in (*self.task_lanes, "llm_batch", "llm_tasks.dead", "llm_tasks.dead.notify",
+                  "llm_tasks.quarantine"):
             await ch.queue_delete(f"{self.namespace}.{q}")
         for x in ("dead", "heartbeat", "batch_control"):
             await ch.exchange_delete(f"{self.namespace}.{x}")

@@ -178,11 +178,14 @@ async def test_lanes_and_the_dead_letter_queue_carry_their_bounds(
                              dead_letter_max=40, dead_letter_ttl=3600)
     ns = stack.namespace
     assert sorted(q for q in list_queues(ns) if ".llm_tasks." in q and "dead" not in q) == [
-        f"{ns}.llm_tasks.0", f"{ns}.llm_tasks.1", f"{ns}.llm_tasks.2"]
-    lane = await queue_arguments(f"{ns}.llm_tasks.1")
-    assert (lane["x-queue-type"], lane["x-max-length"], lane["x-overflow"]) == (
-        "quorum", 9, "reject-publish"), lane
-    assert lane["x-max-length-bytes"] > 0
+        f"{ns}.llm_tasks.0", f"{ns}.llm_tasks.1", f"{ns}.llm_tasks.2",
+        f"{ns}.llm_tasks.quarantine"]
+    for name in ("llm_tasks.1", "llm_tasks.quarantine"):
+        args = await queue_arguments(f"{ns}.{name}")
+        assert (args["x-queue-type"], args["x-max-length"], args["x-overflow"],
+                args["x-dead-letter-strategy"]) == (
+            "quorum", 9, "reject-publish", "at-least-once"), args
+        assert args["x-max-length-bytes"] > 0
     dead = await queue_arguments(f"{ns}.llm_tasks.dead")
     assert (dead["x-max-length"], dead["x-overflow"], dead["x-message-ttl"]) == (
         40, "drop-head", 3_600_000), dead

@@ -45,16 +45,21 @@ async def run_chat(
     metrics: Metrics | None = None,
     persistent: bool = True,
     usage: UsageRecorder | None = None,
+    confirm_timeout: float = 5.0,
 ) -> ChatOutcome:
     """Stream the answer to `task.reply_to`. Returns once the final event is confirmed (or the
     session turned out to be gone), with the outcome: done | error | gone | expired. Never
     raises for provider failures, which become events. With `usage`, a task that reached a
-    provider is recorded however it ends (even when nobody read the answer: it was paid for)."""
+    provider is recorded however it ends (even when nobody read the answer: it was paid for).
+
+    Deadlines: `task.deadline` is when nobody waits for the task to *start* any more (its
+    session would be gone); once started, the answer has PROVIDER_TOTAL_TIMEOUT (`policy.total`),
+    and the last confirms `confirm_timeout` more at least. Nothing here waits past that."""
     meter = Meter(task.body.messages)
     outcome: ChatOutcome | None = None
     try:
         outcome = await _answer(task, attempt, channel, registry, policy, flush_interval,
-                                metrics, persistent, meter)
+                                metrics, persistent, meter, confirm_timeout)
         return outcome
     finally:
         if usage is not None and meter.provider:
@@ -66,27 +71,39 @@ async def run_chat(
 
 async def _answer(task: Task, attempt: int, channel: aiormq.abc.AbstractChannel,
                   registry: Registry, policy: CallPolicy, flush_interval: float,
-                  metrics: Metrics | None, persistent: bool, meter: Meter) -> ChatOutcome:
+                  metrics: Metrics | None, persistent: bool, meter: Meter,
+                  confirm_timeout: float) -> ChatOutcome:
     out = SessionStream(channel, task.reply_to, task_id=task.task_id, attempt=attempt,
                         flush_interval=flush_interval, persistent=persistent)
     # Every line names the task and the HTTP request that created it (x-request-id).
     tlog = TaskLog(log, {"task_id": task.task_id, "request_id": task.request_id})
+    loop = asyncio.get_running_loop()
+    end = loop.time() + policy.total
+
+    async def finish(event: events.Event) -> bool:
+        # Bounded: a broker memory alarm blocks publishers, and a handler parked here until
+        # it ends would keep its task unacked until the consumer timeout redelivers it (a
+        # second generation). The events are written and follow once the alarm clears.
+        sent = await out.finish(event, until=max(end, loop.time() + confirm_timeout))
+        if out.unconfirmed:
+            tlog.warning("RabbitMQ has not confirmed the last events in time (a memory or disk "
+                         "alarm?); they are on their way, the task is done")
+        return sent
+
     try:
         if attempt > 1:
             tlog.info("redelivered (attempt %d); resetting the stream", attempt)
             out.publish(events.reset("the answer restarts: a worker was lost"))
-        remaining = task.deadline - time.time()
-        if remaining <= 0:
+        if task.deadline <= time.time():
             tlog.info("expired before a worker took it")
-            await out.finish(RafaleError("the task expired in the queue",
-                                         code="task_expired").as_event())
+            await finish(RafaleError("the task expired in the queue",
+                                     code="task_expired").as_event())
             return "expired"
         try:
-            ending = await _generate(task, out, registry, policy, remaining, metrics, tlog,
-                                     meter)
+            ending = await _generate(task, out, registry, policy, metrics, tlog, meter)
         except RafaleError as exc:
             tlog.info("failed: %s", exc.message)
-            await out.finish(exc.as_event())
+            await finish(exc.as_event())
             return "error"
         except BROKER_ERRORS:
             raise  # events could not be published: the consumer requeues the task
@@ -94,12 +111,12 @@ async def _answer(task: Task, attempt: int, channel: aiormq.abc.AbstractChannel,
             # A bug (in an adapter, say) must end this answer with an error, not leave the
             # message unacked and the client waiting.
             tlog.exception("failed unexpectedly")
-            await out.finish(RafaleError("internal error while generating the answer",
-                                         code="internal_error").as_event())
+            await finish(RafaleError("internal error while generating the answer",
+                                     code="internal_error").as_event())
             return "error"
         if ending is None:
             return "gone"
-        if not await out.finish(ending.done_event(task.model)):
+        if not await finish(ending.done_event(task.model)):
             tlog.info("finished but nobody was listening")
             return "gone"
         return "done"
@@ -109,18 +126,18 @@ async def _answer(task: Task, attempt: int, channel: aiormq.abc.AbstractChannel,
 
 
 async def _generate(task: Task, out: SessionStream, registry: Registry, policy: CallPolicy,
-                    remaining: float, metrics: Metrics | None, tlog: TaskLog,
-                    meter: Meter) -> Ending | None:
+                    metrics: Metrics | None, tlog: TaskLog, meter: Meter) -> Ending | None:
     """Feed the provider's deltas to `out`; how the answer ended, or None when the session
-    went away mid-answer (the provider call is stopped then)."""
+    went away mid-answer (the provider call is stopped then). The call has `policy.total`
+    from now, not what is left of `task.deadline`: that deadline bounds the wait in the queue,
+    and while a client reads, its session stays (an unread one expires, which stops this)."""
     ending = Ending()
     provider_name, model = registry.split(task.model)
     meter.start(provider_name, model)
     params = ChatParams(model, task.body.messages, task.body.temperature, task.body.max_tokens,
                         task.body.extra)
-    deadline = asyncio.get_running_loop().time() + remaining
     stream = stream_with_retries(
-        registry.get(provider_name), params, policy, deadline=deadline,
+        registry.get(provider_name), params, policy,
         label=f"task {task.task_id} [{task.request_id}]", metrics=metrics,
     )
     async with aclosing(stream):

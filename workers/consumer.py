@@ -1,5 +1,5 @@
-"""One worker process: consume every task lane, start tasks as the fair scheduler allows
-(workers/fair.py), ack when durable, drain on SIGTERM, and tell the API side it is alive."""
+"""One worker process: chat tasks (workers/tasks.py) and batches (workers/batch/), the
+parked tasks' clients told, a drain on SIGTERM, and a heartbeat for the API side."""
 
 from __future__ import annotations
 
@@ -7,11 +7,10 @@ import asyncio
 import logging
 import os
 import socket
-import time
 from functools import partial
-from typing import Any, Literal
+from typing import Any
 
-from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustChannel
+from aio_pika.abc import AbstractIncomingMessage, AbstractRobustChannel
 from pydantic import ValidationError
 
 from app.broker import BROKER_ERRORS, Broker
@@ -28,8 +27,9 @@ from app.store import Store, database_url
 from app.store import usage as usage_store
 from workers.batch.runner import BatchRunner
 from workers.chat import ChatOutcome, run_chat
-from workers.fair import LaneGate
+from workers.isolation import Delivery
 from workers.stream import SessionStream
+from workers.tasks import ChatTasks
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 class Worker:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        # Publishes (events, heartbeats, copies of tasks) and runs batches; chat tasks come
+        # in on a connection of their own (`chat.intake`).
         self.broker = Broker(settings, "worker")
         self.registry = Registry(settings)
         self.policy = CallPolicy.from_settings(settings)
@@ -53,19 +55,16 @@ class Worker:
         self.batch_runner = BatchRunner(settings, self.broker, self.registry, self.store,
                                         self.metrics, usage=self.usage, limiter=self.limiter)
         self.worker_id = f"{socket.gethostname()}-{os.getpid()}"
-        # Every chat handler holding a message, running or waiting for its place in `gate`.
-        self.inflight: dict[asyncio.Task[Any], AbstractIncomingMessage] = {}
-        self.gate = LaneGate(settings.worker_concurrency, settings.task_lanes)
-        self.stopping = False
+        self.chat = ChatTasks(settings, self.broker, self._answer, self.metrics)
         self._stop = asyncio.Event()
         self._pub: AbstractRobustChannel | None = None
-        self._consumers: list[tuple[AbstractQueue, str]] = []
         self._heartbeat: asyncio.Task[None] | None = None
         self._batches_start: asyncio.Task[None] | None = None
 
     async def run(self) -> None:
         self.broker.on_ready(self._start)
         self.broker.start()
+        self.chat.start()
         await self._stop.wait()
         await self._shutdown()
 
@@ -81,91 +80,34 @@ class Worker:
         self.broker.conn.close_callbacks.add(self._on_connection_lost)
         self._pub = await self.broker.channel(publisher_confirms=True, on_return_raises=True)
         consume = await self.broker.channel(publisher_confirms=False)
-        # Per consumer (not per channel): each lane may fill the whole worker when it is the
-        # only one with work, and a quiet lane always has room for its next task.
-        await consume.set_qos(prefetch_count=s.worker_concurrency, global_=False)
-        for lane, name in enumerate(t.lanes):
-            queue = await consume.declare_queue(name, durable=True, arguments=t.lane_args)
-            self._consumers.append((queue, await queue.consume(partial(self._on_task, lane))))
         notify = await consume.declare_queue(t.dead_notify, durable=True)
         await notify.consume(self._on_dead_task)
         # Chat runs without the database; batches start once it answers.
         self._batches_start = asyncio.create_task(self._start_batches(), name="batches-start")
         self._heartbeat = asyncio.create_task(self._beat(), name="heartbeat")
-        log.info("worker %s consuming %d task lanes (concurrency %d)", self.worker_id,
-                 len(t.lanes), s.worker_concurrency)
+        log.info("worker %s publishing (concurrency %d)", self.worker_id, s.worker_concurrency)
 
     async def _start_batches(self) -> None:
         await self.store.start_when_reachable()
         await self.batch_runner.start()
 
     def _on_connection_lost(self, *_: Any) -> None:
-        # Batch groups too: their lines stay `running` and the redelivered group takes them.
-        for handler in [*self.inflight, *self.batch_runner.in_flight]:
+        # Batch groups: their lines stay `running` and the redelivered group takes them.
+        for handler in self.batch_runner.in_flight:
             handler.cancel()
 
-    async def _on_task(self, lane: int, message: AbstractIncomingMessage) -> None:
-        if self.stopping:
-            await message.nack(requeue=True)
-            return
-        try:
-            task = Task.model_validate_json(message.body)
-        except ValidationError as exc:
-            log.error("task %s is malformed, dead-lettering it: %s", message.message_id, exc)
-            await message.reject(requeue=False)
-            return
-        me = asyncio.current_task()
-        assert me is not None
-        self.inflight[me] = message
-        try:
-            if not await self.gate.enter(lane, expires_in=task.deadline - time.time()):
-                # Drained by a shutdown before it started: give it back at once.
-                await self._requeue(message)
-                return
-            try:
-                await self._run(task, message)
-            finally:
-                self.gate.leave(lane)
-        finally:
-            self.inflight.pop(me, None)
-
-    async def _run(self, task: Task, message: AbstractIncomingMessage) -> None:
-        headers = message.headers or {}
-        attempt = int(str(headers.get("x-delivery-count") or 0)) + 1
-        m = self.metrics
-        m.in_flight.inc()
-        if task.created and attempt == 1:
-            m.queue_wait_seconds.labels(task.kind).observe(max(0.0, time.time() - task.created))
-        outcome: ChatOutcome | Literal["requeued"] = "requeued"
-        try:
-            assert self._pub is not None
-            await self._pub.ready()  # after a reconnect, deliveries can beat the channel restore
-            channel = await self._pub.get_underlay_channel()
-            outcome = await run_chat(task, attempt, channel, self.registry, self.policy,
-                                     self.settings.stream_flush_interval, m,
-                                     self.settings.session_events_persistent, usage=self.usage)
-            await message.ack()
-        except asyncio.CancelledError:
-            if self.stopping and self.broker.connected:
-                # Shutdown ran past SHUTDOWN_GRACE: give the task back for another worker.
-                await asyncio.shield(self._requeue(message))
-            raise
-        except BROKER_ERRORS as exc:
-            # Events could not be published: let the broker redeliver the task (it counts
-            # toward the delivery limit, so a permanent fault still ends in the dead letters).
-            log.warning("task %s: broker error while streaming (%s); requeueing", task.task_id,
-                        exc)
-            await asyncio.shield(self._requeue(message))
-        finally:
-            m.in_flight.dec()
-            m.tasks.labels(task.kind, outcome).inc()
-
-    async def _requeue(self, message: AbstractIncomingMessage) -> None:
-        try:
-            await message.nack(requeue=True)
-        except BROKER_ERRORS as exc:
-            log.warning("could not requeue %s (%s); the broker will redeliver it",
-                        message.message_id, exc)
+    async def _answer(self, task: Task, attempt: int) -> ChatOutcome:
+        assert self._pub is not None
+        # After a reconnect, deliveries can beat the channel restore (bounded: a TimeoutError
+        # is a broker error, and the task is requeued).
+        async with asyncio.timeout(self.settings.publish_timeout):
+            await self._pub.ready()
+        channel = await self._pub.get_underlay_channel()
+        s = self.settings
+        return await run_chat(task, attempt, channel, self.registry, self.policy,
+                              s.stream_flush_interval, self.metrics,
+                              s.session_events_persistent, usage=self.usage,
+                              confirm_timeout=s.publish_timeout)
 
     async def _on_dead_task(self, message: AbstractIncomingMessage) -> None:
         """A task was parked after killing workers: tell its client instead of letting it wait."""
@@ -175,23 +117,24 @@ class Worker:
             await self.batch_runner.on_dead_letter(message)
             return
         assert self._pub is not None
+        limit = self.settings.task_max_deliveries
         out = SessionStream(
             await self._pub.get_underlay_channel(), task.reply_to, task_id=task.task_id,
-            attempt=self.settings.task_max_deliveries + 1, flush_interval=0,
+            attempt=Delivery.of(message.headers).parked_attempt(limit), flush_interval=0,
         )
         err = TaskParked(
-            f"the task failed on {self.settings.task_max_deliveries} workers and was moved to "
-            "the dead-letter queue"
+            f"the task killed {limit} worker processes, each running it alone, and was moved "
+            "to the dead-letter queue"
         )
-        log.error("task %s: dead-lettered after %d deliveries", task.task_id,
-                  self.settings.task_max_deliveries)
-        await out.finish(err.as_event())
+        log.error("task %s: parked in the dead-letter queue", task.task_id)
+        loop = asyncio.get_running_loop()
+        await out.finish(err.as_event(), until=loop.time() + self.settings.publish_timeout)
         await message.ack()
 
     async def _beat(self) -> None:
         s = self.settings
         while True:
-            body = heartbeat(self.worker_id, self.gate.running, s.worker_concurrency)
+            body = heartbeat(self.worker_id, self.chat.gate.running, s.worker_concurrency)
             try:
                 assert self._pub is not None
                 ch = await self._pub.get_underlay_channel()
@@ -201,32 +144,30 @@ class Worker:
             await asyncio.sleep(s.heartbeat_interval)
 
     async def _shutdown(self) -> None:
-        self.stopping = True
         grace = self.settings.shutdown_grace
+        gate = self.chat.gate
         log.info("worker %s stopping: %d task(s) running, %d waiting, grace %.0fs",
-                 self.worker_id, self.gate.running, self.gate.waiting, grace)
-        for queue, tag in self._consumers:
-            try:
-                await queue.cancel(tag)
-            except BROKER_ERRORS as exc:
-                log.warning("could not cancel the consumer of %s: %s", queue.name, exc)
-        # Tasks that never started go back now, not after the grace (their handlers requeue).
-        self.gate.drain()
+                 self.worker_id, gate.running, gate.waiting, grace)
+        # Tasks that never started go back now, not after the grace.
+        await self.chat.stop_consuming()
         if self._batches_start is not None:
             self._batches_start.cancel()
         await self.batch_runner.stop_consuming()
-        busy = [*self.inflight, *self.batch_runner.in_flight]
+        busy = [*self.chat.busy, *self.batch_runner.in_flight]
         if busy:
             _, late = await asyncio.wait(busy, timeout=grace)
             for handler in late:
                 handler.cancel()
             if late:
-                log.warning("requeueing %d task(s) still running after %.0fs", len(late), grace)
-                await asyncio.wait(late, timeout=5)
+                log.warning("giving back %d task(s) still running after %.0fs", len(late),
+                            grace)
+                # Each gives its task back: a confirmed copy (PUBLISH_TIMEOUT) and an ack.
+                await asyncio.wait(late, timeout=self.settings.publish_timeout + 5)
         if self._heartbeat is not None:
             self._heartbeat.cancel()
         await self.batch_runner.close()
         await self.registry.aclose()
+        await self.chat.close()
         await self.broker.close()
         await self.usage.close()  # after every handler ended: their records are all in
         await self.limiter.counts.close()

@@ -53,6 +53,9 @@ class SessionStream:
         # Set when a publish failed for another reason (channel lost): the task must not be
         # acked, so the broker redelivers it.
         self.broken: BaseException | None = None
+        # Set by finish() when the broker had not confirmed every event by its deadline (a
+        # memory or disk alarm blocks publishers): they are written and will follow.
+        self.unconfirmed = False
         self._loop = asyncio.get_running_loop()
         self._buf: dict[int, _Waiting] = {}  # by choice index
         self._pending: set[asyncio.Future[Any]] = set()
@@ -126,23 +129,30 @@ class SessionStream:
                                       tool_calls=waiting.tool_calls,
                                       reasoning="".join(waiting.reasoning)))
 
-    async def finish(self, event: events.Event) -> bool:
-        """Flush what is buffered, publish the final event and wait for every confirm.
-        Returns False when the session turned out to be gone."""
+    async def finish(self, event: events.Event, *, until: float | None = None) -> bool:
+        """Flush what is buffered, publish the final event and wait for every confirm, until
+        `until` (loop time) at most: then `unconfirmed` is set and the events are left on
+        their way. Returns False when the session turned out to be gone."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
         if self._buf:
             self._flush()
         self.publish(event)
-        await self.drain()
+        self.unconfirmed = not await self.drain(until)
         if self.broken is not None:
             raise self.broken
         return not self.gone
 
-    async def drain(self) -> None:
+    async def drain(self, until: float | None = None) -> bool:
+        """Wait for the confirms of every publish so far; False if some are still missing
+        at `until`. Never cancels a publish: one already written still reaches the queue."""
         while self._pending:
-            await asyncio.gather(*self._pending, return_exceptions=True)
+            left = None if until is None else until - self._loop.time()
+            if left is not None and left <= 0:
+                return False
+            await asyncio.wait(set(self._pending), timeout=left)
+        return True
 
     def cancel(self) -> None:
         if self._timer is not None:

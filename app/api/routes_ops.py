@@ -98,7 +98,8 @@ async def _queue_infos(svc: Services, *, quiet: bool
         if not quiet:
             raise
     out["llm_tasks"] = sum_lanes(lanes)
-    for label, name in (("llm_batch", t.batch), ("llm_tasks.dead", t.dead)):
+    for label, name in (("llm_batch", t.batch), ("llm_tasks.dead", t.dead),
+                        ("llm_tasks.quarantine", t.quarantine)):
         try:
             out[label] = await broker.queue_info(name)
         except BrokerUnavailable:
@@ -113,6 +114,7 @@ async def stats(svc: Svc, who: Who) -> dict[str, Any]:
     require_admin(who, "/stats")
     q, lanes = await _queue_infos(svc, quiet=False)
     tasks, batch, dead = q["llm_tasks"], q["llm_batch"], q["llm_tasks.dead"]
+    suspects = q["llm_tasks.quarantine"]
     workers = svc.fleet.alive()
     in_flight, capacity = svc.fleet.load()
     return {
@@ -122,6 +124,8 @@ async def stats(svc: Svc, who: Who) -> dict[str, Any]:
             "llm_batch": {"pending": batch.messages if batch else None,
                           "consumers": batch.consumers if batch else 0},
             "llm_tasks.dead": {"dead_lettered": dead.messages if dead else None},
+            # Tasks whose workers died with them, waiting to run alone (workers/isolation.py).
+            "llm_tasks.quarantine": {"pending": suspects.messages if suspects else None},
         },
         # `llm_tasks` above is these added up: one lane per hash of an API key.
         "lanes": [{"lane": n, "pending": info.messages if info else None,

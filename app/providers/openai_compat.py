@@ -126,6 +126,7 @@ class OpenAICompatProvider:
         # (bench/README: 3.4 -> 0.8 ms CPU for 20 chunks, with the aiohttp transport).
         finishes: dict[int, str] = {}
         usage: dict[str, Any] | None = None
+        ended = False  # `[DONE]` came: the provider closed the stream on purpose
         try:
             async with self.client.chat.completions.with_streaming_response.create(
                 **request_kwargs(params), stream=True, stream_options={"include_usage": True}
@@ -135,6 +136,7 @@ class OpenAICompatProvider:
                         continue  # blank separators, `: keep-alive` comments
                     data = line[5:].strip()
                     if data == "[DONE]":
+                        ended = True
                         break
                     chunk = orjson.loads(data)
                     if "error" in chunk:  # a failure after the first byte comes as data
@@ -155,6 +157,11 @@ class OpenAICompatProvider:
             raise
         except Exception as exc:  # SDK status errors, and raw transport errors mid-stream
             raise map_error(self.name, exc, self.client.api_key) from None
+        if not ended and 0 not in finishes:
+            # The connection closed cleanly mid-answer: a `done` now would pass a truncated
+            # answer off as whole. Retried like any failure while nothing reached the client.
+            raise ProviderUnavailable(f"{self.name} closed the stream before the answer was "
+                                      "complete")
         # Every choice's end, choice 0 last with the usage: it closes the whole answer.
         for index, reason in sorted(finishes.items(), reverse=True):
             if index:

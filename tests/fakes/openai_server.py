@@ -10,6 +10,8 @@ The behaviour is chosen by the requested model name, so concurrent tests never s
 - `silent`            headers, then nothing at all
 - `long`              a token every 50 ms for a minute (for disconnect tests)
 - `midfail`           3 tokens, then an OpenAI `data: {"error": ...}` line (a failure mid-stream)
+- `cut-<n>`           n tokens (of 8), then the connection is reset (no end of the body)
+- `trunc-<n>`         n tokens (of 8), then the body ends cleanly, without finish or `[DONE]`
 - `tools`             a call of the request's first tool, arguments streamed in pieces
 - `some429-<ms>`      3 calls in 10 (whatever the prompt) get a 429; the others stream `ok`
 - `auth401`, `forbidden403`  the provider refuses our key (quoting it masked, as OpenAI does)
@@ -200,6 +202,10 @@ class FakeOpenAI:
                     text = tok if choice == 0 else tokens_for(model, prompt, choice)[i]
                     await resp.write(_sse(_chunk(model, text, role=i == 0 and not thoughts,
                                                  index=choice)))
+                if kind in ("cut", "trunc") and i + 1 == (args[0] if args else 3):
+                    if kind == "cut" and request.transport is not None:
+                        request.transport.abort()
+                    return resp
                 if kind == "midfail" and i == 2:
                     await resp.write(_sse({"error": {"message": "The server had an error while "
                                            "processing your request", "type": "server_error"}}))

@@ -9,7 +9,7 @@ import orjson
 
 from app.api.errors import error_response
 from app.auth import owner_tag
-from app.broker import QueueInfo, Topology, lane_of, sum_lanes
+from app.broker import LANE_DELIVERY_LIMIT, QueueInfo, Topology, lane_of, sum_lanes
 from app.errors import QueueFull
 from tests.unit.conftest import SettingsFactory
 
@@ -48,10 +48,13 @@ def test_lanes_are_quorum_queues_that_refuse_publishes_beyond_their_bounds(
         make_settings: SettingsFactory) -> None:
     t = Topology(make_settings(task_queue_max=7, task_queue_max_bytes=4096,
                                task_max_deliveries=3))
-    assert t.lane_args == {
-        "x-queue-type": "quorum", "x-delivery-limit": 2,
-        "x-dead-letter-exchange": t.dead_exchange,
-        "x-max-length": 7, "x-max-length-bytes": 4096, "x-overflow": "reject-publish"}
+    bounds = {"x-queue-type": "quorum", "x-dead-letter-exchange": t.dead_exchange,
+              "x-max-length": 7, "x-max-length-bytes": 4096, "x-overflow": "reject-publish",
+              "x-dead-letter-strategy": "at-least-once"}
+    # A lane's limit is a backstop (workers move suspects out after two returns); the
+    # quarantine's is TASK_MAX_DELIVERIES deaths of a task run alone.
+    assert t.lane_args == {**bounds, "x-delivery-limit": LANE_DELIVERY_LIMIT}
+    assert t.quarantine_args == {**bounds, "x-delivery-limit": 2}
     # The batch queue keeps the arguments it always had: an existing one still declares.
     assert t.task_args == {"x-queue-type": "quorum", "x-delivery-limit": 2,
                            "x-dead-letter-exchange": t.dead_exchange}

@@ -113,3 +113,16 @@ async def test_reasoning_is_joined_like_text_and_kept_apart_from_it() -> None:
     assert [(e.get("reasoning"), e.get("content")) for e in ch.sent[:-1]] == [
         ("Let me", ""), (" think.", "Answer")]
     assert "reasoning" not in events.chunk("plain")
+
+
+async def test_finish_stops_waiting_for_confirms_at_its_bound_and_cancels_nothing() -> None:
+    # A broker memory alarm: publishes are written but never confirmed until it clears.
+    ch = Channel()
+    ch.hold.clear()
+    out = stream(ch)
+    loop = asyncio.get_running_loop()
+    assert await out.finish(events.done("m", "stop", None), until=loop.time() + 0.05)
+    assert out.unconfirmed
+    ch.hold.set()  # the alarm clears: the event held back still goes out
+    await out.drain()
+    assert [e["type"] for e in ch.sent] == ["done"]
