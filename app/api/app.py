@@ -101,15 +101,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = _Api(title="Rafale", version="0.1.0", lifespan=lifespan,
                dependencies=[Depends(no_lone_surrogates)])
+    _assemble(app, settings, keys, metrics)
+    return app
+
+
+def _assemble(app: FastAPI, settings: Settings, keys: KeyRing | None, metrics: Metrics) -> None:
+    """The routes, the error handlers and the layers in front of them."""
     errors.install(app)
-    app.include_router(chat_router)
-    app.include_router(ops_router)
-    app.include_router(openai_router)
-    app.include_router(translate_router)
-    app.include_router(usage_router)
-    app.include_router(files_router)
-    app.include_router(batches_router)
-    app.include_router(web_router)
+    for router in (chat_router, ops_router, openai_router, translate_router, usage_router,
+                   files_router, batches_router, web_router):
+        app.include_router(router)
     middleware.install(app, max_body_bytes=settings.max_body_bytes,
                        body_limits=body_limits(settings),
                        body_timeout=settings.request_body_timeout, keys=keys, metrics=metrics)
@@ -122,7 +123,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                            allow_headers=["authorization", "x-api-key", "content-type",
                                           "last-event-id", "x-request-id"],
                            expose_headers=["x-request-id", "retry-after"])
-    return app
 
 
 def _log_access(keys: KeyRing | None) -> None:
