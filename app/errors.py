@@ -230,6 +230,12 @@ class ProviderUnavailable(ProviderError):
     retryable = True
 
 
+class ProviderUnreachable(ProviderUnavailable):
+    """No connection could be made to the provider (refused, unknown host): nothing timed out."""
+
+    code = "provider_unreachable"
+
+
 class ProviderTimeout(ProviderError):
     """The provider did not answer (or stalled) within a timeout."""
 

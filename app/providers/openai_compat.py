@@ -19,8 +19,9 @@ from app.errors import (
     ProviderRateLimited,
     ProviderTimeout,
     ProviderUnavailable,
+    ProviderUnreachable,
 )
-from app.providers.base import ChatParams, Delta
+from app.providers.base import ChatParams, Delta, refused_connection
 
 # What `chat.completions.create` accepts by name, read once from the SDK itself.
 _SDK_PARAMS = frozenset(
@@ -41,6 +42,8 @@ def _retry_after(headers: Mapping[str, str]) -> float | None:
 
 def map_error(provider: str, exc: Exception) -> ProviderError:
     """Translate an SDK exception into Rafale's tree, keeping the provider's message."""
+    if isinstance(exc, openai.APIConnectionError) and (why := refused_connection(exc)):
+        return ProviderUnreachable(f"{provider}: cannot connect ({why})")
     if isinstance(exc, openai.APITimeoutError):
         return ProviderTimeout(f"{provider}: request timed out")
     if isinstance(exc, openai.APIConnectionError):
