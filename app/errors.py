@@ -108,6 +108,13 @@ class PayloadTooLarge(RafaleError):
     code = "payload_too_large"
 
 
+class UnsupportedMediaType(InvalidRequest):
+    """A JSON route got a body that does not say it is JSON (no or another content-type)."""
+
+    status = 415
+    code = "unsupported_media_type"
+
+
 class BrokerUnavailable(RafaleError):
     """RabbitMQ is not reachable or did not confirm the publish; try again later."""
 

@@ -8,8 +8,13 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic_core import PydanticCustomError
 
 from app.bounds import MaxTokens, ModelName
+
+# The error type of a model that needs one of several fields: app/api/errors.py reports it as
+# OpenAI's `missing_required_parameter`, not as an invalid value.
+MISSING_ONE_OF = "missing_one_of"
 
 SCHEMA_VERSION = 1
 
@@ -37,7 +42,11 @@ class ChatRequest(BaseModel):
 
     @model_validator(mode="after")
     def _one_source(self) -> ChatRequest:
-        if (self.message is None) == (self.messages is None):
+        if self.message is None and self.messages is None:
+            raise PydanticCustomError(
+                MISSING_ONE_OF, "Missing required parameter: 'message' (a string) or "
+                "'messages' (a list)", {"param": "message"})
+        if self.message is not None and self.messages is not None:
             raise ValueError("give either `message` (a string) or `messages` (a list), not both")
         return self
 

@@ -10,7 +10,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from app.errors import InvalidRequest, NotFound, RafaleError
+from app.errors import InvalidRequest, NotFound, RafaleError, UnsupportedMediaType
+from app.schemas import MISSING_ONE_OF
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +25,13 @@ def error_response(exc: RafaleError) -> JSONResponse:
     return JSONResponse(exc.envelope(), status_code=exc.status, headers=headers)
 
 
+def sent_json(request: Request) -> bool:
+    """Whether the request says its body is JSON, as FastAPI decides it (`+json` too)."""
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    return kind == "application/json" or (kind.startswith("application/")
+                                          and kind.endswith("+json"))
+
+
 def describe_validation(errors: list[Any]) -> InvalidRequest:
     """The first problem, phrased for a person, with OpenAI's `param` and `code`."""
     err = errors[0]
@@ -35,6 +43,15 @@ def describe_validation(errors: list[Any]) -> InvalidRequest:
     if kind == "json_invalid":
         ctx = err.get("ctx", {}).get("error", "")
         return InvalidRequest(f"The body is not valid JSON ({ctx})", code="invalid_json")
+    if kind == MISSING_ONE_OF:  # a model that needs one of several fields (ChatRequest)
+        return InvalidRequest(str(err.get("msg")), param=err.get("ctx", {}).get("param"),
+                              code="missing_required_parameter")
+    if tuple(err.get("loc", ())) == ("body",):  # the body as a whole
+        if kind == "missing":
+            return InvalidRequest("The request has no body: send a JSON object",
+                                  code="missing_required_parameter")
+        if kind in ("model_attributes_type", "dict_type"):
+            return InvalidRequest("The body must be a JSON object", code="invalid_type")
     if kind == "missing":
         return InvalidRequest(f"Missing required parameter: '{param}'", param=param,
                               code="missing_required_parameter")
@@ -50,8 +67,17 @@ def install(app: FastAPI) -> None:
         return error_response(exc)
 
     @app.exception_handler(RequestValidationError)
-    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        return error_response(describe_validation(list(exc.errors())))
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = list(exc.errors())
+        if errors and tuple(errors[0].get("loc", ())) == ("body",) and not sent_json(request):
+            # FastAPI reads a body as JSON only when it says so (no JSON from an HTML form):
+            # say that, rather than "Input should be a valid dictionary".
+            kind = request.headers.get("content-type")
+            got = f"`{kind}`" if kind else "none"
+            return error_response(UnsupportedMediaType(
+                f"The body must be JSON, sent with `content-type: application/json` "
+                f"(content-type: {got})"))
+        return error_response(describe_validation(errors))
 
     @app.exception_handler(HTTPException)
     async def _http(request: Request, exc: HTTPException) -> JSONResponse:
