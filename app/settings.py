@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 import sys
 from functools import lru_cache
-from urllib.parse import urlsplit, urlunsplit
 from typing import Annotated
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import AliasChoices, BaseModel, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
