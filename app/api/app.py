@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp
 
-from app.api import errors, middleware
+from app.api import errors, middleware, routes_docs
 from app.api.routes_batches import router as batches_router
 from app.api.routes_chat import router as chat_router
 from app.api.routes_files import body_limits
@@ -96,8 +96,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await limiter.counts.close()
             await store.close()
 
-    app = _Api(title="Rafale", version="0.1.0", lifespan=lifespan)
+    # The docs pages are routes_docs's: FastAPI's own load their files from public CDNs.
+    app = _Api(title="Rafale", version="0.1.0", lifespan=lifespan, docs_url=None,
+               redoc_url=None)
     errors.install(app)
+    routes_docs.install(app)
     app.include_router(chat_router)
     app.include_router(ops_router)
     app.include_router(openai_router)
