@@ -96,7 +96,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await limiter.counts.close()
             await store.close()
 
-    # The docs pages are routes_docs's: FastAPI's own load their files from public CDNs.
+    # /docs is routes_docs's: FastAPI's own docs pages load their files from public CDNs.
     app = _Api(title="Rafale", version="0.1.0", lifespan=lifespan, docs_url=None,
                redoc_url=None)
     errors.install(app)
