@@ -108,6 +108,13 @@ class PayloadTooLarge(RafaleError):
     code = "payload_too_large"
 
 
+class UnsupportedMediaType(InvalidRequest):
+    """A JSON route got a body that does not say it is JSON (no or another content-type)."""
+
+    status = 415
+    code = "unsupported_media_type"
+
+
 class BrokerUnavailable(RafaleError):
     """RabbitMQ is not reachable or did not confirm the publish; try again later."""
 
@@ -230,6 +237,12 @@ class ProviderUnavailable(ProviderError):
     retryable = True
 
 
+class ProviderUnreachable(ProviderUnavailable):
+    """No connection could be made to the provider (refused, unknown host): nothing timed out."""
+
+    code = "provider_unreachable"
+
+
 class ProviderTimeout(ProviderError):
     """The provider did not answer (or stalled) within a timeout."""
 
@@ -314,6 +327,11 @@ class QueueFull(RafaleError):
     code = "queue_full"
 
 
+# The error type of a model that needs one of several fields: reported as OpenAI's
+# `missing_required_parameter`, not as an invalid value.
+MISSING_ONE_OF = "missing_one_of"
+
+
 def describe_validation(errors: list[Any]) -> InvalidRequest:
     """The first of pydantic's problems with a request, phrased for a person, with OpenAI's
     `param` and `code`: what a route answers, and a batch line gets, for a body it refuses."""
@@ -326,6 +344,15 @@ def describe_validation(errors: list[Any]) -> InvalidRequest:
     if kind == "json_invalid":
         ctx = err.get("ctx", {}).get("error", "")
         return InvalidRequest(f"The body is not valid JSON ({ctx})", code="invalid_json")
+    if kind == MISSING_ONE_OF:  # a model that needs one of several fields (ChatRequest)
+        return InvalidRequest(str(err.get("msg")), param=err.get("ctx", {}).get("param"),
+                              code="missing_required_parameter")
+    if tuple(err.get("loc", ())) == ("body",):  # the body as a whole
+        if kind == "missing":
+            return InvalidRequest("The request has no body: send a JSON object",
+                                  code="missing_required_parameter")
+        if kind in ("model_attributes_type", "dict_type"):
+            return InvalidRequest("The body must be a JSON object", code="invalid_type")
     if kind == "missing":
         return InvalidRequest(f"Missing required parameter: '{param}'", param=param,
                               code="missing_required_parameter")

@@ -9,10 +9,11 @@ from __future__ import annotations
 from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_core import PydanticCustomError
 
 from app.bounds import Choices, MaxTokens, ModelName, TranslateTexts
 from app.completions import provider_extra
-from app.errors import describe_validation
+from app.errors import MISSING_ONE_OF, describe_validation
 
 SCHEMA_VERSION = 1
 
@@ -40,7 +41,11 @@ class ChatRequest(BaseModel):
 
     @model_validator(mode="after")
     def _one_source(self) -> ChatRequest:
-        if (self.message is None) == (self.messages is None):
+        if self.message is None and self.messages is None:
+            raise PydanticCustomError(
+                MISSING_ONE_OF, "Missing required parameter: 'message' (a string) or "
+                "'messages' (a list)", {"param": "message"})
+        if self.message is not None and self.messages is not None:
             raise ValueError("give either `message` (a string) or `messages` (a list), not both")
         return self
 

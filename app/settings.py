@@ -6,6 +6,7 @@ import re
 import sys
 from functools import lru_cache
 from typing import Annotated
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import AliasChoices, BaseModel, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -259,9 +260,46 @@ def describe_error(exc: ValidationError) -> str:
     lines = []
     for err in exc.errors():
         # Nested settings join like their env names: ENDPOINTS__VLLM__BASE_URL.
-        name = "__".join(str(p) for p in err["loc"]).upper() or "settings"
-        lines.append(f"invalid setting {name}: {err['msg']}")
+        name = "__".join(str(p) for p in err["loc"]).upper()
+        # pydantic's "Value error, " prefix says nothing to an operator.
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        # A check across settings has no single name: its message names what it checks.
+        lines.append(f"invalid setting {name}: {msg}" if name else f"invalid setting: {msg}")
     return "\n".join(lines)
+
+
+def _shown(value: object) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    text = str(value)
+    parts = urlsplit(text) if "://" in text else None
+    if parts and parts.password:  # amqp://guest:guest@host/: the user, not the password
+        host = parts.netloc.rpartition("@")[2]
+        text = urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
+    return text
+
+
+def effective_values(settings: Settings) -> list[str]:
+    """`NAME=value` for every setting as this process sees it; a secret (a key, a URL that may
+    hold a password: every field declared `repr=False`) only as `(set)` or empty."""
+    lines = []
+    for name, field in type(settings).model_fields.items():
+        value = getattr(settings, name)
+        if name == "endpoints":
+            for ep, spec in value.items():
+                prefix = f"ENDPOINTS__{ep.upper()}__"
+                lines += [f"{prefix}BASE_URL={_shown(spec.base_url)}",
+                          f"{prefix}API_KEY={'(set)' if spec.api_key else ''}",
+                          f"{prefix}MODELS={spec.models}"]
+            continue
+        if not field.repr:
+            shown = "(set)" if value else ""
+        elif name == "default_model" and not value:
+            shown = f"{settings.resolved_default_model} (derived)"
+        else:
+            shown = _shown(value)
+        lines.append(f"{name.upper()}={shown}")
+    return lines
 
 
 @lru_cache(maxsize=1)
@@ -283,6 +321,8 @@ def main(argv: list[str] | None = None) -> int:
     if refusal:
         print(refusal, file=sys.stderr)
         return 2
+    if not role:  # a person asking (entrypoint.sh names a role and wants no listing)
+        print("configuration OK", *effective_values(settings), sep="\n")
     return 0
 
 

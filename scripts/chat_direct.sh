@@ -5,4 +5,7 @@ set -euo pipefail
 msg="${1:-Hello, Rafale}"
 model="${2:-}"
 body="{\"message\": $(json_str "$msg")${model:+, \"model\": $(json_str "$model")}}"
-curl -sS -N -X POST "$BASE_URL/chat" "${AUTH[@]}" -H 'content-type: application/json' -d "$body"
+# --fail-with-body: a refusal (unknown model, bad key) still prints the server's error, and
+# the exit code says it failed.
+curl -sS -N --fail-with-body -X POST "$BASE_URL/chat" "${AUTH[@]}" \
+     -H 'content-type: application/json' -d "$body"

@@ -39,8 +39,8 @@ async def test_malformed_json(client: httpx.AsyncClient, path: str) -> None:
 @pytest.mark.parametrize(
     ("body", "code", "param"),
     [
-        ({}, "invalid_value", None),
-        ({"model": "mock/echo"}, "invalid_value", None),
+        ({}, "missing_required_parameter", "message"),
+        ({"model": "mock/echo"}, "missing_required_parameter", "message"),
         ({"message": ""}, "invalid_value", "message"),
         ({"message": 123}, "invalid_type", "message"),
         ({"messages": "hello"}, "invalid_type", "messages"),
@@ -98,6 +98,25 @@ async def test_request_id_is_echoed_or_made(client: httpx.AsyncClient) -> None:
     assert r.headers["x-request-id"] == "trace-123"
     r = await client.get("/health", headers={"x-request-id": "bad id\twith junk"})
     assert r.headers["x-request-id"].startswith("req_")
+
+
+@pytest.mark.parametrize("path", ["/chat/async", "/chat", "/v1/chat/completions"])
+@pytest.mark.parametrize("content_type", [None, "application/x-www-form-urlencoded"])
+async def test_a_body_not_sent_as_json_says_so(client: httpx.AsyncClient, path: str,
+                                               content_type: str | None) -> None:
+    # What `curl -d '{"message": "hi"}'` without -H sends (its default is a form's type).
+    r = await client.post(path, content=b'{"message": "hi"}',
+                          headers={"content-type": content_type} if content_type else {})
+    err = assert_error(r, 415, code="unsupported_media_type")
+    assert "content-type: application/json" in err["message"]
+    assert (content_type or "none") in err["message"]
+
+
+@pytest.mark.parametrize("path", ["/chat/async", "/chat"])
+async def test_an_empty_json_body_asks_for_one(client: httpx.AsyncClient, path: str) -> None:
+    r = await client.post(path, content=b"", headers={"content-type": "application/json"})
+    err = assert_error(r, 400, code="missing_required_parameter")
+    assert err["message"] == "The request has no body: send a JSON object"
 
 
 def test_bad_setting_fails_at_start_naming_it() -> None:

@@ -60,7 +60,8 @@ async def test_events_stream_progress_until_the_end(stack: Stack) -> None:
             assert ev.event == "batch"
             seen.append(ev.data)
     assert seen[-1]["status"] == "completed"
-    assert seen[-1]["request_counts"] == {"total": 40, "completed": 40, "failed": 0}
+    assert seen[-1]["request_counts"] == {"total": 40, "completed": 40, "failed": 0,
+                                           "not_run": 0}
     done = [s["request_counts"]["completed"] for s in seen]
     assert done == sorted(done)
     assert len({(s["status"], json.dumps(s["request_counts"])) for s in seen}) == len(seen)

@@ -462,6 +462,10 @@ async def test_layout_at_phone_and_desktop_widths(stack: Stack, open_page: OpenP
     for width, height in ((375, 812), (1440, 900)):
         page, _ = await open_page(stack.url, width=width, height=height, color_scheme=scheme)
         phone = width < 800
+        # The empty message box shows its whole placeholder: no wrap, no scrollbar.
+        box = await page.get_by_test_id("prompt").evaluate(
+            "(p) => [p.value, p.placeholder, p.scrollHeight, p.clientHeight]")
+        assert box[0] == "" and box[1].startswith("Message") and box[2] <= box[3], box
         settings = page.get_by_test_id("settings")
         if phone:  # behind a button on a phone
             await expect(settings).to_be_hidden()
@@ -524,6 +528,20 @@ async def test_no_request_leaves_the_machine(stack: Stack, open_page: OpenPage) 
     watch.outside.clear()  # expected: the fixture fails the test on anything else
 
 
+async def test_docs_render_their_operations_offline(stack: Stack, open_page: OpenPage) -> None:
+    # The guard aborts and reports anything not for 127.0.0.1: FastAPI's default pages load
+    # Swagger UI, ReDoc and a favicon from public CDNs, and were blank offline.
+    page, watch = await open_page(f"{stack.url}/docs")
+    await expect(page.locator(".opblock-summary-path", has_text="/chat/async")).to_be_visible(
+        timeout=15_000)
+    assert await page.locator(".opblock").count() >= 10
+    assert any(u.endswith("/docs-assets/favicon.png") for u in watch.requests), watch.requests
+    assert watch.outside == [], watch.outside
+    # Not offered: ReDoc's bundle always loads its logo from its vendor's CDN.
+    async with httpx.AsyncClient(base_url=stack.url, timeout=10) as c:
+        assert (await c.get("/redoc")).status_code == 404
+
+
 async def test_page_opened_from_disk_talks_to_a_rafale_url(make_stack: StackFactory,
                                                            open_page: OpenPage) -> None:
     stack = await make_stack("page-disk", cors_origins="null")  # file:// pages send Origin: null
@@ -562,7 +580,7 @@ async def test_batches_tab_runs_a_batch_and_downloads_its_files(
         await expect(row).to_have_attribute("data-status", "completed", timeout=60_000)
         await expect(row.get_by_test_id("batch-status")).to_have_text("completed")
         await expect(row.get_by_test_id("batch-counts")).to_have_text(
-            f"{total} / {total} done · {failed} failed")
+            f"{total - failed} completed · {failed} failed · {total} total")
         bar = await row.get_by_test_id("batch-progress").evaluate(
             "(p) => [p.value, p.max, p.position]")
         assert bar == [total, total, 1], bar
@@ -596,3 +614,34 @@ async def test_batches_tab_runs_a_batch_and_downloads_its_files(
     assert bad["response"]["status_code"] == 400
     SHOTS.mkdir(parents=True, exist_ok=True)
     await page.screenshot(path=str(SHOTS / "batches-run-1440x900.png"))
+
+
+async def test_a_cancelled_batch_counts_what_never_ran_and_its_bar_is_not_full(
+        stack: Stack, open_page: OpenPage) -> None:
+    page, _ = await open_page(stack.url, width=375, height=812)
+    await page.get_by_test_id("tab-batches").click()
+    # ok-60-1000: a token a second for a minute, so the cancel surely comes first.
+    lines = [chat_line(f"slow-{i}", f"slow {uuid.uuid4().hex}", model="openai/ok-60-1000")
+             for i in range(2)]
+    await page.get_by_test_id("batch-file").set_input_files(files=[{
+        "name": "slow.jsonl", "mimeType": "application/jsonl", "buffer": jsonl(lines)}])
+    await page.get_by_test_id("batch-start").click()
+    started = page.get_by_test_id("batch-msg")
+    await expect(started).to_contain_text("Started batch_", timeout=15_000)
+    found = re.search(r"Started (batch_\S+) from", await started.text_content() or "")
+    assert found
+    row = page.locator(f'[data-testid=batch-row][data-batch-id="{found.group(1)}"]')
+    await row.get_by_test_id("batch-cancel").click()
+    await expect(row).to_have_attribute("data-status", "cancelled", timeout=30_000)
+    await expect(row.get_by_test_id("batch-counts")).to_have_text(
+        "0 completed · 0 failed · 2 not run · 2 total")
+    bar = await row.get_by_test_id("batch-progress").evaluate("""(p) => {
+        const probe = document.createElement('i');
+        probe.style.color = 'var(--warn)';
+        document.body.append(probe);
+        const warn = getComputedStyle(probe).color;
+        probe.remove();
+        return [p.value, p.max, getComputedStyle(p).accentColor, warn];
+    }""")
+    assert bar[:2] == [0, 2] and bar[2] == bar[3], bar  # empty, and not the green of done
+    await page.screenshot(path=str(SHOTS / "batches-cancelled-375x812.png"))

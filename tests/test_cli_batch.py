@@ -3,7 +3,9 @@ polling, against a small fake server whose event stream drops on purpose)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -50,18 +52,17 @@ async def test_nested_json_records_with_dotted_fields_then_results(stack: Stack,
                      "--model", "mock/echo", "--max-tokens", "5", "--wait", url=stack.url)
     assert r.code == 0, r.err
     batch_id = batch_id_of(r)
-    assert "completed: 6 succeeded, 0 failed of 6" in r.err, r.err
+    assert "completed: 6 completed, 0 failed of 6" in r.err, r.err
 
     out = tmp_path / "res" / "out.jsonl"
     r = await rafale("batch", "results", batch_id, "-o", str(out), url=stack.url)
     assert r.code == 0, r.err
-    assert "output: 6 lines" in r.out and "errors: 0 lines" in r.out, r.out
+    assert "output: 6 lines" in r.out and "errors: none (no failed request)" in r.out, r.out
     lines = read_jsonl(out)
     assert sorted(x["custom_id"] for x in lines) == sorted(prompts)
     for line in lines:
         assert content_of(line) == mock_text(prompts[line["custom_id"]], 5)
-    errors = tmp_path / "res" / "out.errors.jsonl"
-    assert errors.exists() and errors.read_text() == ""
+    assert not (tmp_path / "res" / "out.errors.jsonl").exists()  # nothing failed: no file
     assert not list((tmp_path / "res").glob("*.part"))
 
 
@@ -105,6 +106,8 @@ async def test_jsonl_records_with_index_ids_and_a_sample(stack: Stack, tmp_path:
                      "--wait", url=stack.url)
     assert r.code == 0, r.err
     batch_id = batch_id_of(r)
+    assert ("5 requests from five.jsonl; --sample 2: only the first 2 requests run (a dry run)"
+            in r.err), r.err
 
     r = await rafale("batch", "status", batch_id, "--json", url=stack.url)
     assert r.code == 0, r.err
@@ -116,7 +119,7 @@ async def test_jsonl_records_with_index_ids_and_a_sample(stack: Stack, tmp_path:
     assert r.code == 0, r.err
     by_id = {x["custom_id"]: content_of(x) for x in read_jsonl(out)}
     assert by_id == {str(i): mock_text(f"sampled {tag} {i}", 4) for i in range(2)}
-    assert (tmp_path / "err.jsonl").read_text() == ""
+    assert not (tmp_path / "err.jsonl").exists()
 
 
 async def test_ready_jsonl_status_list_and_cancel_of_an_ended_batch(stack: Stack,
@@ -131,7 +134,7 @@ async def test_ready_jsonl_status_list_and_cancel_of_an_ended_batch(stack: Stack
 
     r = await rafale("batch", "status", batch_id, url=stack.url)
     assert r.code == 0, r.err
-    for word in (batch_id, "completed", "mock/echo", "3 done / 0 failed / 3 total",
+    for word in (batch_id, "completed", "mock/echo", "3 completed / 0 failed / 3 total",
                  "output file"):
         assert word in r.out, r.out
 
@@ -173,6 +176,22 @@ async def test_a_running_batch_has_no_results_yet_and_can_be_cancelled(stack: St
     assert r.code == 0, r.err
     assert r.out.strip() in ("cancelling", "cancelled")
 
+    # Stopped before an answer, the two lines are "not run", not "failed" (their error
+    # lines are batch_cancelled), and the bar of a cancelled batch is not a full one.
+    deadline = time.monotonic() + 30
+    while (batch := json.loads((await rafale("batch", "status", batch_id, "--json",
+                                             url=stack.url)).out))["status"] != "cancelled":
+        assert time.monotonic() < deadline, f"not cancelled within 30 s: {batch}"
+        await asyncio.sleep(0.2)
+    assert batch["request_counts"] == {"total": 2, "completed": 0, "failed": 2, "not_run": 2}
+    r = await rafale("batch", "status", batch_id, url=stack.url)
+    assert "0 completed / 0 failed / 2 not run / 2 total" in r.out, r.out
+    r = await rafale("batch", "results", batch_id, "-o", str(tmp_path / "o.jsonl"),
+                     url=stack.url)
+    assert r.code == 0, r.err
+    assert "output: none" in r.out and "errors: 2 lines" in r.out, r.out
+    assert not (tmp_path / "o.jsonl").exists()
+
 
 async def test_records_missing_the_prompt_field_upload_nothing(stack: Stack,
                                                               client: httpx.AsyncClient,
@@ -200,6 +219,7 @@ async def test_invalid_lines_fail_the_batch_and_name_line_and_code(stack: Stack,
     assert r.code == 1
     batch_id_of(r)
     assert "failed" in r.err and "line 2: invalid_url" in r.err, r.err
+    assert "failed / " not in r.err, r.err  # no progress bar for a batch that never ran
 
     r = await rafale("batch", "results", batch_id_of(r), "-o", str(tmp_path / "o.jsonl"),
                      url=stack.url)
@@ -311,7 +331,7 @@ async def test_a_dropped_event_stream_falls_back_to_polling(dropping: DroppingBa
                      "--wait", url=dropping.url)
     assert r.code == 0, r.err
     assert r.out == "batch_fake\n"
-    assert "dropped: polling" in r.err and "completed: 4 succeeded" in r.err, r.err
+    assert "dropped: polling" in r.err and "completed: 4 completed" in r.err, r.err
     assert dropping.polls == 2
     assert dropping.created == {"input_file_id": "file-fake", "endpoint": "/v1/chat/completions",
                                 "completion_window": "24h"}

@@ -23,6 +23,19 @@ async def test_request_id_reaches_the_worker_log(client: httpx.AsyncClient, stac
     assert any("failed" in x for x in lines)
 
 
+async def test_a_direct_answers_log_lines_carry_its_request_id(client: httpx.AsyncClient,
+                                                               stack: Stack) -> None:
+    events = await collect(client, "POST", "/chat", json={"message": "trace direct",
+                                                          "model": "openai/fail500"},
+                           headers={"x-request-id": "trace-direct-456"})
+    assert events[-1].event == "error"
+    lines = [x for x in stack.log_path("api").read_text().splitlines()
+             if "trace-direct-456" in x]
+    # The retries the API itself makes for a direct answer, named like a worker's task lines.
+    assert any("direct openai/fail500 [trace-direct-456] attempt 1 failed" in x
+               for x in lines), lines
+
+
 async def test_json_logs_are_one_object_a_line(make_stack: StackFactory) -> None:
     stack = await make_stack("jsonlog", log_format="json", llm_workers=1)
     async with httpx.AsyncClient(base_url=stack.url, timeout=30) as c:

@@ -69,6 +69,20 @@ def test_sync_client_streams_and_lists_models(sdk: openai.OpenAI) -> None:
     assert text == "Echo: array parts Rafale"
 
 
+def test_a_model_with_slashes_is_retrieved_and_an_unknown_one_is_a_404(
+        sdk: openai.OpenAI, stack: Stack) -> None:
+    model = sdk.models.retrieve("mock/echo")
+    assert (model.id, model.object, model.owned_by) == ("mock/echo", "model", "mock")
+    with pytest.raises(openai.NotFoundError) as caught:
+        sdk.models.retrieve("nope/x")
+    assert caught.value.body == {"message": "The model 'nope/x' does not exist",
+                                 "type": "invalid_request_error", "param": "model",
+                                 "code": "model_not_found"}
+    # Unencoded slashes too, as curl sends them.
+    r = httpx.get(f"{stack.url}/v1/models/openai/gpt-4o-mini", timeout=10)
+    assert r.status_code == 200 and r.json()["id"] == "openai/gpt-4o-mini"
+
+
 async def test_passthrough_parameters_reach_the_provider(asdk: openai.AsyncOpenAI,
                                                         fake: FakeOpenAI) -> None:
     await asdk.chat.completions.create(

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import event, update
 
 from app.store import Store, batches, slots
-from app.store.models import BatchRow
+from app.store.models import BatchRow, ItemRow
 
 
 @pytest.fixture
@@ -42,6 +42,21 @@ async def test_prune_drops_old_line_rows_and_keeps_the_batch(store: Store) -> No
     kept = await batches.LiveCounts(store).describe(await batches.load(store, old.id))
     assert kept["status"] == "completed" and kept["request_counts"]["completed"] == 2
     assert await batches.prune(store, 30) == 0
+
+
+async def test_an_ended_cancelled_batch_counts_the_lines_that_never_ran(store: Store) -> None:
+    row = await ended_batch(store, 40)
+    async with store.tx() as s:
+        await s.execute(update(ItemRow).where(ItemRow.batch_id == row.id, ItemRow.line == 2)
+                        .values(status="cancelled"))
+        await s.execute(update(BatchRow).where(BatchRow.id == row.id).values(
+            status="cancelled", completed=1, failed=1))
+    row = await batches.load(store, row.id)
+    counts = (await batches.LiveCounts(store).describe(row))["request_counts"]
+    assert counts == {"total": 2, "completed": 1, "failed": 1, "not_run": 1}
+    await batches.prune(store, 30)  # the lines are gone: how many never ran is not known
+    counts = (await batches.LiveCounts(store).describe(row))["request_counts"]
+    assert counts == {"total": 2, "completed": 1, "failed": 1, "not_run": None}
 
 
 async def test_a_claim_takes_only_lines_it_changed(store: Store) -> None:

@@ -11,7 +11,7 @@ from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp
 
-from app.api import errors, middleware
+from app.api import errors, middleware, routes_docs
 from app.api.json_body import no_lone_surrogates
 from app.api.routes_batches import router as batches_router
 from app.api.routes_chat import router as chat_router
@@ -99,8 +99,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await limiter.counts.close()
             await store.close()
 
-    app = _Api(title="Rafale", version="0.1.0", lifespan=lifespan,
-               dependencies=[Depends(no_lone_surrogates)])
+    # /docs is routes_docs's: FastAPI's own docs pages load their files from public CDNs.
+    app = _Api(title="Rafale", version="0.1.0", lifespan=lifespan, docs_url=None,
+               redoc_url=None, dependencies=[Depends(no_lone_surrogates)])
     _assemble(app, settings, keys, metrics)
     return app
 
@@ -108,6 +109,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 def _assemble(app: FastAPI, settings: Settings, keys: KeyRing | None, metrics: Metrics) -> None:
     """The routes, the error handlers and the layers in front of them."""
     errors.install(app)
+    routes_docs.install(app)
     for router in (chat_router, ops_router, openai_router, translate_router, usage_router,
                    files_router, batches_router, web_router):
         app.include_router(router)

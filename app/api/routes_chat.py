@@ -73,7 +73,8 @@ async def chat_direct(body: ChatRequest, request: Request, svc: Svc,
     await admit(request, svc, who, tokens=reserved)
     meter = Meter(params.messages)
     meter.start(provider_name, provider_model)
-    answer = _direct_answer(svc, provider, params, model, meter)
+    answer = _direct_answer(svc, provider, params, model, meter,
+                            label=f"direct {model} [{request.state.request_id}]")
 
     async def recorded() -> AsyncGenerator[ServerSentEvent, None]:
         # However the answer ends (done, error, or a client that left): what it cost.
@@ -92,12 +93,13 @@ async def chat_direct(body: ChatRequest, request: Request, svc: Svc,
 
 
 async def _direct_answer(svc: Services, provider: Provider, params: ChatParams, model: str,
-                         meter: Meter) -> AsyncGenerator[ServerSentEvent, None]:
-    """What a worker would publish for this answer, numbered the same way (one attempt)."""
+                         meter: Meter, *, label: str) -> AsyncGenerator[ServerSentEvent, None]:
+    """What a worker would publish for this answer, numbered the same way (one attempt).
+    `label` starts its log lines, as a task's id and request id start a worker's."""
     seq = 0
     ending = Ending()
     try:
-        async with aclosing(stream_with_retries(provider, params, svc.policy,
+        async with aclosing(stream_with_retries(provider, params, svc.policy, label=label,
                                                  metrics=svc.metrics)) as deltas:
             async for delta in deltas:
                 if delta.content or delta.reasoning:

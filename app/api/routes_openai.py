@@ -21,7 +21,7 @@ from app.api.chat_queue import enqueue_chat
 from app.api.deps import Svc, Who
 from app.api.streaming import event_stream
 from app.completions import CompletionBuilder, finish_reasons
-from app.errors import ClientGone, RafaleError
+from app.errors import ClientGone, ModelNotFound, RafaleError
 from app.relay import Relayed
 from app.schemas import CompletionRequest
 
@@ -174,8 +174,21 @@ async def _stream(first: Relayed, events: AsyncGenerator[Relayed, None], base: d
 MODELS_CREATED = 1_700_000_000
 
 
+def _model(mid: str, owner: str) -> dict[str, Any]:
+    return {"id": mid, "object": "model", "created": MODELS_CREATED, "owned_by": owner}
+
+
 @router.get("/models")
 async def list_models(svc: Svc) -> dict[str, Any]:
-    return {"object": "list",
-            "data": [{"id": mid, "object": "model", "created": MODELS_CREATED, "owned_by": owner}
-                     for mid, owner in svc.registry.models()]}
+    return {"object": "list", "data": [_model(*m) for m in svc.registry.models()]}
+
+
+# `:path`: model ids carry slashes (`mock/echo`, `vllm/meta-llama/Llama-3-8B`).
+@router.get("/models/{model:path}")
+async def retrieve_model(model: str, svc: Svc) -> dict[str, Any]:
+    """One of the listed models. A name that is not listed may still route (the provider
+    decides), but Rafale does not claim to know it: 404, as OpenAI answers an unknown id."""
+    for mid, owner in svc.registry.models():
+        if mid == model:
+            return _model(mid, owner)
+    raise ModelNotFound(f"The model '{model}' does not exist", param="model")

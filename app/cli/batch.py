@@ -22,10 +22,10 @@ from app.cli.batch_follow import follow
 from app.cli.batch_view import (
     TERMINAL,
     batches_table,
-    counts_of,
     list_object,
     report,
     status_grid,
+    tally,
 )
 from app.cli.common import (
     JsonFlag,
@@ -131,7 +131,7 @@ def submit(
                        max_tokens, temperature)
     with connect(ctx) as client:
         with tempfile.TemporaryDirectory(prefix="rafale-batch-") as tmp:
-            path, name = prepare(file, spec, Path(tmp))
+            path, name = prepare(file, spec, Path(tmp), sample)
             batch = start_batch(client, path, name, endpoint, window, meta)
         if as_json and not wait:
             print_json(batch)
@@ -220,8 +220,8 @@ def ended_batch(client: httpx.Client, batch_id: str) -> dict[str, Any]:
     batch: dict[str, Any] = r.json()
     status = str(batch.get("status"))
     if status not in TERMINAL:
-        done, failed, total = counts_of(batch)
-        fail(f"batch {batch_id} is still {status} ({done + failed}/{total or '?'} "
+        t = tally(batch)
+        fail(f"batch {batch_id} is still {status} ({t.ran}/{t.total or '?'} "
              "finished): its results exist once it ends")
     if status == "failed":
         report(batch)
@@ -244,10 +244,15 @@ def results(
         fail("--errors must differ from --output")
     with connect(ctx) as client:
         batch = ended_batch(client, batch_id)
-        counted = [(download(client, batch.get(key), path), path, label) for key, path, label in
-                   (("output_file_id", output, "output"), ("error_file_id", errors, "errors"))]
-    for lines, path, label in counted:
-        typer.echo(f"{label}: {lines} lines -> {path}")
+        for key, path, label in (("output_file_id", output, "output"),
+                                 ("error_file_id", errors, "errors")):
+            # A batch without that file (nothing failed, or nothing succeeded) writes none:
+            # an empty file beside the results would look like something to read.
+            if not batch.get(key):
+                typer.echo(f"{label}: none (no {'succeeded' if label == 'output' else 'failed'}"
+                           " request)")
+                continue
+            typer.echo(f"{label}: {download(client, batch[key], path)} lines -> {path}")
     status = str(batch.get("status"))
     if status != "completed":
         err_console().print(f"the batch was {status}: these results are partial",

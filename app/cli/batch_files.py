@@ -23,12 +23,22 @@ def upload_name(file: Path) -> str:
     return file.name if file.name.lower().endswith(".jsonl") else f"{file.stem}.jsonl"
 
 
-def prepare(file: Path, spec: RecordSpec | None, tmp: Path) -> tuple[Path, str]:
+def sample_note(sample: int | None, count: int | None = None) -> str:
+    """What `--sample N` means for this file, said before anything runs ("" without it)."""
+    if sample is None or (count is not None and sample >= count):
+        return ""
+    return f"--sample {sample}: only the first {sample} requests run (a dry run)"
+
+
+def prepare(file: Path, spec: RecordSpec | None, tmp: Path,
+            sample: int | None = None) -> tuple[Path, str]:
     """The file to upload and the name to give it (the server wants `.jsonl`)."""
     if spec is None:
         if file.suffix.lower() == ".json":
             fail(f"{file.name} is a .json file: read it as records with --prompt-field and "
                  "--model (a ready batch input is .jsonl)")
+        if note := sample_note(sample):
+            err_console().print(note, style="dim", markup=False)
         return file, upload_name(file)
     built = tmp / f"{file.stem}.jsonl"
     try:
@@ -43,6 +53,8 @@ def prepare(file: Path, spec: RecordSpec | None, tmp: Path) -> tuple[Path, str]:
     note = f"{count} requests from {file.name}"
     if spec.system_field and bare:
         note += f" ({bare} without '{spec.system_field}': no system prompt)"
+    if sampled := sample_note(sample, count):
+        note += f"; {sampled}"
     err_console().print(note, style="dim", markup=False)
     return built, built.name
 
@@ -70,23 +82,21 @@ def start_batch(client: httpx.Client, path: Path, name: str, endpoint: str, wind
     return batch
 
 
-def download(client: httpx.Client, file_id: str | None, dest: Path) -> int:
-    """Stream a file's content to `dest` (empty when there is no file); returns its lines.
-    Written beside `dest` first, so a cut download never looks complete."""
+def download(client: httpx.Client, file_id: str, dest: Path) -> int:
+    """Stream a file's content to `dest`; returns its lines. Written beside `dest` first, so a
+    cut download never looks complete."""
     part = dest.with_name(dest.name + ".part")
     lines, last = 0, b"\n"
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
-        with part.open("wb") as f:
-            if file_id:
-                with client.stream("GET", path_of("files", file_id, "content"),
-                                   timeout=STREAM_TIMEOUT) as r:
-                    check(r, 200)
-                    for chunk in r.iter_bytes():
-                        if chunk:
-                            f.write(chunk)
-                            lines += chunk.count(b"\n")
-                            last = chunk[-1:]
+        with part.open("wb") as f, client.stream("GET", path_of("files", file_id, "content"),
+                                                 timeout=STREAM_TIMEOUT) as r:
+            check(r, 200)
+            for chunk in r.iter_bytes():
+                if chunk:
+                    f.write(chunk)
+                    lines += chunk.count(b"\n")
+                    last = chunk[-1:]
         part.replace(dest)
     except OSError as exc:
         fail(f"cannot write {dest}: {exc.strerror or exc}")

@@ -14,7 +14,7 @@ import httpx
 from rich.progress import BarColumn, Progress, ProgressColumn, Task, TextColumn, TimeRemainingColumn
 from rich.text import Text
 
-from app.cli.batch_view import TERMINAL, counts_of
+from app.cli.batch_view import TERMINAL, tally
 from app.cli.common import ApiError, check, err_console, path_of
 from app.cli.sse import iter_sse
 
@@ -33,15 +33,17 @@ class RateColumn(ProgressColumn):
 
 def progress_fields(batch: dict[str, Any]) -> dict[str, Any]:
     """What the progress bar shows of a batch: its `Progress.update` arguments."""
-    status = str(batch.get("status"))
-    done, failed, total = counts_of(batch)
-    return {"description": status, "total": total or None, "completed": done + failed,
-            "done": done, "failed": failed, "count": str(total) if total else "?"}
+    t = tally(batch)
+    # The bar fills with what ran: a cancelled batch's bar stops where the cancel stopped it.
+    return {"description": str(batch.get("status")), "total": t.total or None,
+            "completed": t.ran, "done": t.completed, "failed": t.failed,
+            "not_run": f" / {t.not_run} not run" if t.not_run else "",
+            "count": str(t.total) if t.total else "?"}
 
 
 def change_line(batch_id: str, batch: dict[str, Any]) -> str:
     """A status change, as a log line (stderr is not a terminal, so no live bar)."""
-    total = counts_of(batch)[2]
+    total = tally(batch).total
     size = f": {total} requests" if total else ""
     return f"{batch_id} {batch.get('status')}{size}"
 
@@ -57,19 +59,23 @@ class Watch:
         self.log_changes = not err_console().is_terminal
         self.progress = Progress(
             TextColumn("{task.description}"), BarColumn(),
-            TextColumn("{task.fields[done]} done / {task.fields[failed]} failed / "
-                       "{task.fields[count]}"),
+            TextColumn("{task.fields[done]} completed / {task.fields[failed]} failed"
+                       "{task.fields[not_run]} / {task.fields[count]}"),
             RateColumn(), TextColumn("ETA"), TimeRemainingColumn(),
             console=err_console())
         self.task = self.progress.add_task(self.status, total=None, done=0, failed=0,
-                                           count="?")
+                                           not_run="", count="?")
 
     def __enter__(self) -> Watch:
-        self.progress.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.progress.stop()
+        if self.drawn:
+            self.progress.stop()
+
+    @property
+    def drawn(self) -> bool:
+        return bool(self.progress.live.is_started)
 
     def note(self, text: str) -> None:
         self.progress.console.print(text, style="yellow", markup=False)
@@ -81,6 +87,10 @@ class Watch:
                                         markup=False)
         self.status = status
         self.progress.update(self.task, **progress_fields(batch))
+        # Drawn once there are requests to count: a batch whose input is refused while it
+        # validates gets its report, not an empty bar.
+        if not self.drawn and tally(batch).total:
+            self.progress.start()
 
 
 def watch_events(client: httpx.Client, batch_id: str,

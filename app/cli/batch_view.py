@@ -7,7 +7,7 @@ one function that prints (to stderr, where notices go)."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from rich.markup import escape
 from rich.table import Column, Table
@@ -22,10 +22,33 @@ TIMESTAMPS = ("created", "in_progress", "finalizing", "completed", "failed", "ex
               "cancelling", "cancelled")
 
 
-def counts_of(batch: dict[str, Any]) -> tuple[int, int, int]:
-    """(completed, failed, total)."""
+class Tally(NamedTuple):
+    """A batch's requests in the words the CLI and the chat page share: completed, failed (ran
+    and failed), not run (a cancel or the expiry stopped them first), of the total."""
+
+    completed: int
+    failed: int
+    not_run: int
+    total: int
+
+    @property
+    def ran(self) -> int:
+        return self.completed + self.failed
+
+    def parts(self) -> list[str]:
+        """`3 completed`, `1 failed` and, when there are any, `2 not run`."""
+        words = [f"{self.completed} completed", f"{self.failed} failed"]
+        return [*words, f"{self.not_run} not run"] if self.not_run else words
+
+
+def tally(batch: dict[str, Any]) -> Tally:
+    """The request counts; OpenAI's `failed` counts every line of the error file, so the lines
+    that never ran (Rafale's `not_run`) are taken out of it here."""
     c = batch.get("request_counts") or {}
-    return int(c.get("completed") or 0), int(c.get("failed") or 0), int(c.get("total") or 0)
+    failed = int(c.get("failed") or 0)
+    not_run = min(int(c.get("not_run") or 0), failed)
+    return Tally(int(c.get("completed") or 0), failed - not_run, not_run,
+                 int(c.get("total") or 0))
 
 
 def when(ts: Any) -> str:
@@ -39,10 +62,10 @@ def status_text(status: str) -> Text:
 
 def _detail_rows(batch: dict[str, Any]) -> list[tuple[str, Any]]:
     """The rows after id and status, in the order `rafale batch status` shows them."""
-    done, failed, total = counts_of(batch)
+    t = tally(batch)
     rows: list[tuple[str, Any]] = [
         ("endpoint", batch.get("endpoint")), ("model", batch.get("model") or "-"),
-        ("requests", f"{done} done / {failed} failed / {total} total")]
+        ("requests", " / ".join([*t.parts(), f"{t.total} total"]))]
     usage = batch.get("usage") or {}
     if usage:
         rows.append(("tokens", f"{usage.get('input_tokens', 0)} in + "
@@ -74,13 +97,13 @@ def status_grid(batch: dict[str, Any]) -> Table:
 
 def batches_table(batches: list[dict[str, Any]]) -> Table:
     table = Table(Column("id", no_wrap=True), Column("status", no_wrap=True), "endpoint",
-                  "model", Column("done/failed/total", justify="right"),
+                  "model", Column("completed/failed/not run/total", justify="right"),
                   Column("created", no_wrap=True))
     for b in batches:
-        done, failed, total = counts_of(b)
+        t = tally(b)
         table.add_row(escape(str(b.get("id"))), status_text(str(b.get("status"))),
                       escape(str(b.get("endpoint"))), escape(str(b.get("model") or "-")),
-                      f"{done}/{failed}/{total}", when(b.get("created_at")))
+                      f"{t.completed}/{t.failed}/{t.not_run}/{t.total}", when(b.get("created_at")))
     return table
 
 
@@ -99,11 +122,11 @@ def _problems(batch: dict[str, Any]) -> list[dict[str, Any]]:
 def outcome_line(batch: dict[str, Any], elapsed: float | None = None) -> str:
     """How a batch ended, in one line: its status and counts (or why its input was refused)."""
     status = str(batch.get("status"))
-    done, failed, total = counts_of(batch)
-    if status == "failed" and not total:
+    t = tally(batch)
+    if status == "failed" and not t.total:
         return f"failed: the input was refused ({len(_problems(batch))} problems)"
     took = f" in {elapsed:.1f} s" if elapsed is not None else ""
-    return f"{status}: {done} succeeded, {failed} failed of {total}{took}"
+    return f"{status}: {', '.join(t.parts())} of {t.total}{took}"
 
 
 def problem_lines(batch: dict[str, Any]) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -85,3 +86,16 @@ def merge_tool_calls(into: list[dict[str, Any]], deltas: list[dict[str, Any]]) -
             target["name"] = fn["name"]
         if fn.get("arguments"):
             target["arguments"] = (target.get("arguments") or "") + fn["arguments"]
+
+
+def refused_connection(exc: BaseException) -> str | None:
+    """Why no connection to the provider could be made ("Connection refused", "Name or service
+    not known"), or None when the failure was something else. The SDK's aiohttp transport
+    reports a refused connection as a connect *timeout*, so the cause chain tells them apart.
+    The OS's wording only: no address or port of the provider reaches the caller."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and not isinstance(seen, TimeoutError) and seen.errno:
+            return os.strerror(seen.errno) if seen.errno > 0 else str(seen.strerror)
+        seen = seen.__cause__ or seen.__context__
+    return None

@@ -18,8 +18,9 @@ from app.errors import (
     ProviderRateLimited,
     ProviderTimeout,
     ProviderUnavailable,
+    ProviderUnreachable,
 )
-from app.providers.base import ChatParams, Delta, scrub
+from app.providers.base import ChatParams, Delta, refused_connection, scrub
 from app.providers.mock import text_of
 
 FREE_URL = "https://api-free.deepl.com"
@@ -94,6 +95,8 @@ class DeepLProvider:
         except httpx.TimeoutException:
             raise ProviderTimeout("deepl: request timed out") from None
         except httpx.HTTPError as exc:
+            if why := refused_connection(exc):
+                raise ProviderUnreachable(f"deepl: cannot connect ({why})") from None
             raise ProviderUnavailable(f"deepl: {type(exc).__name__}: {exc}") from None
         if r.status_code != 200:
             raise _error(r.status_code, r.text, r.headers, self._key)

@@ -30,9 +30,15 @@ def mock_tokens(params: ChatParams, count: int) -> list[str]:
          if m.get("role") in ("user", "tool")),
         "",
     )
-    words = ["Echo:", *last_user.split()[:count], *_FILLER]
-    n = min(count, params.max_tokens or count)
-    return [("" if i == 0 else " ") + words[i % len(words)] for i in range(n)]
+    echo = ["Echo:", *last_user.split()[:count]]
+    words = [*echo, *_FILLER]
+    tokens = [("" if i == 0 else " ") + words[i % len(words)] for i in range(count)]
+    if params.max_tokens is not None and params.max_tokens <= count:
+        return tokens[:params.max_tokens]  # cut where the caller said, as a model would
+    # Its own length (MOCK_TOKENS) is a bound, not a cut: the answer ends after the last
+    # whole sentence of filler that fits (or at the bound, when none does).
+    ends = [i + 1 for i in range(len(echo), count) if tokens[i].endswith(".")]
+    return tokens[:ends[-1]] if ends else tokens
 
 
 def text_of(content: Any) -> str:

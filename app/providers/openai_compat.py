@@ -19,8 +19,9 @@ from app.errors import (
     ProviderRateLimited,
     ProviderTimeout,
     ProviderUnavailable,
+    ProviderUnreachable,
 )
-from app.providers.base import ChatParams, Delta, scrub
+from app.providers.base import ChatParams, Delta, refused_connection, scrub
 
 # What `chat.completions.create` accepts by name, read once from the SDK itself.
 _SDK_PARAMS = frozenset(
@@ -44,6 +45,8 @@ def map_error(provider: str, exc: Exception, secret: str = "") -> ProviderError:
     the provider's status, type, code and param; its text is passed on with anything
     key-shaped (and `secret`, the key Rafale sent) masked, except on a refusal of Rafale's
     key, whose text is never passed on (OpenAI's quotes the key)."""
+    if isinstance(exc, openai.APIConnectionError) and (why := refused_connection(exc)):
+        return ProviderUnreachable(f"{provider}: cannot connect ({why})")
     if isinstance(exc, openai.APITimeoutError):
         return ProviderTimeout(f"{provider}: request timed out")
     if isinstance(exc, openai.APIConnectionError):

@@ -31,6 +31,8 @@ from app.store.models import BatchRow, ItemRow
 
 OPEN_ITEMS: tuple[ItemStatus, ...] = ("pending", "running")
 FAILED_ITEMS: tuple[ItemStatus, ...] = ("failed", "cancelled", "expired")
+# Of the failed, those a cancel or the expiry stopped before they had an answer: "not run".
+NOT_RUN_ITEMS: tuple[ItemStatus, ...] = ("cancelled", "expired")
 # Statuses a cancel may still move a batch out of, and an expiry.
 _CANCELLABLE: tuple[BatchStatus, ...] = ("validating", "in_progress", "finalizing")
 _EXPIRABLE: tuple[BatchStatus, ...] = ("validating", "in_progress")
@@ -61,8 +63,9 @@ def not_found(batch_id: str) -> NotFound:
 class Counts:
     total: int
     completed: int
-    failed: int
+    failed: int  # as OpenAI counts: every line of the error file, `not_run` included
     usage: dict[str, Any] | None
+    not_run: int | None = 0  # None: no longer known (the lines were pruned)
 
 
 def usage_of(input_tokens: int, output_tokens: int, cached: int,
@@ -86,7 +89,7 @@ def to_openai(row: BatchRow, counts: Counts) -> dict[str, Any]:
         "failed_at": row.failed_at, "expired_at": row.expired_at,
         "cancelling_at": row.cancelling_at, "cancelled_at": row.cancelled_at,
         "request_counts": {"total": counts.total, "completed": counts.completed,
-                           "failed": counts.failed},
+                           "failed": counts.failed, "not_run": counts.not_run},
         "usage": counts.usage,
         "metadata": orjson.loads(row.metadata_json) if row.metadata_json else None,
     }
@@ -130,7 +133,7 @@ async def counts(store: Store, row: BatchRow) -> Counts:
     """Frozen counts for an ended batch; for a running one, counted from its items now."""
     if row.status in TERMINAL:
         usage = orjson.loads(row.usage_json) if row.usage_json else None
-        return Counts(row.total, row.completed, row.failed, usage)
+        return Counts(row.total, row.completed, row.failed, usage, await _not_run(store, row))
     if row.status == "validating":
         return Counts(0, 0, 0, None)  # as at OpenAI: nothing counts before it runs
     async with store.ro() as s:
@@ -142,8 +145,25 @@ async def counts(store: Store, row: BatchRow) -> Counts:
     by = {r[0]: r for r in rows}
     done = by.get("done")
     failed = sum(int(by[k][1]) for k in FAILED_ITEMS if k in by)
+    not_run = sum(int(by[k][1]) for k in NOT_RUN_ITEMS if k in by)
     tokens = [sum(int(r[i] or 0) for r in rows) for i in (2, 3, 4, 5)]
-    return Counts(row.total, int(done[1]) if done else 0, failed, usage_of(*tokens))
+    return Counts(row.total, int(done[1]) if done else 0, failed, usage_of(*tokens), not_run)
+
+
+async def _not_run(store: Store, row: BatchRow) -> int | None:
+    """An ended batch's lines that never ran. Only a cancel or the expiry leaves such lines,
+    so only those batches are counted (one range of the (batch_id, status) index)."""
+    if row.status not in ("cancelled", "expired") or not row.failed:
+        return 0
+    async with store.ro() as s:
+        count = int((await s.execute(select(func.count()).where(
+            ItemRow.batch_id == row.id, ItemRow.status.in_(NOT_RUN_ITEMS)))).scalar_one())
+        if count:
+            return count
+        # None left: the lines were pruned (BATCH_RETENTION_DAYS), or every failure was real.
+        kept = (await s.execute(select(ItemRow.line).where(ItemRow.batch_id == row.id)
+                                .limit(1))).scalar_one_or_none()
+    return 0 if kept is not None else None
 
 
 class LiveCounts:
@@ -152,7 +172,8 @@ class LiveCounts:
     Counting a running batch reads all its lines (~30 ms for 100,000 on SQLite or PostgreSQL),
     and every client polling `GET /v1/batches/{id}` or reading `/events` would otherwise pay
     that: with the cache a batch is counted at most once per `ttl` per API process, however
-    many watch it. Ended batches read their frozen counts and are never cached."""
+    many watch it. Ended batches read their frozen counts (a cancelled or expired one also
+    counts its lines that never ran) and are never cached."""
 
     MAX_ENTRIES = 1024
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from pydantic import ValidationError
 
+from app.api.errors import describe_validation
 from app.errors import (
     BrokerUnavailable,
     ClientGone,
@@ -26,6 +28,7 @@ from app.errors import (
     TaskParked,
     Unauthorized,
 )
+from app.schemas import ChatRequest
 
 BAD_REQUEST = "invalid_request_error"
 
@@ -103,3 +106,12 @@ def test_message_param_and_retry_after_are_kept() -> None:
     assert (err.message, err.param, err.retry_after, str(err)) == (
         "slow down", "model", 2.5, "slow down")
     assert ProviderRateLimited("x").retry_after is None
+
+
+@pytest.mark.parametrize("body", [{}, {"model": "mock/echo", "system": "be brief"}])
+def test_a_chat_body_without_message_is_a_missing_parameter(body: dict[str, str]) -> None:
+    with pytest.raises(ValidationError) as caught:
+        ChatRequest.model_validate(body)
+    err = describe_validation([{**caught.value.errors()[0], "loc": ("body",)}])
+    assert (err.status, err.code, err.param) == (400, "missing_required_parameter", "message")
+    assert err.message == "Missing required parameter: 'message' (a string) or 'messages' (a list)"

@@ -34,11 +34,19 @@ def test_the_answer_echoes_the_last_user_message_then_filler() -> None:
 
 
 def test_tokens_cycle_through_echo_and_filler_when_the_count_is_larger() -> None:
-    toks = mock_tokens(params(user("a")), 80)
+    toks = mock_tokens(params(user("a"), max_tokens=80), 80)
     assert len(toks) == 80
     period = toks.index(" Echo:")  # the second round starts here, with a space this time
     assert period > 2 and toks[:2] == ["Echo:", " a"]
     assert toks[period + 1:2 * period] == toks[1:period]
+
+
+@pytest.mark.parametrize("count", [24, 40, 80])
+def test_on_its_own_length_the_answer_ends_with_a_whole_sentence(count: int) -> None:
+    toks = mock_tokens(params(user("Hello, Rafale")), count)
+    text = "".join(toks)
+    assert text.startswith("Echo: Hello, Rafale Rafale is answering") and text.endswith(".")
+    assert count - 12 < len(toks) <= count  # the last sentence that fits (12 words at most)
 
 
 def test_max_tokens_caps_the_count_and_the_echo_is_capped_too() -> None:

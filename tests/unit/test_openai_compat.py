@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
 import httpx
@@ -16,9 +17,17 @@ from app.errors import (
     ProviderRateLimited,
     ProviderTimeout,
     ProviderUnavailable,
+    ProviderUnreachable,
 )
 from app.providers.base import ChatParams
-from app.providers.openai_compat import _delta, _retry_after, map_error, request_kwargs
+from app.providers.deepl import DeepLProvider
+from app.providers.openai_compat import (
+    OpenAICompatProvider,
+    _delta,
+    _retry_after,
+    map_error,
+    request_kwargs,
+)
 
 REQUEST = httpx.Request("POST", "http://upstream/v1/chat/completions")
 
@@ -72,6 +81,46 @@ def test_timeouts_and_connection_failures_are_retryable() -> None:
     down = map_error("openai", openai.APIConnectionError(message="refused", request=REQUEST))
     assert type(down) is ProviderUnavailable and down.retryable
     assert down.message.startswith("openai: connection failed")
+
+
+def closed_port() -> int:
+    with socket.socket() as s:  # bound, never listening: a connection to it is refused
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_a_refused_connection_is_unreachable_not_a_timeout() -> None:
+    # The SDK's aiohttp transport raises APITimeoutError for a refused connection.
+    provider = OpenAICompatProvider("vllm", api_key="k", base_url=f"http://127.0.0.1:"
+                                    f"{closed_port()}/v1", connect_timeout=5, read_timeout=5)
+    try:
+        with pytest.raises(ProviderUnreachable) as caught:
+            async for _ in provider.stream(ChatParams("m", [{"role": "user", "content": "hi"}])):
+                pass
+    finally:
+        await provider.aclose()
+    err = caught.value
+    assert (err.status, err.code, err.retryable) == (502, "provider_unreachable", True)
+    assert err.message == "vllm: cannot connect (Connection refused)"
+
+
+async def test_deepl_refusing_connections_is_unreachable() -> None:
+    provider = DeepLProvider("k", f"http://127.0.0.1:{closed_port()}", 5, 5)
+    try:
+        with pytest.raises(ProviderUnreachable, match=r"deepl: cannot connect \(Connection "
+                                                       r"refused\)"):
+            await provider.translate({"text": ["hi"], "target_lang": "DE"})
+    finally:
+        await provider.aclose()
+
+
+def test_a_timeout_caused_by_a_refusal_is_unreachable() -> None:
+    timeout = openai.APITimeoutError(request=REQUEST)
+    timeout.__cause__ = ConnectionRefusedError(111, "Connect call failed")
+    assert type(map_error("openai", timeout)) is ProviderUnreachable
+    dns = openai.APIConnectionError(request=REQUEST)
+    dns.__cause__ = socket.gaierror(-2, "Name or service not known")
+    assert map_error("openai", dns).message == "openai: cannot connect (Name or service not known)"
 
 
 def test_anything_else_is_unavailable_with_its_type_named() -> None:

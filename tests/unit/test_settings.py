@@ -191,6 +191,37 @@ def test_main_exits_2_with_the_reason_on_a_bad_setting(
 
 
 
+def test_main_says_ok_and_shows_the_effective_values_but_no_secret(
+        clean_env: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(tmp_path)  # no .env of the checkout
+    for name, value in [("OPENAI_API_KEY", "sk-secret-1"), ("RAFALE_API_KEYS", f"alice:{KEY_A}"),
+                        ("RABBITMQ_URL", "amqp://rafale:hunter2@mq:5672/"), ("PORT", "9000"),
+                        ("ENDPOINTS__VLLM__BASE_URL", "http://vllm:8000/v1"),
+                        ("ENDPOINTS__VLLM__API_KEY", "vllm-secret-2")]:
+        monkeypatch.setenv(name, value)
+    assert main([]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "configuration OK"
+    for shown in ("PORT=9000", "RABBITMQ_URL=amqp://rafale:***@mq:5672/",
+                  "OPENAI_API_KEY=(set)", "RAFALE_API_KEYS=(set)", "DEEPSEEK_API_KEY=",
+                  "DEFAULT_MODEL=openai/gpt-4o-mini (derived)", "MOCK_CRASH_ENABLED=false",
+                  "ENDPOINTS__VLLM__BASE_URL=http://vllm:8000/v1",
+                  "ENDPOINTS__VLLM__API_KEY=(set)"):
+        assert shown in lines, shown
+    text = "\n".join(lines)
+    assert not any(secret in text for secret in ("sk-secret-1", KEY_A, "hunter2",
+                                                 "vllm-secret-2"))
+    assert main(["worker"]) == 0 and capsys.readouterr().out == ""  # entrypoint.sh: quiet
+
+
+def test_a_check_across_settings_reads_without_pydantics_prefix(
+        make_settings: SettingsFactory) -> None:
+    msg = error_of(make_settings, rafale_api_keys="alice:short")
+    assert msg.startswith("invalid setting: RAFALE_API_KEYS: each entry must be `name:key`")
+    assert "Value error" not in msg and "settings:" not in msg
+
+
 def test_the_api_refuses_to_start_without_keys_unless_open_was_chosen(
         make_settings: SettingsFactory) -> None:
     refusal = make_settings().api_refusal()
