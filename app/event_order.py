@@ -9,6 +9,8 @@ a gap shows, and `InOrder` keeps what came early until what it waits for arrives
 
 from __future__ import annotations
 
+from collections import deque
+from collections.abc import Callable
 from typing import Generic, TypeVar
 
 from app import events
@@ -36,19 +38,19 @@ class InOrder(Generic[T]):
         self.last: Position | None = None
         self._early: dict[Position, T] = {}
 
-    def push(self, pos: Position, item: T) -> list[T]:
-        """What may go out now that `item` arrived, in order: nothing while an earlier event
-        of its attempt is still missing."""
+    def push(self, pos: Position, item: T) -> list[tuple[Position, T]]:
+        """What may go out now that `item` arrived, in order, with their positions: nothing
+        while an earlier event of its attempt is still missing."""
         last = self.last
         if last is not None and pos <= last:
             return []  # already handed on (a channel restored gives everything again)
         if not _follows(last, pos):
             self._early[pos] = item
             return []
-        out = [item]
+        out = [(pos, item)]
         self.last = pos
         while (nxt := (pos[0], pos[1] + 1)) in self._early:
-            out.append(self._early.pop(nxt))
+            out.append((nxt, self._early.pop(nxt)))
             self.last = pos = nxt
         for early in [p for p in self._early if p[0] < pos[0]]:
             del self._early[early]
@@ -58,3 +60,32 @@ class InOrder(Generic[T]):
     def waiting(self) -> bool:
         """Events arrived early and wait for a missing one."""
         return bool(self._early)
+
+
+class Resume(Generic[T]):
+    """A reader's events in order, from after a client's Last-Event-ID (`after`, or from the
+    first without one): what is left to send, whether the id was found among them, and whether
+    the client already has the terminal event."""
+
+    def __init__(self, after: Position | None, terminal: Callable[[T], bool]) -> None:
+        self.after = after
+        self.found = after is None
+        self.has_all = False
+        self.ready: deque[T] = deque()
+        self._terminal = terminal
+        self._order: InOrder[T] = InOrder()
+
+    @property
+    def last(self) -> Position | None:
+        """The last event put in order (sent, skipped or ready)."""
+        return self._order.last
+
+    def push(self, pos: Position, item: T) -> None:
+        for at, ordered in self._order.push(pos, item):
+            if self.after is not None and at <= self.after:
+                # The client had this one before it reconnected.
+                self.found = self.found or at == self.after
+                self.has_all = self.has_all or self._terminal(ordered)
+            else:
+                self.found = True
+                self.ready.append(ordered)

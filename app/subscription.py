@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
-from collections import deque
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
@@ -31,7 +30,7 @@ import aiormq
 from app import events
 from app.broker import BROKER_ERRORS
 from app.errors import BrokerUnavailable, InvalidRequest, RafaleError, SessionBusy
-from app.event_order import InOrder, Position, position
+from app.event_order import Position, Resume, position
 
 if TYPE_CHECKING:
     from app.relay import Relay
@@ -70,22 +69,17 @@ class Subscription:
                  resumable: bool) -> None:
         self.relay = relay
         self.queue = queue
-        self.resume = resume
         # False for readers that take the whole answer at once and cannot come back (/v1,
         # /test): their session is deleted as soon as they stop reading.
         self.resumable = resumable
-        # The client's Last-Event-ID is the terminal event's (or later): it has everything.
-        self.has_all = False
         self.state: State = "attaching"
-        self._order: InOrder[Relayed] = InOrder()
-        self._ready: deque[Relayed] = deque()  # in order, after the resume point, not yet sent
-        self._found = resume is None  # the resume point (or a later event) was seen
+        self._at: Resume[Relayed] = Resume(resume, lambda r: r.terminal)
         self._inbox: asyncio.Queue[aiormq.abc.DeliveredMessage | _Signal] = asyncio.Queue()
         self._ch: aiormq.abc.AbstractChannel | None = None
         self._tag: str | None = None
         self._held: list[int] = []  # delivery tags on `_ch`: every event given, none acked
         self._closing: asyncio.Future[object] | None = None
-        self._started = self._finished = self._doomed = self._told = self._lost = False
+        self._started = self._doomed = self._told = self._lost = False
         self._close_asked = self._yield_asked = False
         self._cleanup: asyncio.Task[None] | None = None
 
@@ -107,9 +101,11 @@ class Subscription:
                 self._forget()
             raise
         self._tag = ok.consumer_tag or ""
-        if self.state != "attaching":
+        if self.state in ("releasing", "released"):  # let go while consuming again
+            self.relay.spawn(self._release())
+        elif self.state != "attaching":
             return
-        if self._yield_asked:  # a newer reader came while this consumer was being attached
+        elif self._yield_asked:  # a newer reader came while this consumer was being attached
             self._yield()
         elif self._close_asked:  # the request went away meanwhile
             self.close()
@@ -142,13 +138,18 @@ class Subscription:
 
     # --- reading
 
+    @property
+    def has_all(self) -> bool:
+        """The client's Last-Event-ID is the terminal event's (or later): it has everything."""
+        return self._at.has_all
+
     async def catch_up(self, wait: float) -> None:
         """Read up to the client's Last-Event-ID before the response starts. Sets `has_all`
         when the client already has the terminal event; raises 400 when the id names no event
         of this session (every event stays in the queue, so a real one is found at once)."""
         loop = asyncio.get_running_loop()
         until = loop.time() + wait
-        while not (self._found or self.has_all):
+        while not (self._at.found or self._at.has_all):
             try:
                 async with asyncio.timeout(until - loop.time()):
                     item = await self._inbox.get()
@@ -172,15 +173,7 @@ class Subscription:
             log.warning("%s: dropped a message that is not a session event", self.queue)
             return
         pos = position(ev)
-        relayed = Relayed(message.body.decode(), ev, events.event_id(*pos))
-        for item in self._order.push(pos, relayed):
-            at = position(item.event)
-            if self.resume is not None and at <= self.resume:
-                self._found = self._found or at == self.resume
-                self.has_all = self.has_all or item.terminal
-                continue  # the client had this one before it reconnected
-            self._found = True
-            self._ready.append(item)
+        self._at.push(pos, Relayed(message.body.decode(), ev, events.event_id(*pos)))
 
     async def events(self) -> AsyncGenerator[Relayed, None]:
         """The session's events in order, each once, from after the resume point until
@@ -200,8 +193,7 @@ class Subscription:
                     await self._tell_ended()
                 yield item
                 if item.terminal:
-                    # Only now, once the consumer asked for more, is the event known to be sent.
-                    self._finished = True
+                    # Only now, once the consumer asked for more, is the event written.
                     cleanup = self.close()
                     if cleanup is not None:
                         await asyncio.shield(cleanup)
@@ -211,7 +203,7 @@ class Subscription:
 
     async def _next_in_order(self) -> Relayed | None:
         idle_limit = self.relay.broker.settings.session_ttl
-        while not self._ready:
+        while not self._at.ready:
             item = await self._next(idle_limit)
             if item is _Signal.LOST and self.state == "reading":
                 gone = await self._reattach()
@@ -223,12 +215,12 @@ class Subscription:
             if isinstance(item, RafaleError):
                 self._doomed = True  # the session is gone or stuck: nothing to keep
                 err = item.as_event()
-                err["attempt"] = (self._order.last or (1, 0))[0]
+                err["attempt"] = (self._at.last or (1, 0))[0]
                 return Relayed(events.encode(err).decode(), err, "gone")
             if isinstance(item, _Signal) or self.state != "reading":
                 return None  # a newer reader took over
             self._take(item)
-        return self._ready.popleft()
+        return self._at.ready.popleft()
 
     async def _next(self, idle_limit: float
                     ) -> aiormq.abc.DeliveredMessage | _Signal | RafaleError:
@@ -334,7 +326,6 @@ class Subscription:
         finally:
             self.state = "released"
             self._forget()
-
 
     async def _expire(self) -> None:
         await asyncio.sleep(self.relay.broker.settings.stream_resume_grace)
