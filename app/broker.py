@@ -85,6 +85,8 @@ class Topology:
         self.dead_notify = s.namespaced("llm_tasks.dead.notify")
         self.dead_exchange = s.namespaced("dead")
         self.heartbeat_exchange = s.namespaced("heartbeat")
+        # Fanout between API processes: "a reader with Last-Event-ID wants session X".
+        self.relay_control = s.namespaced("relay_control")
         self.session_prefix = s.namespaced("session.")
         # The batch queue's arguments, unchanged (so an existing one still declares).
         self.task_args: dict[str, Any] = {
@@ -269,6 +271,7 @@ class Broker:
             q = await ch.declare_queue(name, durable=True, arguments=args)
             await q.bind(dead_x)
         await ch.declare_exchange(t.heartbeat_exchange, aio_pika.ExchangeType.FANOUT)
+        await ch.declare_exchange(t.relay_control, aio_pika.ExchangeType.FANOUT)
 
     # --- publishing
 

@@ -11,6 +11,7 @@ the relay passes the bytes on untouched; a dict costs nothing extra, a model per
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal, NotRequired, TypedDict, TypeGuard
 
 import orjson
@@ -136,12 +137,14 @@ def event_id(attempt: int, seq: int) -> str:
     return str(seq) if attempt == 1 else f"{attempt}-{seq}"
 
 
+_EVENT_ID = re.compile(r"(?:([0-9]+)-)?([0-9]+)")
+
+
 def parse_event_id(value: str | None) -> tuple[int, int] | None:
-    """`Last-Event-ID` back to (attempt, seq); None when absent or unreadable."""
-    if not value:
+    """`Last-Event-ID` back to (attempt, seq); None when absent or not an id this module
+    makes (the relay answers that with a 400)."""
+    match = _EVENT_ID.fullmatch(value.strip()) if value else None
+    if match is None or len(value or "") > 40:
         return None
-    attempt, _, seq = value.strip().rpartition("-")
-    try:
-        return (int(attempt) if attempt else 1, int(seq))
-    except ValueError:
-        return None
+    attempt = int(match[1]) if match[1] else 1
+    return (attempt, int(match[2])) if attempt >= 1 else None

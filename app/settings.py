@@ -40,7 +40,8 @@ class Settings(BaseSettings):
     )
     rafale_namespace: str = Field("rafale", pattern=r"^[A-Za-z0-9_.\-]{1,64}$")
     # Seconds an unused session queue lives. Under RabbitMQ's consumer timeout (30 min): a
-    # stream may hold one unacked event that long, and the broker would close its channel.
+    # reader holds its session's events unacked while it streams, and past that timeout the
+    # broker would close the channel.
     session_ttl: float = Field(300.0, gt=0, lt=1800)
     # Answer events written to disk, so an answer not read yet survives a broker restart; off
     # trades that for broker CPU (bench: /chat/async 209 -> 324 req/s on 2 cores).
@@ -55,9 +56,11 @@ class Settings(BaseSettings):
     uvicorn_workers: int = Field(2, ge=1, le=64)
     max_body_bytes: int = Field(1_048_576, ge=1024)
     sse_ping_interval: PositiveFloat = 15.0
-    # A client that drops mid-stream has this long to reconnect (to any replica) before its
-    # session is deleted, which tells the worker to stop the provider call.
-    stream_resume_grace: float = Field(1.0, ge=0)
+    # A stream's session is kept this long after its reader left (mid-answer, or once sent
+    # `done`, which may have gone into a dead connection) for a reconnect with Last-Event-ID,
+    # from any replica; then it is deleted, which stops a worker still generating. Longer than
+    # a browser's EventSource retry (~3 s) and a phone changing networks.
+    stream_resume_grace: float = Field(30.0, ge=0)
     stream_send_timeout: PositiveFloat = 30.0
 
     # --- workers

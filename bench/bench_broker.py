@@ -70,6 +70,9 @@ async def main(n: int, url: str) -> None:
                                                           message_id=uuid.uuid4().hex)))
         await measure(f"delete {kind} session queue", names, lambda q: ch.queue_delete(q))
 
+    for k in (4, 20):
+        await read_costs(measure, ch, pub, prefix, n, k)
+
     print("\nTask publish latency, one at a time (persistent message, publisher confirm)")
     for label, args in (("quorum queue", {"x-queue-type": "quorum"}), ("classic queue", {})):
         q = f"{prefix}.tasks"
@@ -84,6 +87,52 @@ async def main(n: int, url: str) -> None:
         print(f"  {label:<14} p50 {lat[100] * 1000:.2f} ms  p90 {lat[180] * 1000:.2f} ms")
         await ch.queue_delete(q)
     await conn.close()
+
+
+Measure = Callable[[str, list[str], Callable[[str], Awaitable[object]]], Awaitable[None]]
+
+
+async def read_costs(measure: Measure, ch: aiormq.abc.AbstractChannel,
+                     pub: aiormq.abc.AbstractChannel, prefix: str, n: int, k: int) -> None:
+    """What reading one session of `k` persistent events costs the broker, from the consume to
+    the delete: the relay acking each event as it goes, as it did, against holding them all
+    unacked until the queue is deleted, as it does now (and, for a resume, handing them back
+    with one nack each first)."""
+    print(f"\nReading a session of {k} persistent events, consume to delete (n={n})")
+
+    async def fill(names: list[str]) -> None:
+        for q in names:
+            await ch.queue_declare(q, durable=True, arguments={"x-expires": 60_000})
+            for _ in range(k):
+                await pub.basic_publish(EVENT, routing_key=q,
+                                        properties=Basic.Properties(delivery_mode=2))
+
+    async def read(q: str, end: str) -> None:
+        got: list[int] = []
+        all_in = asyncio.Event()
+
+        async def on(message: aiormq.abc.DeliveredMessage) -> None:
+            got.append(message.delivery_tag or 0)
+            if len(got) == k:
+                all_in.set()
+
+        ok = await ch.basic_consume(q, on)
+        await all_in.wait()
+        if end == "ack":
+            for tag in got:
+                await ch.basic_ack(tag)
+        await ch.basic_cancel(ok.consumer_tag or "")
+        if end == "nack":
+            for tag in got:
+                await ch.basic_nack(tag, requeue=True)
+        await ch.queue_delete(q)
+
+    for end, label in (("ack", "ack each event, then delete (before)"),
+                       ("keep", "keep them unacked, delete (now)"),
+                       ("nack", "hand back (nack each), delete (a resume)")):
+        names = [f"{prefix}.r.{uuid.uuid4().hex}" for _ in range(n)]
+        await fill(names)
+        await measure(label, names, lambda q, e=end: read(q, e))  # type: ignore[misc]
 
 
 if __name__ == "__main__":

@@ -172,7 +172,7 @@ class Stack:
         for q in (*self.task_lanes, "llm_batch", "llm_tasks.dead", "llm_tasks.dead.notify",
                   "llm_tasks.quarantine"):
             await ch.queue_delete(f"{self.namespace}.{q}")
-        for x in ("dead", "heartbeat", "batch_control"):
+        for x in ("dead", "heartbeat", "batch_control", "relay_control"):
             await ch.exchange_delete(f"{self.namespace}.{x}")
         await conn.close()
         if self.env.get("REDIS_URL"):

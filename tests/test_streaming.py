@@ -39,7 +39,9 @@ async def test_async_stream_delivers_exact_provider_text(client: httpx.AsyncClie
     assert text_of(events) == text_for("ok-30-2", "exact text please")
     assert all(e.data["type"] == e.event for e in events)
     assert_contiguous(events)
-    # The session is deleted once its answer was delivered.
+    # The client shows it has the whole answer: a clean end, and the session goes.
+    r = await client.get(f"/stream/{sid}", headers={"Last-Event-ID": events[-1].id or ""})
+    assert r.status_code == 204 and r.content == b""
     r = await client.get(f"/stream/{sid}")
     assert r.status_code == 404
     assert r.json()["error"]["code"] == "session_not_found"
@@ -130,12 +132,19 @@ async def test_round_trip_endpoint_reports_timing(client: httpx.AsyncClient) -> 
     assert 0 < body["first_chunk_ms"] <= body["total_ms"]
 
 
-async def test_asking_again_right_after_done_is_always_404(client: httpx.AsyncClient) -> None:
-    """The session is gone by the time its stream ends, never half-deleted."""
-    for i in range(20):
+async def test_asking_again_after_done_replays_it_until_the_client_shows_it_has_it(
+        client: httpx.AsyncClient) -> None:
+    """`done` may have gone into a dead connection: within STREAM_RESUME_GRACE the session is
+    whole again for the next reader. A Last-Event-ID of done ends it at once, never
+    half-deleted: the 204 comes once the session is gone."""
+    for i in range(10):
         sid = await enqueue(client, f"again {i}", "openai/ok-3-0")
         events = await collect(client, "GET", f"/stream/{sid}")
         assert events[-1].event == "done", events[-1]
+        again = await collect(client, "GET", f"/stream/{sid}")
+        assert [(e.id, e.data) for e in again] == [(e.id, e.data) for e in events]
+        r = await client.get(f"/stream/{sid}", headers={"Last-Event-ID": again[-1].id or ""})
+        assert r.status_code == 204, (i, r.status_code, r.text)
         r = await client.get(f"/stream/{sid}")
         assert r.status_code == 404, (i, r.status_code, r.text)
         assert r.json()["error"]["code"] == "session_not_found"
@@ -198,10 +207,46 @@ async def test_session_deleted_under_its_reader_ends_the_stream(client: httpx.As
     assert events[-1].data["code"] == "session_not_found", events[-1].data
 
 
-async def test_garbage_last_event_id_replays_from_the_start(client: httpx.AsyncClient) -> None:
-    sid = await enqueue(client, "from the top", "openai/ok-10-1")
-    events = await collect(client, "GET", f"/stream/{sid}",
-                           headers={"Last-Event-ID": "garbage:1:x"})
+async def test_a_last_event_id_naming_no_event_is_400(client: httpx.AsyncClient) -> None:
+    sid = await enqueue(client, "from the top", "openai/ok-100-50")  # 5 s of answer
+    for last in ("garbage:1:x", "0-1", "7-0", "100000"):
+        r = await client.get(f"/stream/{sid}", headers={"Last-Event-ID": last})
+        assert r.status_code == 400, (last, r.status_code, r.text)
+        assert r.json()["error"]["code"] == "invalid_last_event_id"
+    events = await collect(client, "GET", f"/stream/{sid}")  # the session is left whole
     assert events[-1].event == "done"
-    assert text_of(events) == text_for("ok-10-1", "from the top")
+    assert text_of(events) == text_for("ok-100-50", "from the top")
     assert_contiguous(events)
+
+
+async def test_a_last_event_id_at_or_past_done_ends_at_once(client: httpx.AsyncClient) -> None:
+    """The client already has done: no event, no waiting for the session TTL."""
+    for past in (0, 5):
+        sid = await enqueue(client, f"had it all {past}", "openai/ok-3-0")
+        events = await collect(client, "GET", f"/stream/{sid}")
+        last = int(events[-1].id or 0) + past
+        started = time.monotonic()
+        r = await client.get(f"/stream/{sid}", headers={"Last-Event-ID": str(last)})
+        assert r.status_code == 204, r.text
+        assert time.monotonic() - started < 2
+
+
+async def test_a_finished_session_goes_after_the_grace(client: httpx.AsyncClient,
+                                                       stack: Stack) -> None:
+    sid = await enqueue(client, "then gone", "openai/ok-3-0")
+    assert (await collect(client, "GET", f"/stream/{sid}"))[-1].event == "done"
+    assert await session_queue_of(stack, sid)  # kept for a resume
+    deadline = time.monotonic() + float(stack.env["STREAM_RESUME_GRACE"]) + 10
+    while any(q.endswith(sid) for q in await asyncio.to_thread(list_queues, stack.namespace)):
+        assert time.monotonic() < deadline, "the session outlived its grace"
+        await asyncio.sleep(0.2)
+    r = await client.get(f"/stream/{sid}", headers={"Last-Event-ID": "0"})
+    assert r.status_code == 404, r.text
+
+
+async def test_the_stream_tells_eventsource_to_reconnect_quickly(
+        client: httpx.AsyncClient) -> None:
+    sid = await enqueue(client, "retry", "openai/ok-3-0")
+    async with client.stream("GET", f"/stream/{sid}") as r:
+        first = await anext(r.aiter_lines())
+    assert first == "retry: 1000"

@@ -74,6 +74,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         limiter = Limiter(settings, keys, counters(settings, store),
                           spend_of=lambda key: usage_store.month_spend(store, key))
         relay = Relay(broker, on_ended=lambda queue: limiter.release([session_of(queue)]))
+        broker.on_ready(relay.start)
         # In the background: chat needs no database, and routes that do answer 503 meanwhile.
         store_ready = asyncio.create_task(store.start_when_reachable(), name="store-start")
         purging = asyncio.create_task(limiter.purge_forever(), name="session-purge")

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from app import events
@@ -52,12 +53,19 @@ async def stream(
     who: Who,
     last_event_id: Annotated[str | None, Header()] = None,
     last_event_id_q: Annotated[str | None, Query(alias="last_event_id")] = None,
-) -> EventSourceResponse:
+) -> Response:
     if not _SESSION_ID.match(session_id):
         raise NotFound("No such session", param="session_id", code="session_not_found")
     queue = svc.broker.topology.session_queue(who.tag, session_id)
-    # 404 / 409 / 503 before the stream starts
+    # 400 / 404 / 409 / 503 before the stream starts
     sub = await svc.relay.subscribe(queue, last_event_id or last_event_id_q)
+    if sub.has_all:
+        # The client's Last-Event-ID is the terminal event's: it has the whole answer, and
+        # the session goes now. 204 also tells an EventSource to stop reconnecting.
+        cleanup = sub.close()
+        if cleanup is not None:
+            await asyncio.shield(cleanup)
+        return Response(status_code=204)
     return session_stream(svc, sub)
 
 

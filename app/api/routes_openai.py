@@ -22,8 +22,8 @@ from app.api.deps import Svc, Who
 from app.api.streaming import event_stream
 from app.completions import CompletionBuilder, finish_reasons
 from app.errors import ClientGone, ModelNotFound, RafaleError
-from app.relay import Relayed
 from app.schemas import CompletionRequest
+from app.subscription import Relayed
 
 router = APIRouter(prefix="/v1")
 T = TypeVar("T")
@@ -50,7 +50,7 @@ async def chat_completions(body: CompletionRequest, request: Request, svc: Svc,
     base = {"id": f"chatcmpl-{session_id}", "object": "chat.completion.chunk",
             "created": int(time.time()), "model": body.model, "system_fingerprint": None}
     n = body.n or 1
-    sub = await svc.relay.subscribe(queue, None)
+    sub = await svc.relay.subscribe(queue, None, resumable=False)
     events = sub.events()
     if not body.stream:
         try:

@@ -239,7 +239,7 @@ async def _read_answer(svc: Services, queue: str
     first: float | None = None
     text: list[str] = []
     result: events.DoneEvent | events.ErrorEvent | None = None
-    sub = await svc.relay.subscribe(queue, None)
+    sub = await svc.relay.subscribe(queue, None, resumable=False)
     async with aclosing(sub.events()) as relayed:  # ends after the terminal event
         async for item in relayed:
             ev = item.event

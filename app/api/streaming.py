@@ -15,7 +15,9 @@ from starlette.types import Receive, Scope, Send
 
 from app import events
 from app.api.services import Services
-from app.relay import Relayed, Subscription
+from app.subscription import Relayed, Subscription
+
+RECONNECT_MS = 1000
 
 
 class _SessionStream(EventSourceResponse):
@@ -62,6 +64,9 @@ def session_stream(svc: Services, sub: Subscription) -> EventSourceResponse:
     """A session's events as the client reads them from `/stream/{id}`."""
 
     async def relayed() -> AsyncGenerator[ServerSentEvent, None]:
+        # How soon an EventSource reconnects when the connection drops (its default is about
+        # 3 s), well within STREAM_RESUME_GRACE, during which the session waits for it.
+        yield ServerSentEvent(retry=RECONNECT_MS)
         async with aclosing(sub.events()) as evs:
             async for ev in evs:
                 yield relayed_sse(ev)

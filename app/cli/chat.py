@@ -20,7 +20,7 @@ from app.cli.common import STREAM_TIMEOUT, check, connect, err_console, fail
 from app.cli.sse import Event, iter_sse
 
 # Reconnects with Last-Event-ID after a queued stream ends without done/error; the server keeps
-# an interrupted session for STREAM_RESUME_GRACE (1 s by default), so the first try is quick.
+# an interrupted session for STREAM_RESUME_GRACE (30 s by default); the first try is quick.
 RECONNECT_DELAYS = (0.2, 1.0)
 
 

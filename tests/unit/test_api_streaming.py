@@ -6,7 +6,7 @@ import pytest
 
 from app import events
 from app.api.streaming import event_sse, relayed_sse
-from app.relay import Relayed
+from app.subscription import Relayed
 
 EVENTS: list[events.Event] = [
     events.chunk("héllo\nworld", seq=3),

@@ -73,8 +73,9 @@ def test_event_id_round_trips(attempt: int, seq: int, sse_id: str) -> None:
     assert events.parse_event_id(sse_id) == (attempt, seq)
 
 
-@pytest.mark.parametrize("value", [None, "", "x", "1-", "a-2", "--"])
-def test_unreadable_last_event_id_means_from_the_start(value: str | None) -> None:
+@pytest.mark.parametrize("value", [None, "", "x", "1-", "a-2", "--", "-5", "0-3", "1.5",
+                                   "\u0663", "1" * 41])
+def test_an_id_rafale_never_sends_is_no_position(value: str | None) -> None:
     assert events.parse_event_id(value) is None
 
 
