@@ -55,6 +55,11 @@ class _Lost:
     """Put into a stream's inbox when its channel closed: the stream ends, the client resumes."""
 
 
+class _Drain:
+    """Put into a stream's inbox when this process stops: the stream ends cleanly, its session
+    stays for the client's resume on the next process."""
+
+
 def _not_found() -> NotFound:
     return NotFound("No such session (it finished, expired or never existed)",
                     param="session_id", code="session_not_found")
@@ -192,10 +197,11 @@ class Subscription:
         self.queue = queue
         self._ch = ch
         self._resume = events.parse_event_id(last_event_id)
-        self._inbox: asyncio.Queue[aiormq.abc.DeliveredMessage | _Lost] = asyncio.Queue()
+        self._inbox: asyncio.Queue[aiormq.abc.DeliveredMessage | _Lost | _Drain] = \
+            asyncio.Queue()
         self._tag: str | None = None
         self._pending_ack = 0
-        self._started = self._finished = self._lost = self._closed = False
+        self._started = self._finished = self._lost = self._closed = self._drained = False
         self._cleanup: asyncio.Task[None] | None = None
         # aiormq hands out a new observer future at each `closing` access: keep this one, to
         # detach it (cancel) when done, or it and this subscription live as long as the channel.
@@ -240,9 +246,17 @@ class Subscription:
             self._cleanup = self.relay.spawn(self.relay.delete(self._ch, self._tag, self.queue))
         elif not self._lost:
             # A client that never read (HEAD, gone before the first byte) does not count as
-            # having left: the session stays for whoever comes next.
-            self._cleanup = self.relay.spawn(self._abandon(delete_later=self._started))
+            # having left, nor does one whose stream this process ended as it stopped: the
+            # session stays for whoever comes next.
+            self._cleanup = self.relay.spawn(
+                self._abandon(delete_later=self._started and not self._drained))
         return self._cleanup
+
+    def drain(self) -> None:
+        """This process is stopping: end the stream after the events already received, and
+        hand the rest back to the queue, where the client's resume (on the next process, or
+        another replica) finds them. Safe to call at any time, more than once."""
+        self._inbox.put_nowait(_Drain())
 
     async def events(self) -> AsyncGenerator[Relayed, None]:
         """Yield the session's events in order from after the resume point until done/error.
@@ -266,6 +280,9 @@ class Subscription:
                 if isinstance(item, _Lost):
                     self._lost = True
                     return  # the client resumes with Last-Event-ID once the broker is back
+                if isinstance(item, _Drain):
+                    self._drained = True
+                    return  # the client resumes with Last-Event-ID on the next process
                 if self._pending_ack:
                     try:
                         await ch.basic_ack(self._pending_ack, wait=False)
@@ -302,7 +319,8 @@ class Subscription:
         finally:
             self.close()
 
-    async def _next(self, idle_limit: float) -> aiormq.abc.DeliveredMessage | _Lost | RafaleError:
+    async def _next(self, idle_limit: float
+                    ) -> aiormq.abc.DeliveredMessage | _Lost | _Drain | RafaleError:
         """The next delivery; an error when the session went quiet for `idle_limit` (the task
         is lost or parked: say so instead of pinging forever) or was deleted under us."""
         waited = 0.0
@@ -332,7 +350,7 @@ class Subscription:
                 tags = [self._pending_ack] if self._pending_ack else []
                 while not inbox.empty():
                     item = inbox.get_nowait()
-                    if not isinstance(item, _Lost) and item.delivery_tag:
+                    if not isinstance(item, _Lost | _Drain) and item.delivery_tag:
                         tags.append(item.delivery_tag)
                 for t in tags:
                     await ch.basic_nack(t, requeue=True, wait=False)
