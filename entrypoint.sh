@@ -10,22 +10,39 @@ PY="${PYTHON:-python}"
 "$PY" -m app.settings "$role"
 
 api() {
-  # Every uvicorn process writes its metrics here and /metrics sums them all. Files left by an
-  # earlier run would be summed in too, so the directory starts empty.
-  export PROMETHEUS_MULTIPROC_DIR="${PROMETHEUS_MULTIPROC_DIR:-${TMPDIR:-/tmp}/rafale-api-metrics-$$}"
+  # Every uvicorn process writes its metrics here and /metrics sums them all. A directory of
+  # our own is new (files of an earlier run would be summed in too) and removed when uvicorn
+  # exits; one given is emptied first and left in place.
+  local own_dir=""
+  if [ -z "${PROMETHEUS_MULTIPROC_DIR:-}" ]; then
+    PROMETHEUS_MULTIPROC_DIR="$(mktemp -d "${TMPDIR:-/tmp}/rafale-api-metrics-XXXXXX")"
+    own_dir=1
+  fi
+  export PROMETHEUS_MULTIPROC_DIR
   mkdir -p "$PROMETHEUS_MULTIPROC_DIR"
   find "$PROMETHEUS_MULTIPROC_DIR" -maxdepth 1 -name '*.db' -delete
   # Bounds per process: an idle keep-alive connection is closed after a few seconds; past
   # LIMIT_CONCURRENCY open connections or tasks uvicorn answers 503 instead of taking more.
   # Headers that never finish are not bounded by uvicorn: that is the reverse proxy's job
   # (deploy/nginx/rafale.conf).
-  exec "$PY" -m uvicorn app.main:app \
+  "$PY" -m uvicorn app.main:app \
     --host "${HOST:-0.0.0.0}" --port "${PORT:-8007}" \
     --workers "${UVICORN_WORKERS:-2}" --loop uvloop --http httptools \
     --timeout-keep-alive "${UVICORN_TIMEOUT_KEEP_ALIVE:-5}" \
     --limit-concurrency "${UVICORN_LIMIT_CONCURRENCY:-2048}" \
     --backlog "${UVICORN_BACKLOG:-2048}" \
-    --no-access-log --timeout-graceful-shutdown "${SHUTDOWN_GRACE:-20}"
+    --no-access-log --timeout-graceful-shutdown "${SHUTDOWN_GRACE:-20}" &
+  local pid=$! code=0
+  # Not exec'd, so the directory can be removed after: pass the stop signal on, and wait again
+  # after a signal interrupted the wait, for uvicorn's own exit code.
+  trap 'kill -TERM "$pid" 2>/dev/null' TERM INT
+  wait "$pid" || code=$?
+  while kill -0 "$pid" 2>/dev/null; do
+    code=0
+    wait "$pid" || code=$?
+  done
+  [ -z "$own_dir" ] || rm -rf "$PROMETHEUS_MULTIPROC_DIR"
+  exit "$code"
 }
 
 worker() {

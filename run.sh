@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Rafale without Docker: ./run.sh start|stop|restart|status|logs|test
+# Rafale without Docker: ./run.sh start|stop|restart|status|logs|cli|test
 # and, where a Docker engine exists: ./run.sh docker-start|docker-stop|docker-logs
 set -euo pipefail
 
+CALLER_PWD="$PWD"
 cd "$(dirname "$0")"
 ROOT="$PWD"
 VENV="$ROOT/.venv"
@@ -11,20 +12,47 @@ RUN_DIR="$ROOT/.run"
 LOG_DIR="$ROOT/logs"
 PID_FILE="$RUN_DIR/rafale.pid"
 
-if [ -f .env ]; then
-  set -a
-  # shellcheck disable=SC1091
-  . ./.env
-  set +a
-fi
-PORT="${PORT:-8007}"
-export RABBITMQ_URL="${RABBITMQ_URL:-${RABBIT_MQ:-amqp://guest:guest@127.0.0.1:5672/}}"
-
 say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
+
+# .env, read as the processes read it (python-dotenv, which pydantic-settings uses), never run
+# as shell: `DEEPL_LANGUAGES=DE, FR` means the same here and there. A variable already in the
+# environment wins, as it does in pydantic-settings. Needs the venv; without one nothing runs.
+load_env() {
+  [ -f "$ROOT/.env" ] && [ -x "$PY" ] || return 0
+  local exports
+  exports="$("$PY" - "$ROOT/.env" <<'PYEOF'
+import os, re, shlex, sys
+from dotenv import dotenv_values
+present = {k.lower() for k in os.environ}  # pydantic-settings ignores case
+for key, value in dotenv_values(sys.argv[1], encoding="utf-8").items():
+    if value is None or key.lower() in present:
+        continue
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
+        print(f"echo {shlex.quote(f'.env: ignoring {key!r}: not a variable name')} >&2")
+        continue
+    print(f"export {key}={shlex.quote(value)}")
+PYEOF
+)" || { echo "could not read $ROOT/.env" >&2; exit 1; }
+  eval "$exports"
+}
+
+# What this script needs of the settings, defaulted as Settings defaults them; not exported,
+# so a .env read later (a fresh clone has no venv yet) still reaches the processes.
+settings_defaults() {
+  PORT="${PORT:-8007}"
+  BROKER_URL="${RABBITMQ_URL:-${RABBIT_MQ:-amqp://guest:guest@127.0.0.1:5672/}}"
+}
+load_env
+settings_defaults
 
 # Create the venv and install; reinstall only when pyproject.toml changed since the last time.
 ensure_venv() {
   local extras="$1" stamp="$VENV/.installed-$1"
+  # A current dev install (./run.sh test) includes the plain one.
+  if [ -z "$extras" ] && [ -x "$PY" ] && [ -f "$VENV/.installed-dev" ] \
+      && [ ! pyproject.toml -nt "$VENV/.installed-dev" ]; then
+    return 0
+  fi
   if [ ! -x "$PY" ]; then
     local sys_py="" candidate
     # Try each name for real: a pyenv shim exists even when its version is not selected.
@@ -71,8 +99,8 @@ sys.exit(0 if (urlsplit(sys.argv[1]).hostname or "127.0.0.1") in ("127.0.0.1", "
 PYEOF
 }
 
-broker_reachable() { url_reachable "$RABBITMQ_URL" 5672; }
-broker_is_local() { url_is_local "$RABBITMQ_URL"; }
+broker_reachable() { url_reachable "$BROKER_URL" 5672; }
+broker_is_local() { url_is_local "$BROKER_URL"; }
 
 # Redis holds the per-key counters when REDIS_URL is set (optional for `start`; the tests of
 # the Redis counters use one on 127.0.0.1:6379). Use it if it answers; else start a local
@@ -123,7 +151,7 @@ ensure_broker() {
     done
   fi
   cat >&2 <<MSG
-RabbitMQ is not reachable at $RABBITMQ_URL. Either:
+RabbitMQ is not reachable at $BROKER_URL. Either:
   - install and start it:   sudo apt-get install -y rabbitmq-server && sudo rabbitmq-server -detached
   - or run it in Docker:    docker run -d --name rabbitmq -p 5672:5672 rabbitmq:3.13-management
   - or point Rafale at one: export RABBITMQ_URL=amqp://user:pass@host:5672/
@@ -157,35 +185,83 @@ cmd_start() {
     return 0
   fi
   ensure_venv ""
+  load_env
+  settings_defaults
   ensure_broker
   [ -z "${REDIS_URL:-}" ] || ensure_redis "$REDIS_URL"
   local_open_default
   mkdir -p "$RUN_DIR" "$LOG_DIR"
+  local log="$LOG_DIR/rafale.log" from
+  # Where this run's lines begin: a failed start shows those, not the last run's.
+  from=$(( $(if [ -f "$log" ]; then wc -c <"$log"; else echo 0; fi) + 1 ))
   say "starting Rafale on ${HOST:-0.0.0.0}:$PORT (log: logs/rafale.log)"
-  PATH="$VENV/bin:$PATH" PYTHON="$PY" setsid nohup ./entrypoint.sh all >>"$LOG_DIR/rafale.log" 2>&1 &
+  PATH="$VENV/bin:$PATH" PYTHON="$PY" setsid nohup ./entrypoint.sh all >>"$log" 2>&1 &
   echo $! >"$PID_FILE"
-  for _ in $(seq 1 60); do
-    if "$PY" -c "import urllib.request,sys; urllib.request.urlopen('http://127.0.0.1:$PORT/health', timeout=1)" 2>/dev/null; then
-      cat <<MSG
+  if ! wait_until_up; then
+    tail -c "+$from" "$log" | tail -n 30 >&2
+    stop_quietly
+    exit 1
+  fi
+  wait_for_workers
+  cat <<MSG
 
 Rafale is up.
   chat page:   http://127.0.0.1:$PORT/
   API docs:    http://127.0.0.1:$PORT/docs
   health:      http://127.0.0.1:$PORT/health/full
   try it:      scripts/chat_async.sh "Hello, Rafale"
+               ./run.sh cli chat "Hello, Rafale"   (the rafale command: .venv/bin/rafale)
   stop it:     ./run.sh stop
 MSG
-      return 0
-    fi
+}
+
+http_ok() {
+  "$PY" -c "import urllib.request,sys; urllib.request.urlopen('http://127.0.0.1:$PORT$1', timeout=1)" 2>/dev/null
+}
+
+# Until /health answers (30 s at most); false, with the reason on stderr, when it does not.
+wait_until_up() {
+  for _ in $(seq 1 60); do
+    http_ok /health && return 0
     if ! running_pid >/dev/null; then
-      echo "Rafale exited during start; the end of logs/rafale.log:" >&2
-      tail -n 30 "$LOG_DIR/rafale.log" >&2
-      exit 1
+      echo "Rafale exited during start; its log (logs/rafale.log) says:" >&2
+      return 1
     fi
     sleep 0.5
   done
-  echo "Rafale did not answer on port $PORT within 30 s; see logs/rafale.log" >&2
-  exit 1
+  echo "Rafale did not answer on port $PORT within 30 s; its log (logs/rafale.log) says:" >&2
+  return 1
+}
+
+# /health/full says `starting` until an API process has heard the workers' first heartbeat;
+# wait for that (a few seconds at most), so "up" means the whole fleet is known.
+wait_for_workers() {
+  local status=""
+  for _ in $(seq 1 30); do
+    status="$("$PY" - "$PORT" <<'PYEOF' 2>/dev/null || true
+import json, sys, urllib.error, urllib.request
+try:
+    r = urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/health/full", timeout=5)
+except urllib.error.HTTPError as e:
+    r = e
+print(json.load(r).get("status", ""))
+PYEOF
+)"
+    [ "$status" = starting ] || [ -z "$status" ] || break
+    sleep 0.5
+  done
+  [ "$status" = ok ] || echo "warning: /health/full says '${status:-no answer}': ./run.sh status tells why" >&2
+}
+
+# After a failed start: nothing of it keeps running, and no pid file is left behind.
+stop_quietly() {
+  local pid
+  if pid="$(running_pid)"; then
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 1 20); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
+    kill -KILL -- "-$pid" 2>/dev/null || true
+  fi
+  rm -f "$PID_FILE"
 }
 
 cmd_stop() {
@@ -222,8 +298,19 @@ cmd_logs() {
   if [ -t 1 ]; then tail -n 100 -f "$LOG_DIR/rafale.log"; else tail -n 200 "$LOG_DIR/rafale.log"; fi
 }
 
+# The `rafale` command (.venv/bin/rafale) against this checkout's server, run where you are, so
+# the paths you give it are yours: ./run.sh cli chat "Hello", ./run.sh cli batch list.
+cmd_cli() {
+  [ -x "$PY" ] || { ensure_venv "" >&2; load_env; settings_defaults; }
+  export RAFALE_BASE_URL="${RAFALE_BASE_URL:-http://127.0.0.1:$PORT}"
+  cd "$CALLER_PWD"
+  PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" exec "$PY" -m app.cli "$@"
+}
+
 cmd_test() {
   ensure_venv dev
+  load_env
+  settings_defaults
   # Browser tests (the chat page) drive Debian's chromium; install it when we can.
   if [ ! -x /usr/bin/chromium ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     say "installing chromium for the browser tests"
@@ -262,12 +349,13 @@ case "${1:-}" in
   restart) cmd_stop; cmd_start ;;
   status) cmd_status ;;
   logs) cmd_logs ;;
+  cli) shift; cmd_cli "$@" ;;
   test) shift; cmd_test "$@" ;;
   docker-start) docker_ok; docker compose up -d --build && echo "chat page: http://127.0.0.1:$PORT/" ;;
   docker-stop) docker_ok; docker compose down ;;
   docker-logs) docker_ok; docker compose logs -f ;;
   *)
-    echo "usage: $0 start|stop|restart|status|logs|test [pytest args]|docker-start|docker-stop|docker-logs" >&2
+    echo "usage: $0 start|stop|restart|status|logs|cli [rafale args]|test [pytest args]|docker-start|docker-stop|docker-logs" >&2
     exit 2
     ;;
 esac

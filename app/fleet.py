@@ -54,6 +54,7 @@ class Fleet:
     def __init__(self, broker: Broker) -> None:
         self.broker = broker
         self.workers: dict[str, Heartbeat] = {}
+        self.listening_since: float | None = None  # monotonic; None until start() bound
 
     async def start(self) -> None:
         s = self.broker.settings
@@ -63,6 +64,8 @@ class Fleet:
                                        arguments={"x-max-length": 1000})
         await queue.bind(self.broker.topology.heartbeat_exchange)
         await queue.consume(self._on_beat, no_ack=True)
+        if self.listening_since is None:
+            self.listening_since = time.monotonic()
 
     async def _on_beat(self, message: AbstractIncomingMessage) -> None:
         try:
@@ -76,6 +79,16 @@ class Fleet:
         """(tasks in flight, tasks the fleet can take at once), over the live workers."""
         workers = self.alive()
         return (sum(w["in_flight"] for w in workers), sum(w["concurrency"] for w in workers))
+
+    def starting(self) -> bool:
+        """No worker heard from yet, but this process has not listened long enough to know:
+        heartbeats are not kept, so one that began to listen just now hears the fleet only
+        at its next beat (within three intervals)."""
+        if self.alive():
+            return False
+        since = self.listening_since
+        return since is None or \
+            time.monotonic() - since < 3 * self.broker.settings.heartbeat_interval
 
     def alive(self) -> list[Heartbeat]:
         """Workers heard from within three heartbeat intervals."""

@@ -62,6 +62,7 @@ class Relayed:
 class _Signal(enum.Enum):
     LOST = "the channel closed: the broker took back every event this consumer held"
     YIELDED = "a newer reader took the session over"
+    DRAINED = "this process is stopping: the client resumes on the next one"
 
 
 class Subscription:
@@ -80,7 +81,7 @@ class Subscription:
         self._held: list[int] = []  # delivery tags on `_ch`: every event given, none acked
         self._closing: asyncio.Future[object] | None = None
         self._started = self._doomed = self._told = self._lost = False
-        self._close_asked = self._yield_asked = False
+        self._close_asked = self._yield_asked = self._drained = False
         self._cleanup: asyncio.Task[None] | None = None
 
     # --- the consumer
@@ -278,6 +279,12 @@ class Subscription:
         elif self._lost:  # the broker went away: it took the events back; the client resumes
             self.state = "released"
             self._forget()
+        elif self._drained:
+            # This process is stopping: hand the session back whole now, for the client's
+            # resume on the next process or another replica (no grace timer: it would die
+            # with this process).
+            self.state = "releasing"
+            self._cleanup = self.relay.spawn(self._release())
         elif not self._started:
             # Nothing was sent (HEAD, a client gone before the first byte, a refused resume):
             # hand the session back whole, for STREAM_RESUME_GRACE like any reader's.
@@ -289,6 +296,13 @@ class Subscription:
             self._inbox = asyncio.Queue()  # the bodies are not needed any more
             self.relay.spawn(self._expire())
         return self._cleanup
+
+    def drain(self) -> None:
+        """This process is stopping: end the stream after what was already sent and hand the
+        session back (see close). Safe at any time, more than once."""
+        if self.state in ("attaching", "reading") and not self._drained:
+            self._drained = True
+            self._inbox.put_nowait(_Signal.DRAINED)
 
     def yield_to(self, *, resume: bool) -> None:
         """A newer reader wants the session: let go if it presents Last-Event-ID (the client

@@ -166,15 +166,8 @@ class Stack:
         self.stop()
         for key in ("DATA_DIR", "PROMETHEUS_MULTIPROC_DIR"):
             shutil.rmtree(self.env[key], ignore_errors=True)
-        url = self.env.get("RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/")
-        conn = await aiormq.connect(url)
-        ch = await conn.channel()
-        for q in (*self.task_lanes, "llm_batch", "llm_tasks.dead", "llm_tasks.dead.notify",
-                  "llm_tasks.quarantine"):
-            await ch.queue_delete(f"{self.namespace}.{q}")
-        for x in ("dead", "heartbeat", "batch_control", "relay_control"):
-            await ch.exchange_delete(f"{self.namespace}.{x}")
-        await conn.close()
+        await delete_topology(self.namespace, self.task_lanes,
+                              self.env.get("RABBITMQ_URL", BROKER))
         if self.env.get("REDIS_URL"):
             # The per-key counters of this namespace only: the machine's Redis is shared.
             redis = Redis.from_url(self.env["REDIS_URL"])
@@ -182,6 +175,22 @@ class Stack:
             if keys:
                 await redis.delete(*keys)
             await redis.aclose()
+
+
+BROKER = "amqp://guest:guest@127.0.0.1:5672/"
+
+
+async def delete_topology(namespace: str, lanes: list[str], url: str = BROKER) -> None:
+    """Delete a namespace's durable queues and exchanges (`lanes`: its task queues, without the
+    namespace)."""
+    conn = await aiormq.connect(url)
+    ch = await conn.channel()
+    for q in (*lanes, "llm_batch", "llm_tasks.dead", "llm_tasks.dead.notify",
+              "llm_tasks.quarantine"):
+        await ch.queue_delete(f"{namespace}.{q}")
+    for x in ("dead", "heartbeat", "batch_control", "relay_control"):
+        await ch.exchange_delete(f"{namespace}.{x}")
+    await conn.close()
 
 
 PG_ADMIN = os.environ.get("RAFALE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")

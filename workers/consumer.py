@@ -32,6 +32,7 @@ from workers.stream import SessionStream
 from workers.tasks import ChatTasks
 
 log = logging.getLogger(__name__)
+FAST_BEATS = 5  # heartbeats sent a second apart at start, before the HEARTBEAT_INTERVAL pace
 
 
 class Worker:
@@ -133,6 +134,7 @@ class Worker:
 
     async def _beat(self) -> None:
         s = self.settings
+        beats = 0
         while True:
             body = heartbeat(self.worker_id, self.chat.gate.running, s.worker_concurrency)
             try:
@@ -141,7 +143,11 @@ class Worker:
                 await ch.basic_publish(body, exchange=self.broker.topology.heartbeat_exchange)
             except BROKER_ERRORS as exc:
                 log.debug("heartbeat not sent: %s", exc)
-            await asyncio.sleep(s.heartbeat_interval)
+            # Heartbeats are not kept: API processes that start with this one (./run.sh start)
+            # hear it only once they listen, so the first few go every second, not every 5.
+            beats += 1
+            await asyncio.sleep(min(s.heartbeat_interval, 1.0) if beats < FAST_BEATS
+                                else s.heartbeat_interval)
 
     async def _shutdown(self) -> None:
         grace = self.settings.shutdown_grace

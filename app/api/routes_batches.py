@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 from collections.abc import AsyncGenerator
 from typing import Annotated, Any, Literal
@@ -125,9 +126,11 @@ async def batch_events(batch_id: str, svc: Svc, who: Who) -> EventSourceResponse
     """Live progress: the batch object each time its status or counts change, until it ends."""
     await batches.load(svc.store, batch_id, who.owner)  # 404 before the stream starts
 
+    stopping = asyncio.Event()  # the process stops: end here, the client asks the next one
+
     async def events() -> AsyncGenerator[ServerSentEvent, None]:
         last: tuple[Any, ...] | None = None
-        while True:
+        while not stopping.is_set():
             batch = await svc.counts.describe(await batches.load(svc.store, batch_id))
             key = (batch["status"], tuple(batch["request_counts"].values()))
             if key != last:
@@ -135,6 +138,7 @@ async def batch_events(batch_id: str, svc: Svc, who: Who) -> EventSourceResponse
                 yield ServerSentEvent(data=orjson.dumps(batch).decode(), event="batch")
             if batch["status"] in batch_states.TERMINAL:
                 return
-            await asyncio.sleep(EVENTS_POLL)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), EVENTS_POLL)
 
-    return event_stream(svc, events())
+    return event_stream(svc, events(), drain=stopping.set)

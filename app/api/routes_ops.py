@@ -46,6 +46,7 @@ def require_admin(who: Caller, what: str) -> None:
 async def health_full(svc: Svc, who: Who) -> JSONResponse:
     checks: dict[str, Any] = {}
     problems: list[str] = []
+    starting = False
     broker = svc.broker
     checks["broker"] = {"connected": broker.connected, "error": broker.last_error}
     if not broker.connected:
@@ -60,9 +61,14 @@ async def health_full(svc: Svc, who: Who) -> JSONResponse:
         except BrokerUnavailable as exc:
             consumers = 0
             problems.append(f"broker: {exc.message}")
-        checks["workers"] = {"consuming": consumers, "alive": len(svc.fleet.alive())}
+        alive = len(svc.fleet.alive())
+        checks["workers"] = {"consuming": consumers, "alive": alive}
         if consumers == 0:
             problems.append("workers: no worker is consuming llm_tasks (start `python -m workers`)")
+        elif alive == 0 and svc.fleet.starting():
+            starting = True
+            problems.append(f"workers: {consumers} consuming, waiting for their first heartbeat "
+                            "(this API process just started)")
     try:
         if not svc.store.ready:
             raise StoreUnavailable("the schema is not in place yet")
@@ -75,7 +81,9 @@ async def health_full(svc: Svc, who: Who) -> JSONResponse:
         problems.append(f"store: unreachable ({type(exc).__name__}; see the API log)")
     checks["providers"] = {"configured": svc.registry.configured(),
                            "default_model": svc.registry.default_model}
-    status = "ok" if not problems else "degraded"
+    # `starting`: nothing is wrong yet, but the fleet is not known (a readiness probe waits).
+    status = "ok" if not problems else "starting" if starting and len(problems) == 1 \
+        else "degraded"
     code = 200 if not problems else 503
     if not who.admin:  # a probe or an ordinary key: whether, not why
         return JSONResponse({"status": status}, status_code=code)

@@ -19,9 +19,17 @@ from rich.table import Table
 from app.cli.common import STREAM_TIMEOUT, check, connect, err_console, fail
 from app.cli.sse import Event, iter_sse
 
-# Reconnects with Last-Event-ID after a queued stream ends without done/error; the server keeps
-# an interrupted session for STREAM_RESUME_GRACE (30 s by default); the first try is quick.
-RECONNECT_DELAYS = (0.2, 1.0)
+# A queued answer whose stream ends early (a dropped connection, the API restarting, the broker
+# coming back) is resumed with Last-Event-ID, retried for up to RESUME_WINDOW seconds without
+# any event: enough to cover `./run.sh restart`, which also waits for direct streams to end
+# (SHUTDOWN_GRACE, 20 s by default). The answer waits in its session queue meanwhile.
+RESUME_WINDOW = 60.0
+RESUME_DELAYS = (0.2, 0.5, 1.0, 2.0)  # then the last one, again and again
+# While resuming: the API is up but not ready (503), the old process still holds the session
+# (409), or a proxy found no API behind it (502, 504).
+RESUMABLE_STATUS = frozenset({409, 502, 503, 504})
+# Refused, reset, cut mid-body, or silent past the read timeout.
+DROPPED = (httpx.NetworkError, httpx.TimeoutException, httpx.RemoteProtocolError)
 
 
 def chat_body(prompt: str, model: str | None, system: str | None, temperature: float | None,
@@ -126,29 +134,48 @@ class Answer:
         err_console().print(grid)
 
 
+class Resumer:
+    """When to try a queued stream again: growing delays, and a window that restarts whenever
+    an event arrived (the stream made progress)."""
+
+    def __init__(self, answer: Answer) -> None:
+        self.answer = answer
+        self.tries = 0
+        self.since = time.monotonic()
+        self.seen: str | None = answer.last_id
+
+    def again(self) -> bool:
+        """Whether to try once more (after sleeping); notices go to stderr once per drop."""
+        if self.answer.last_id != self.seen:  # events came through: a fresh drop
+            self.seen, self.tries, self.since = self.answer.last_id, 0, time.monotonic()
+        if self.tries == 0:
+            self.answer.notice("[connection lost, resuming]")
+        delay = RESUME_DELAYS[min(self.tries, len(RESUME_DELAYS) - 1)]
+        if time.monotonic() + delay - self.since > RESUME_WINDOW:
+            return False
+        self.tries += 1
+        time.sleep(delay)
+        return True
+
+
 def stream_queued(client: httpx.Client, url: str, answer: Answer) -> int:
     """Read a session's stream; if it ends early, resume after the last event id."""
-    for attempt in range(len(RECONNECT_DELAYS) + 1):
-        resuming = attempt > 0
-        if resuming:
-            answer.notice("[connection lost, resuming]")
-            time.sleep(RECONNECT_DELAYS[attempt - 1])
+    resumer: Resumer | None = None  # None until the first drop
+    while True:
         headers = {"last-event-id": answer.last_id} if answer.last_id else {}
         try:
             with client.stream("GET", url, headers=headers, timeout=STREAM_TIMEOUT) as r:
-                if resuming and r.status_code == 503 and attempt < len(RECONNECT_DELAYS):
-                    continue  # the broker is coming back: try again
-                check(r, 200)
-                code = answer.read(r)
-                if code is not None:
-                    return code
-        except (httpx.RemoteProtocolError, httpx.ReadError, httpx.ReadTimeout):
-            pass  # the connection dropped (or went silent) mid-stream
-        except (httpx.ConnectError, httpx.ConnectTimeout):
-            if not resuming or attempt == len(RECONNECT_DELAYS):
-                raise
-    answer.end_line()
-    fail("the answer was interrupted and could not be resumed; retry the request")
+                if resumer is None or r.status_code not in RESUMABLE_STATUS:
+                    check(r, 200)
+                    code = answer.read(r)
+                    if code is not None:
+                        return code
+        except DROPPED:
+            pass  # the answer waits in its session queue: resume below
+        resumer = resumer or Resumer(answer)
+        if not resumer.again():
+            fail(f"the answer was interrupted and Rafale did not come back within "
+                 f"{RESUME_WINDOW:.0f} s; retry the request")
 
 
 def stream_direct(client: httpx.Client, body: dict[str, Any], answer: Answer) -> int:
@@ -194,4 +221,9 @@ def chat(
         if verbose:
             err_console().print(f"session {queued.get('session_id')}, model {queued.get('model')}",
                                 style="dim", markup=False)
-        raise typer.Exit(stream_queued(client, str(queued["stream_url"]), answer))
+        try:
+            code = stream_queued(client, str(queued["stream_url"]), answer)
+        finally:
+            # However it ends: the text received so far is kept, on a terminal or piped.
+            answer.end_line()
+        raise typer.Exit(code)

@@ -3,9 +3,13 @@ Under pytest stdout is not a terminal, so the answer is held until it is complet
 
 from __future__ import annotations
 
+import json
+
+import httpx
 import pytest
 import typer
 
+from app.cli import chat as chat_module
 from app.cli.chat import Answer
 from app.cli.sse import Event
 
@@ -67,3 +71,93 @@ def test_verbose_done_summarises_model_and_usage(capsys: pytest.CaptureFixture[s
     err = capsys.readouterr().err
     assert "mock/echo" in err and "1 prompt + 2 completion = 3" in err
     assert "first chunk  -" in err
+
+
+# --- resuming a queued stream (stream_queued), over httpx's in-memory transport -------------
+
+
+class Clock:
+    """Stands in for the `time` module in app/cli/chat.py: sleeping only moves the clock."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.slept: list[float] = []
+
+    def monotonic(self) -> float:
+        return self.now
+
+    perf_counter = monotonic
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+def sse(*events: tuple[str, str, dict[str, object]]) -> bytes:
+    return b"".join(f"id: {eid}\nevent: {kind}\ndata: {json.dumps(data)}\n\n".encode()
+                    for kind, eid, data in events)
+
+
+class Restarting:
+    """`/stream/s` as `./run.sh restart` looks to a client: the first connection gives two
+    chunks and ends without `done` (the old process drained it); then connections are refused
+    for `down` seconds of the clock, then a 503 (the new API not ready yet); then the rest."""
+
+    def __init__(self, clock: Clock, down: float) -> None:
+        self.clock, self.down = clock, down
+        self.seen: list[str | None] = []
+        self.came_back: float | None = None
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        after = request.headers.get("last-event-id")
+        if after is None:
+            self.seen.append(after)
+            return httpx.Response(200, content=sse(("chunk", "0", {"content": "Hel"}),
+                                                   ("chunk", "1", {"content": "lo"})))
+        if self.clock.now < self.down:
+            raise httpx.ConnectError("connection refused", request=request)
+        self.seen.append(after)
+        if self.came_back is None:
+            self.came_back = self.clock.now
+            return httpx.Response(503, json={"error": {"message": "broker not ready"}})
+        return httpx.Response(200, content=sse(("chunk", "2", {"content": " world"}),
+                                               ("done", "3", {"finish_reason": "stop"})))
+
+
+def run_queued(monkeypatch: pytest.MonkeyPatch, server: Restarting, clock: Clock) -> int:
+    monkeypatch.setattr(chat_module, "time", clock)
+    with httpx.Client(base_url="http://rafale", transport=httpx.MockTransport(server)) as c:
+        return chat_module.stream_queued(c, "/stream/s", Answer(verbose=False))
+
+
+def test_a_queued_answer_resumes_across_a_restart_of_half_a_minute(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    clock = Clock()
+    server = Restarting(clock, down=30)
+    assert run_queued(monkeypatch, server, clock) == 0
+    assert server.seen == [None, "1", "1"]  # the 503, then the rest after the same id
+    out, err = capsys.readouterr()
+    assert out == "Hello world\n"
+    assert err == "[connection lost, resuming]\n"  # once, not once per try
+    # The delays grow, then stay at 2 s: the client is back within 2 s of the server.
+    assert max(clock.slept) == 2.0 and clock.slept[:3] == [0.2, 0.5, 1.0]
+    assert server.came_back is not None and server.came_back - 30 < 2.0
+
+
+def test_a_queued_answer_gives_up_after_the_window_and_keeps_the_piped_text(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    clock = Clock()
+    server = Restarting(clock, down=10 * chat_module.RESUME_WINDOW)
+    answer = Answer(verbose=False)
+    monkeypatch.setattr(chat_module, "time", clock)
+    with httpx.Client(base_url="http://rafale", transport=httpx.MockTransport(server)) as c:
+        with pytest.raises(typer.Exit) as exc:
+            try:
+                chat_module.stream_queued(c, "/stream/s", answer)
+            finally:
+                answer.end_line()  # as `chat` does however the stream ends
+    assert exc.value.exit_code == 1
+    assert chat_module.RESUME_WINDOW - 2 <= clock.now <= chat_module.RESUME_WINDOW
+    out, err = capsys.readouterr()
+    assert out == "Hello\n"  # piped: held until done, but never lost
+    assert "did not come back within 60 s" in err
