@@ -54,7 +54,8 @@ async def test_counts_are_exact_across_api_processes_and_workers_export_theirs(
         for model in ("openai/flaky429-1", "openai/fail500"):
             r = await c.post("/chat/async", json={"message": "metrics faults", "model": model})
             await collect(c, "GET", r.json()["stream_url"])
-        assert (await c.post("/chat/async", content=b"{")).status_code == 400
+        assert (await c.post("/chat/async", content=b"{",
+                             headers={"content-type": "application/json"})).status_code == 400
 
     # A new connection each time, so the scrapes land on both uvicorn processes.
     for _ in range(6):
