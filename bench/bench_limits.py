@@ -20,7 +20,7 @@ from contextlib import asynccontextmanager
 
 from app.store import Store, database_url, quota
 from app.store.quota_redis import RedisCounters
-from tests.harness import REDIS, scratch_database
+from tests.harness import REDIS, delete_redis_keys, scratch_database
 
 CHECKS = {
     "sessions": {"rpm": 0, "tpm": 0},
@@ -35,9 +35,7 @@ async def counters(backend: str) -> AsyncIterator[quota.Counters]:
         try:
             yield c
         finally:
-            keys = [k async for k in c.redis.scan_iter(match=c.prefix + "*")]
-            if keys:
-                await c.redis.delete(*keys)
+            await delete_redis_keys(REDIS, c.prefix)
             await c.close()
         return
     if backend == "sqlite":

@@ -169,12 +169,7 @@ class Stack:
         await delete_topology(self.namespace, self.task_lanes,
                               self.env.get("RABBITMQ_URL", BROKER))
         if self.env.get("REDIS_URL"):
-            # The per-key counters of this namespace only: the machine's Redis is shared.
-            redis = Redis.from_url(self.env["REDIS_URL"])
-            keys = [k async for k in redis.scan_iter(match=f"{{{self.namespace}.quota}}:*")]
-            if keys:
-                await redis.delete(*keys)
-            await redis.aclose()
+            await delete_redis_keys(self.env["REDIS_URL"], f"{{{self.namespace}.quota}}:")
 
 
 BROKER = "amqp://guest:guest@127.0.0.1:5672/"
@@ -197,6 +192,33 @@ PG_ADMIN = os.environ.get("RAFALE_TEST_PG", "postgresql://postgres@127.0.0.1:543
 # The Redis the tests of the Redis counters use (`./run.sh test` starts one when none answers);
 # each test keeps its keys under its own namespace and deletes them.
 REDIS = os.environ.get("RAFALE_TEST_REDIS", "redis://127.0.0.1:6379/0")
+
+
+async def delete_redis_keys(url: str, prefix: str) -> None:
+    """Delete the keys under `prefix` (one test's or bench's own: the machine's Redis is
+    shared)."""
+    redis = Redis.from_url(url)
+    try:
+        keys = [k async for k in redis.scan_iter(match=prefix + "*")]
+        if keys:
+            await redis.delete(*keys)
+    finally:
+        await redis.aclose()
+
+
+async def run_process(*cmd: str, env: dict[str, str], cwd: Path | None = None,
+                      within: float = 60) -> tuple[int, str, str]:
+    """Run a command to its end (killed past `within` seconds): exit code, stdout, stderr."""
+    proc = await asyncio.create_subprocess_exec(
+        *cmd, cwd=cwd, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), within)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
 
 
 async def pg_admin(sql: str) -> None:

@@ -3,7 +3,6 @@ small fake server that drops the stream on purpose)."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import sys
@@ -18,7 +17,7 @@ from app.providers.mock import mock_tokens
 from tests.conftest import ALICE as KEY
 from tests.conftest import StackFactory
 from tests.fakes.openai_server import tokens_for
-from tests.harness import ROOT, Stack, free_port
+from tests.harness import ROOT, Stack, free_port, run_process
 
 
 @dataclass
@@ -32,18 +31,7 @@ async def rafale(*args: str, url: str, **env: str) -> Run:
     """Run `python -m app.cli ARGS` with RAFALE_BASE_URL=url (no other RAFALE_* from outside)."""
     full = {k: v for k, v in os.environ.items() if not k.startswith("RAFALE_")}
     full.update(RAFALE_BASE_URL=url, **env)
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "app.cli", *args, cwd=ROOT, env=full,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        out, err = await asyncio.wait_for(proc.communicate(), 60)
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
-        raise
-    assert proc.returncode is not None
-    return Run(proc.returncode, out.decode(), err.decode())
+    return Run(*await run_process(sys.executable, "-m", "app.cli", *args, env=full, cwd=ROOT))
 
 
 def mock_text(prompt: str, max_tokens: int) -> str:

@@ -18,7 +18,7 @@ from app.errors import StoreUnavailable
 from app.store import Store, database_url, quota
 from app.store.models import SessionCount
 from app.store.quota_redis import RedisCounters
-from tests.harness import REDIS, scratch_database
+from tests.harness import REDIS, delete_redis_keys, scratch_database
 
 
 async def _store_pair(url: str) -> AsyncIterator[list[quota.Counters]]:
@@ -34,10 +34,7 @@ async def _redis_pair() -> AsyncIterator[list[quota.Counters]]:
     namespace = f"test-{uuid.uuid4().hex[:8]}.quota"
     pair = [RedisCounters(REDIS, namespace), RedisCounters(REDIS, namespace)]
     yield list(pair)
-    # Only this test's own keys (one hash tag): the machine's Redis is shared.
-    keys = [k async for k in pair[0].redis.scan_iter(match=pair[0].prefix + "*")]
-    if keys:
-        await pair[0].redis.delete(*keys)
+    await delete_redis_keys(REDIS, pair[0].prefix)  # this test's own hash tag only
     for c in pair:
         await c.close()
 

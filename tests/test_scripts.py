@@ -2,27 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 
 import pytest
 
-from tests.harness import ROOT, Stack
+from tests.harness import ROOT, Stack, run_process
 
 
 async def script(name: str, *args: str, url: str) -> tuple[int, str, str]:
     env = {k: v for k, v in os.environ.items() if k != "RAFALE_API_KEY"}
-    proc = await asyncio.create_subprocess_exec(
-        str(ROOT / "scripts" / name), *args, env={**env, "BASE_URL": url},
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    try:
-        out, err = await asyncio.wait_for(proc.communicate(), 60)
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
-        raise
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
+    return await run_process(str(ROOT / "scripts" / name), *args, env={**env, "BASE_URL": url})
 
 
 @pytest.mark.parametrize("name", ["chat_async.sh", "chat_direct.sh"])

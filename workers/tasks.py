@@ -12,7 +12,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from functools import partial
 from typing import Any, Literal
 
@@ -87,20 +88,14 @@ class ChatTasks:
 
     async def _on_task(self, lane: int, message: AbstractIncomingMessage) -> None:
         queue = self.topology.lanes[lane]
-        delivery = Delivery.of(message.headers)
-        if self.stopping:
-            await self._give_back(message, queue, delivery)
+        taken = await self._take(message, queue)
+        if taken is None:
             return
-        task = await self._parse(message)
-        if task is None:
-            return
+        task, delivery = taken
         if delivery.suspect():
             await self._isolate(message, task, delivery)
             return
-        me = asyncio.current_task()
-        assert me is not None
-        self.inflight[me] = message
-        try:
+        with self._holding(message):
             if not await self.gate.enter(lane, expires_in=task.deadline - time.time()):
                 # Drained by a shutdown before it started: give it back at once.
                 await self._give_back(message, queue, delivery)
@@ -109,18 +104,13 @@ class ChatTasks:
                 await self._run(task, message, delivery, queue)
             finally:
                 self.gate.leave(lane)
-        finally:
-            self.inflight.pop(me, None)
 
     async def _on_suspect(self, message: AbstractIncomingMessage) -> None:
         queue = self.topology.quarantine
-        delivery = Delivery.of(message.headers)
-        if self.stopping:
-            await self._give_back(message, queue, delivery)
+        taken = await self._take(message, queue)
+        if taken is None:
             return
-        task = await self._parse(message)
-        if task is None:
-            return
+        task, delivery = taken
         limit = self.settings.task_max_deliveries
         if delivery.crashes >= limit:
             # Charged by earlier copies (RabbitMQ's own limit sees only this copy's returns).
@@ -131,11 +121,28 @@ class ChatTasks:
         if delivery.crashes:
             log.warning("task %s: %d worker(s) died running it alone (limit %d)",
                         task.task_id, delivery.crashes, limit)
+        with self._holding(message):
+            await self._run(task, message, delivery, queue)
+
+    async def _take(self, message: AbstractIncomingMessage,
+                    queue: str) -> tuple[Task, Delivery] | None:
+        """The task a delivery carries and its history; None when it was dealt with already
+        (given back because this worker is stopping, or dead-lettered as malformed)."""
+        delivery = Delivery.of(message.headers)
+        if self.stopping:
+            await self._give_back(message, queue, delivery)
+            return None
+        task = await self._parse(message)
+        return None if task is None else (task, delivery)
+
+    @contextmanager
+    def _holding(self, message: AbstractIncomingMessage) -> Iterator[None]:
+        """This handler holds `message` (what a shutdown waits for, or gives back)."""
         me = asyncio.current_task()
         assert me is not None
         self.inflight[me] = message
         try:
-            await self._run(task, message, delivery, queue)
+            yield
         finally:
             self.inflight.pop(me, None)
 
