@@ -38,6 +38,9 @@ class ChatRequest(BaseModel):
     temperature: float | None = Field(None, ge=0, le=2)
     max_tokens: MaxTokens | None = None
     system: str | None = None
+    # A stored conversation (/v1/conversations): its history goes first, and the turn is
+    # added to it once the answer is done.
+    conversation_id: str | None = Field(None, min_length=1, max_length=64)
 
     @model_validator(mode="after")
     def _one_source(self) -> ChatRequest:
@@ -100,6 +103,8 @@ class CompletionRequest(BaseModel):
     stop: str | list[str] | None = None
     seed: int | None = None
     metadata: dict[str, str] | None = None
+    # Rafale's own (the SDK's `extra_body`): as ChatRequest's; never sent to the provider.
+    conversation_id: str | None = Field(None, min_length=1, max_length=64)
 
     def to_body(self) -> ChatBody:
         extra = provider_extra(self.model_dump(exclude_none=True))
@@ -137,6 +142,14 @@ def validated(model: type[RequestModel], body: dict[str, Any]) -> RequestModel:
         raise describe_validation(exc.errors()) from None
 
 
+class TaskConversation(BaseModel):
+    """The stored conversation a chat task continues: the worker adds `add` (the request's
+    new messages, `{"role", "content"}`) and the answer to it once the answer is done."""
+
+    id: str
+    add: list[dict[str, str]]
+
+
 class Task(BaseModel):
     """API → worker, on the owner's task lane (`llm_tasks.<n>`)."""
 
@@ -152,6 +165,7 @@ class Task(BaseModel):
     request_id: str = ""
     # Tokens admission reserved for this task (KEY_TPM); its usage record settles them.
     reserved_tokens: int = 0
+    conversation: TaskConversation | None = None
 
 
 class BatchLine(BaseModel):

@@ -16,6 +16,7 @@ from sqlalchemy import delete, func, select, update
 
 from app.conversation_items import NewItem, chat_message, message
 from app.errors import NotFound
+from app.schemas import TaskConversation
 from app.store.db import Store, new_id
 from app.store.models import ConversationItemRow, ConversationRow
 
@@ -177,6 +178,13 @@ async def append_turn(store: Store, conversation_id: str, owner: str, turn: str,
             return
         await s.execute(update(ConversationItemRow).where(ConversationItemRow.id == stored)
                         .values(item_json=orjson.dumps(reply.body).decode()))
+
+
+async def store_turn(store: Store, owner: str, turn: str, conversation: TaskConversation,
+                     answer: str) -> None:
+    """Keep a chat task's done turn: its new messages, then the answer."""
+    inputs = [message(m["role"], m["content"]) for m in conversation.add]
+    await append_turn(store, conversation.id, owner, turn, inputs, answer)
 
 
 async def _locked(s: Any, conversation_id: str, owner: str) -> ConversationRow:
