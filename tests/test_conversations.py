@@ -5,7 +5,9 @@ history), the export, and ownership, auth and bad input."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -17,6 +19,7 @@ from tests.fakes.openai_server import FakeOpenAI, text_for
 from tests.harness import Stack
 from tests.sse import collect, text_of
 from tests.test_bad_input import assert_error
+from tests.test_cli import rafale
 
 MODEL = "ok-4-0"
 
@@ -228,3 +231,26 @@ async def test_bad_input_gets_clear_4xx(make_stack: StackFactory) -> None:
         assert_error(await c.post("/chat/async", json={
             "messages": [{"role": "system", "content": "only"}], "conversation_id": cid}),
             400, param="messages")
+
+
+async def test_cli_lists_shows_exports_and_deletes(stack: Stack, client: httpx.AsyncClient,
+                                                   tmp_path: Path) -> None:
+    conv = (await client.post("/v1/conversations", json={
+        "metadata": {"title": "From the CLI"},
+        "items": [{"role": "user", "content": "ping?"},
+                  {"role": "assistant", "content": "pong."}]})).json()
+    listed = await rafale("conversations", "list", "--json", "--limit", "100", url=stack.url)
+    assert listed.code == 0, listed.err
+    assert conv["id"] in [c["id"] for c in json.loads(listed.out)["data"]]
+    shown = await rafale("conversations", "show", conv["id"], url=stack.url)
+    assert shown.code == 0 and shown.out == (
+        f"{conv['id']}  From the CLI\n\n[user]\nping?\n\n[assistant]\npong.\n")
+    out = tmp_path / "c.md"
+    exported = await rafale("conversations", "export", conv["id"], "-o", str(out),
+                            url=stack.url)
+    assert exported.code == 0, exported.err
+    assert out.read_text() == "# From the CLI\n\n## User\n\nping?\n\n## Assistant\n\npong.\n"
+    gone = await rafale("conversations", "delete", conv["id"], url=stack.url)
+    assert gone.code == 0 and gone.out == f"deleted {conv['id']}\n"
+    again = await rafale("conversations", "show", conv["id"], url=stack.url)
+    assert again.code == 1 and "HTTP 404" in again.err
