@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -17,9 +19,10 @@ import pytest
 from tests.conftest import ALICE, BOB, StackFactory
 from tests.fakes.openai_server import FakeOpenAI, text_for
 from tests.harness import Stack
-from tests.sse import collect, text_of
+from tests.sse import collect, collect_acting, text_of
 from tests.test_bad_input import assert_error
 from tests.test_cli import rafale
+from tests.test_fleet import worker_holding_call
 
 MODEL = "ok-4-0"
 
@@ -254,3 +257,26 @@ async def test_cli_lists_shows_exports_and_deletes(stack: Stack, client: httpx.A
     assert gone.code == 0 and gone.out == f"deleted {conv['id']}\n"
     again = await rafale("conversations", "show", conv["id"], url=stack.url)
     assert again.code == 1 and "HTTP 404" in again.err
+
+
+async def test_a_worker_lost_mid_answer_stores_the_turn_once(make_stack: StackFactory,
+                                                             fake: FakeOpenAI) -> None:
+    stack = await make_stack("convs-reset", llm_workers=2)
+    model = "ok-60-30"  # ~1.8 s of streaming: time to kill the worker in the middle
+    async with httpx.AsyncClient(base_url=stack.url, timeout=30) as c:
+        conv = (await c.post("/v1/conversations", json={})).json()
+        prompt = "outlive a worker"
+        r = await c.post("/chat/async", json={"message": prompt, "model": f"openai/{model}",
+                                              "conversation_id": conv["id"]})
+        assert r.status_code == 202, r.text
+        events = await collect_acting(
+            c, r.json()["stream_url"], after=3,
+            action=lambda: os.kill(worker_holding_call(stack, fake), signal.SIGKILL))
+        assert any(e.event == "reset" for e in events) and events[-1].event == "done"
+        full = text_for(model, prompt)
+        assert text_of(events) == full
+        # The partial answer of the lost attempt was never stored; the whole one is, once.
+        items = (await c.get(f"/v1/conversations/{conv['id']}/items",
+                             params={"order": "asc"})).json()["data"]
+        assert [(i["role"], i["content"][0]["text"]) for i in items] == [
+            ("user", prompt), ("assistant", full)]
