@@ -16,7 +16,7 @@ import httpx
 import openai
 import pytest
 
-from tests.conftest import ALICE, BOB, StackFactory
+from tests.conftest import ALICE, BOB, PG, StackFactory
 from tests.fakes.openai_server import FakeOpenAI, text_for
 from tests.harness import Stack
 from tests.sse import collect, collect_acting, text_of
@@ -280,3 +280,18 @@ async def test_a_worker_lost_mid_answer_stores_the_turn_once(make_stack: StackFa
                              params={"order": "asc"})).json()["data"]
         assert [(i["role"], i["content"][0]["text"]) for i in items] == [
             ("user", prompt), ("assistant", full)]
+
+
+async def test_turns_are_stored_on_postgresql(make_stack: StackFactory) -> None:
+    stack = await make_stack("convs-pg", database_url=PG)
+    sdk = stack.sdk()
+    conv = await sdk.conversations.create(items=[{"role": "user", "content": "pg first"}])
+    for prompt in ("pg second", "pg third"):
+        r = await sdk.chat.completions.create(
+            model=f"openai/{MODEL}", messages=[{"role": "user", "content": prompt}],
+            extra_body={"conversation_id": conv.id})
+        assert r.choices[0].message.content == text_for(MODEL, prompt)
+    items = [i async for i in sdk.conversations.items.list(conv.id, order="asc")]
+    assert texts(items) == [("user", "pg first"), ("user", "pg second"),
+                            ("assistant", text_for(MODEL, "pg second")),
+                            ("user", "pg third"), ("assistant", text_for(MODEL, "pg third"))]
