@@ -61,3 +61,13 @@ def test_markdown_has_each_message_under_its_role() -> None:
              message("assistant", "Hello.").body]
     assert markdown("Greeting", items) == (
         "# Greeting\n\n## User\n\nHi?\n\n## Assistant\n\nHello.\n")
+
+
+def test_a_batch_line_with_a_conversation_id_is_refused() -> None:
+    from workers.batch.calls import _request
+
+    body = {"model": "mock/echo", "messages": [{"role": "user", "content": "x"}]}
+    assert _request("/v1/chat/completions", body).conversation_id is None
+    with pytest.raises(InvalidRequest) as exc:
+        _request("/v1/chat/completions", {**body, "conversation_id": "conv_1"})
+    assert exc.value.param == "conversation_id"
