@@ -220,6 +220,16 @@ async def test_bad_input_gets_clear_4xx(make_stack: StackFactory) -> None:
                      code="invalid_json")
         assert_error(await c.post(f"/v1/conversations/{cid}", json={}), 400,
                      code="missing_required_parameter", param="metadata")
+        assert_error(await c.post(f"/v1/conversations/{cid}/items", json={}), 400,
+                     code="missing_required_parameter", param="items")
+        assert_error(await c.post(f"/v1/conversations/{cid}/items", json={"items": [7]}), 400,
+                     param="items[0]")
+        assert_error(await c.post(f"/v1/conversations/{cid}/items", json={"items": [
+            {"role": "user", "content": "y" * 5000}]}), 413)
+        assert_error(await c.get(f"/v1/conversations/{cid}/items/msg_nope"), 404)
+        # OpenAI's update takes `"metadata": null` (cleared), not a missing one.
+        cleared = await c.post(f"/v1/conversations/{cid}", json={"metadata": None})
+        assert cleared.status_code == 200 and cleared.json()["metadata"] == {}
         assert_error(await c.post("/v1/conversations", json={"items": [
             {"role": "user", "content": "x" * 5000}]}), 413)
         for params in ({"limit": 0}, {"limit": 101}, {"order": "sideways"}):
