@@ -64,11 +64,14 @@ class Embeddings:
                      kind: Kind = "embed", reserved_tokens: int = 0,
                      policy: CallPolicy | None = None, deadline: float | None = None,
                      slot: Slot | None = None,
-                     before: Callable[[str], Awaitable[None]] | None = None) -> EmbedResult:
+                     before: Callable[[str], Awaitable[None]] | None = None,
+                     ended: Callable[[RafaleError], bool] | None = None) -> EmbedResult:
         """Embed `input` with `model` for `owner` (a key's name). Raises a RafaleError when
         the model cannot embed or the provider fails after the policy's retries. `deadline`
         (loop time) defaults to the policy's total; `slot` and `before` wrap each attempt
-        (a batch's per-provider cap and cooldown)."""
+        (a batch's per-provider cap and cooldown). A call that reached the provider is
+        recorded however it ends, unless `ended` says a failure does not end the request (a
+        batch line given back to run later)."""
         inputs = inputs_of(input)
         name, provider_model, provider = self.registry.embedder(model)
         policy = policy or self.policy
@@ -77,34 +80,45 @@ class Embeddings:
         params = EmbedParams(provider_model, inputs, dimensions, user, dict(extra or {}))
         outcome: Outcome = "cancelled"
         result: EmbedResult | None = None
+        reached: list[bool] = []  # set once an attempt calls the provider
+
+        async def once() -> Embedded:
+            if before is not None:
+                await before(name)
+            async with slot(name) if slot is not None else nullcontext():
+                reached.append(True)
+                return await self._once(provider, params, end)
+
         try:
             embedded = await call_with_retries(
-                lambda: self._once(provider, params, end, slot, before), name, policy,
-                deadline=end, label=f"embeddings [{request_id}]", metrics=self.metrics)
+                once, name, policy, deadline=end, label=f"embeddings [{request_id}]",
+                metrics=self.metrics)
             estimate = estimate_tokens(inputs)
             usage = usage_object(embedded.usage, estimate)
             result = EmbedResult(model, embedded.vectors, usage, embedded.usage is None)
             outcome = "done"
             return result
-        except RafaleError:
+        except RafaleError as exc:
             outcome = "error"
+            if ended is not None and not ended(exc):
+                reached.clear()
             raise
         finally:
-            self._record(owner, name, f"{name}/{provider_model}", kind, outcome, result,
-                         request_id, reserved_tokens)
+            if reached:
+                self._record(owner, name, f"{name}/{provider_model}", kind, outcome, result,
+                             request_id, reserved_tokens)
 
-    async def _once(self, provider: Embedder, params: EmbedParams, end: float,
-                    slot: Slot | None, before: Callable[[str], Awaitable[None]] | None
-                    ) -> Embedded:
-        if before is not None:
-            await before(provider.name)
-        async with slot(provider.name) if slot is not None else nullcontext():
-            try:
-                async with asyncio.timeout_at(end):
-                    return await provider.embed(params)
-            except TimeoutError:
-                raise ProviderTimeout(f"{provider.name}: no embeddings within the "
-                                      "deadline") from None
+    @staticmethod
+    async def _once(provider: Embedder, params: EmbedParams, end: float) -> Embedded:
+        """One attempt, bounded by the call's deadline (the adapter's own read timeout
+        bounds each wait; this bounds the whole)."""
+        try:
+            async with asyncio.timeout_at(end):
+                return await provider.embed(params)
+        except TimeoutError:
+            err = ProviderTimeout(f"{provider.name}: no embeddings within the deadline")
+            err.out_of_time = True
+            raise err from None
 
     def _record(self, owner: str, provider: str, model: str, kind: Kind, outcome: Outcome,
                 result: EmbedResult | None, request_id: str, reserved: int) -> None:

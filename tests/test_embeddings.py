@@ -12,6 +12,7 @@ import pytest
 
 from app.providers.mock import mock_embedding
 from app.vectors import pack, unpack
+from tests.batchkit import result_lines, submit, wait_batch
 from tests.conftest import ALICE, BOB, StackFactory
 from tests.fakes.openai_server import FakeOpenAI, fake_vector
 from tests.harness import Stack
@@ -160,9 +161,10 @@ async def test_usage_rows_count_the_input_tokens(asdk: openai.AsyncOpenAI,
     assert found["openai/emb"]["output_tokens"] == 0
 
 
-async def test_keys_guard_embeddings_and_own_their_usage(make_stack: StackFactory) -> None:
+async def test_keys_guard_embeddings_and_own_their_usage_and_named_endpoints_embed(
+        make_stack: StackFactory, fake: FakeOpenAI) -> None:
     locked = await make_stack("embkeys", rafale_api_keys=f"alice:{ALICE},bob:{BOB}",
-                              rafale_admin_keys="alice")
+                              rafale_admin_keys="alice", endpoints__local__base_url=fake.base_url)
     async with httpx.AsyncClient(base_url=locked.url, timeout=30) as c:
         body = {"model": "mock/embed", "input": "whose vector"}
         assert (await c.post("/v1/embeddings", json=body)).status_code == 401
@@ -171,6 +173,10 @@ async def test_keys_guard_embeddings_and_own_their_usage(make_stack: StackFactor
     r2 = await locked.sdk(ALICE).embeddings.create(model="mock/embed", input="whose vector",
                                                    encoding_format="float")
     assert r2.data[0].embedding == f32(mock_embedding("whose vector"))
+    # A named OpenAI-compatible endpoint: POST {base}/embeddings, the model without its prefix.
+    r3 = await locked.sdk(BOB).embeddings.create(model="local/emb", input="named endpoint")
+    assert (r3.model, r3.data[0].embedding) == ("local/emb", f32(fake_vector("named endpoint")))
+    assert [c.body["model"] for c in fake.calls_for("named endpoint")] == ["emb"]
 
     async def usage_of(key: str) -> list[dict[str, Any]]:
         async with httpx.AsyncClient(base_url=locked.url, timeout=30) as c:
@@ -181,3 +187,47 @@ async def test_keys_guard_embeddings_and_own_their_usage(make_stack: StackFactor
     mine = await eventually(lambda: usage_of(ALICE), lambda r: "mock/embed" in by_model(r))
     assert by_model(mine)["mock/embed"]["key"] == "alice"
     assert "mock/embed" not in by_model(await usage_of(BOB))
+
+
+def embed_line(custom_id: str, model: str = "mock/embed", **body: Any) -> dict[str, Any]:
+    return {"custom_id": custom_id, "method": "POST", "url": "/v1/embeddings",
+            "body": {"model": model, **body}}
+
+
+async def test_a_batch_of_embeddings_writes_the_vectors(asdk: openai.AsyncOpenAI) -> None:
+    batch = await submit(asdk, [
+        embed_line("text", input="batch vector"),
+        embed_line("b64", input=["two", "texts"], encoding_format="base64", dimensions=8),
+        embed_line("tokens", input=[[5, 6, 7]]),
+        embed_line("bad", input=""),  # the live route's 400, in the error file
+    ], endpoint="/v1/embeddings")
+    done = await wait_batch(asdk, batch.id)
+    assert done.status == "completed", done
+    assert (done.request_counts.completed, done.request_counts.failed) == (3, 1)
+    out = {x["custom_id"]: x for x in await result_lines(asdk, done.output_file_id)}
+    text = out["text"]["response"]
+    assert text["status_code"] == 200 and text["body"]["object"] == "list"
+    assert text["body"]["data"][0]["embedding"] == f32(mock_embedding("batch vector"))
+    assert text["body"]["usage"] == {"prompt_tokens": 2, "total_tokens": 2}
+    assert [d["embedding"] for d in out["b64"]["response"]["body"]["data"]] == [
+        pack(mock_embedding("two", 8)), pack(mock_embedding("texts", 8))]
+    assert out["tokens"]["response"]["body"]["data"][0]["embedding"] == f32(
+        mock_embedding([5, 6, 7]))
+    (bad,) = await result_lines(asdk, done.error_file_id)
+    assert bad["custom_id"] == "bad" and bad["response"]["status_code"] == 400
+    assert bad["response"]["body"]["error"]["param"] == "input"
+
+
+@pytest.mark.parametrize(("lines", "code"), [
+    ([embed_line("a", model="deepseek/deepseek-chat", input="x")], "model_not_found"),
+    ([embed_line("a", input="x"), embed_line("b", model="openai/emb", input="y")],
+     "model_mismatch"),
+    ([embed_line("a")], "invalid_request"),
+    ([{**embed_line("a", input="x"), "url": "/v1/chat/completions"}], "invalid_url"),
+])
+async def test_embeddings_batches_are_validated_like_the_others(
+        asdk: openai.AsyncOpenAI, lines: list[dict[str, Any]], code: str) -> None:
+    batch = await submit(asdk, lines, endpoint="/v1/embeddings")
+    done = await wait_batch(asdk, batch.id)
+    assert done.status == "failed", done
+    assert done.errors is not None and code in [e.code for e in done.errors.data], done.errors
