@@ -130,7 +130,8 @@ async def test_provider_errors_map_like_chat(asdk: openai.AsyncOpenAI, fake: Fak
         await asdk.with_options(max_retries=0).embeddings.create(model="openai/fail500",
                                                                   input="boom")
     assert failed.value.status_code == 502 and failed.value.code == "provider_error"
-    assert len([c for c in fake.calls if c.model == "fail500" and c.prompt == "boom"]) == 3
+    tried = [c for c in fake.calls if c.model == "fail500" and c.body.get("input") == "boom"]
+    assert len(tried) == 3  # the worker's attempts (PROVIDER_MAX_ATTEMPTS)
     with pytest.raises(openai.NotFoundError) as missing:
         await asdk.embeddings.create(model="openai/nomodel", input="which model")
     assert missing.value.code == "model_not_found"
@@ -168,6 +169,8 @@ async def test_keys_guard_embeddings_and_own_their_usage_and_named_endpoints_emb
     async with httpx.AsyncClient(base_url=locked.url, timeout=30) as c:
         body = {"model": "mock/embed", "input": "whose vector"}
         assert (await c.post("/v1/embeddings", json=body)).status_code == 401
+        legacy = {"model": "mock/echo", "prompt": "whose text"}
+        assert (await c.post("/v1/completions", json=legacy)).status_code == 401
         r = await c.post("/v1/embeddings", json=body, headers={"x-api-key": "wrong-key-123456"})
         assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key"
     r2 = await locked.sdk(ALICE).embeddings.create(model="mock/embed", input="whose vector",
