@@ -165,7 +165,8 @@ async def test_usage_rows_count_the_input_tokens(asdk: openai.AsyncOpenAI,
 async def test_keys_guard_embeddings_and_own_their_usage_and_named_endpoints_embed(
         make_stack: StackFactory, fake: FakeOpenAI) -> None:
     locked = await make_stack("embkeys", rafale_api_keys=f"alice:{ALICE},bob:{BOB}",
-                              rafale_admin_keys="alice", endpoints__local__base_url=fake.base_url)
+                              rafale_admin_keys="alice", endpoints__local__base_url=fake.base_url,
+                              key_rpm=2)
     async with httpx.AsyncClient(base_url=locked.url, timeout=30) as c:
         body = {"model": "mock/embed", "input": "whose vector"}
         assert (await c.post("/v1/embeddings", json=body)).status_code == 401
@@ -190,6 +191,15 @@ async def test_keys_guard_embeddings_and_own_their_usage_and_named_endpoints_emb
     mine = await eventually(lambda: usage_of(ALICE), lambda r: "mock/embed" in by_model(r))
     assert by_model(mine)["mock/embed"]["key"] == "alice"
     assert "mock/embed" not in by_model(await usage_of(BOB))
+    # KEY_RPM=2 counts embeddings like any request: alice's second passes, her third is a 429.
+    async with httpx.AsyncClient(base_url=locked.url, timeout=30) as c:
+        second = await c.post("/v1/embeddings", json=body, headers={"x-api-key": ALICE})
+        assert second.status_code == 200, second.text
+        assert second.headers["x-ratelimit-remaining-requests"] == "0", second.headers
+    with pytest.raises(openai.RateLimitError) as limited:
+        await locked.sdk(ALICE).with_options(max_retries=0).embeddings.create(
+            model="mock/embed", input="one too many")
+    assert limited.value.code == "rate_limit_exceeded"
 
 
 def embed_line(custom_id: str, model: str = "mock/embed", **body: Any) -> dict[str, Any]:
