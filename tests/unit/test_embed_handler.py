@@ -76,6 +76,8 @@ async def test_a_redelivery_resets_first_and_a_refusal_is_an_error_event(
     assert outcome == "error"
     (err,) = ch.sent
     assert (err["type"], err["status"], err["code"]) == ("error", 400, "model_not_supported")
+    # Refused before any provider call: the redelivered answer's row is the only one.
+    assert [r["outcome"] for r in usage.records] == ["done"]
 
 
 async def test_a_task_past_its_deadline_never_reaches_the_provider(
