@@ -130,7 +130,7 @@ async def test_provider_errors_map_like_chat(asdk: openai.AsyncOpenAI, fake: Fak
         await asdk.with_options(max_retries=0).embeddings.create(model="openai/fail500",
                                                                   input="boom")
     assert failed.value.status_code == 502 and failed.value.code == "provider_error"
-    tried = [c for c in fake.calls if c.model == "fail500" and c.body.get("input") == "boom"]
+    tried = [c for c in fake.calls if c.model == "fail500" and c.body.get("input") == ["boom"]]
     assert len(tried) == 3  # the worker's attempts (PROVIDER_MAX_ATTEMPTS)
     with pytest.raises(openai.NotFoundError) as missing:
         await asdk.embeddings.create(model="openai/nomodel", input="which model")
