@@ -137,6 +137,15 @@ def validated(model: type[RequestModel], body: dict[str, Any]) -> RequestModel:
         raise describe_validation(exc.errors()) from None
 
 
+class ResponseJob(BaseModel):
+    """A chat task that answers a stored Responses API response: its worker records the
+    response's progress and writes its final output (workers/responses.py)."""
+
+    id: str
+    # Made even when nobody reads its session (until cancelled): the store is its reader.
+    background: bool = False
+
+
 class Task(BaseModel):
     """API → worker, on the owner's task lane (`llm_tasks.<n>`)."""
 
@@ -152,6 +161,7 @@ class Task(BaseModel):
     request_id: str = ""
     # Tokens admission reserved for this task (KEY_TPM); its usage record settles them.
     reserved_tokens: int = 0
+    response: ResponseJob | None = None
 
 
 class BatchLine(BaseModel):

@@ -28,6 +28,7 @@ from app.store import usage as usage_store
 from workers.batch.runner import BatchRunner
 from workers.chat import ChatOutcome, run_chat
 from workers.isolation import Delivery
+from workers.responses import ResponseRecorder
 from workers.stream import SessionStream
 from workers.tasks import ChatTasks
 
@@ -105,10 +106,11 @@ class Worker:
             await self._pub.ready()
         channel = await self._pub.get_underlay_channel()
         s = self.settings
+        recorder = None if task.response is None else ResponseRecorder(self.store, task.response)
         return await run_chat(task, attempt, channel, self.registry, self.policy,
                               s.stream_flush_interval, self.metrics,
                               s.session_events_persistent, usage=self.usage,
-                              confirm_timeout=s.publish_timeout)
+                              confirm_timeout=s.publish_timeout, recorder=recorder)
 
     async def _on_dead_task(self, message: AbstractIncomingMessage) -> None:
         """A task was parked after killing workers: tell its client instead of letting it wait."""
