@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -16,8 +18,9 @@ import openai
 import pytest
 
 from tests.conftest import StackFactory
-from tests.fakes.openai_server import FakeOpenAI, text_for, tool_arguments
+from tests.fakes.openai_server import FakeOpenAI, reasoning_for, text_for, tool_arguments
 from tests.harness import Stack, free_port
+from tests.test_fleet import worker_holding_call
 
 TEXT_EVENTS = ["response.created", "response.in_progress", "response.output_item.added",
                "response.content_part.added"]
@@ -338,3 +341,44 @@ async def test_store_false_answers_but_keeps_nothing(asdk: openai.AsyncOpenAI) -
     assert r.status == "completed" and r.store is False and r.output_text
     with pytest.raises(openai.NotFoundError):
         await asdk.responses.retrieve(r.id)
+
+
+async def test_a_reasoning_model_gives_a_reasoning_item_before_the_message(
+        asdk: openai.AsyncOpenAI) -> None:
+    r = await asdk.responses.create(model="openai/reason-3-0", input="think resp")
+    reasoning, message = r.output
+    assert message.type == "message"
+    assert reasoning.type == "reasoning" and reasoning.id.startswith("rs_")
+    assert reasoning.content is not None
+    assert reasoning.content[0].text == reasoning_for("reason-3-0", "think resp")
+    assert r.output_text == text_for("reason-3-0", "think resp")
+    stream = await asdk.responses.create(model="openai/reason-3-0", input="think stream",
+                                         stream=True)
+    events = [e async for e in stream]
+    thought = "".join(e.delta for e in events if e.type == "response.reasoning_text.delta")
+    assert thought == reasoning_for("reason-3-0", "think stream")
+    added = [e.item.type for e in events if e.type == "response.output_item.added"]
+    assert added == ["reasoning", "message"]
+
+
+async def test_a_worker_killed_mid_answer_repeats_nothing_and_the_response_completes(
+        make_stack: StackFactory, fake: FakeOpenAI) -> None:
+    """The redelivered task answers again from the start: the stream sends only what the
+    client had not been sent yet, and the worker that finished stores the whole answer."""
+    stack = await make_stack("resp-kill", llm_workers=2, stream_resume_grace=30)
+    model, prompt = "ok-60-30", "outlive a worker resp"  # ~1.8 s of answer
+    sdk = stack.sdk()
+    stream = await sdk.responses.create(model=f"openai/{model}", input=prompt,
+                                        background=True, stream=True)
+    events: list[Any] = []
+    async for ev in stream:
+        events.append(ev)
+        if len(events) == 8:
+            os.kill(worker_holding_call(stack, fake), signal.SIGKILL)
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    assert events[-1].type == "response.completed", events[-1]
+    text = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    assert text == text_for(model, prompt) == events[-1].response.output_text
+    assert len(fake.calls_for(prompt)) == 2  # the answer was made again
+    got = await sdk.responses.retrieve(events[0].response.id)
+    assert got.status == "completed" and got.output_text == text

@@ -56,24 +56,25 @@ async def retrieve_response(
 ) -> Response:
     resp = await stored.get(svc.store, who.owner, _checked(response_id))
     if not stream:
+        if resp.finished and resp.base.get("background"):
+            # Its session, if nobody read it, would hold one of the key's sessions until
+            # SESSION_TTL: the store has the whole answer, so it goes now (in its own task).
+            queue = svc.broker.topology.session_queue(who.tag, resp.session_id)
+            svc.relay.spawn(svc.relay.delete_if_unused(queue))
         return JSONResponse(resp.to_object())
     return await _stream_stored(svc, who, resp, starting_after)
 
 
 async def _stream_stored(svc: Services, who: Caller, resp: stored.StoredResponse,
                          after: int) -> Response:
-    """Follow a response still being made on its session (any API process: the numbering is
-    the session's); once it is finished or its session gone, replay it from the store."""
-    if not resp.finished:
-        queue = svc.broker.topology.session_queue(who.tag, resp.session_id)
-        try:
-            sub = await svc.relay.subscribe(queue, None)
-        except NotFound:
-            pass  # the session went (read and expired, or never read): the store has it
-        else:
-            return event_stream(svc, flow.live(resp.base, sub.events(), after), sub,
-                                drain=sub.drain)
-    return event_stream(svc, flow.replay(svc, who, resp.id, after))
+    """Follow a response on its session while it has one (any API process: the numbering is
+    the session's); once the session is gone, replay it from the store."""
+    queue = svc.broker.topology.session_queue(who.tag, resp.session_id)
+    try:
+        sub = await svc.relay.subscribe(queue, None)
+    except NotFound:  # read and expired, or retrieved once finished: the store has it
+        return event_stream(svc, flow.replay(svc, who, resp.id, after))
+    return event_stream(svc, flow.live(resp.base, sub.events(), after), sub, drain=sub.drain)
 
 
 @router.delete("/responses/{response_id}")
