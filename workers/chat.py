@@ -103,8 +103,6 @@ async def _answer(task: Task, attempt: int, channel: aiormq.abc.AbstractChannel,
             await finish(RafaleError("the task expired in the queue",
                                      code="task_expired").as_event())
             return "expired"
-        if recorder is not None:
-            await recorder.started()
         try:
             ending = await _generate(task, out, registry, policy, metrics, tlog, meter,
                                      recorder)
@@ -142,6 +140,8 @@ async def _generate(task: Task, out: SessionStream, registry: Registry, policy: 
     from now, not what is left of `task.deadline`: that deadline bounds the wait in the queue,
     and while a client reads, its session stays (an unread one expires, which stops this)."""
     ending = Ending()
+    if recorder is not None:
+        await recorder.started()
     provider_name, model = registry.split(task.model)
     meter.start(provider_name, model)
     params = ChatParams(model, task.body.messages, task.body.temperature, task.body.max_tokens,

@@ -29,14 +29,14 @@ class Diverged(Exception):
 
 
 class Translator:
-    def __init__(self, base: dict[str, Any], *, live: bool = True,
-                 first_status: str = "in_progress") -> None:
+    def __init__(self, base: dict[str, Any], *, live: bool = True) -> None:
         self.base = base
         self.rid: str = base["id"]
         # False for a reader that sends nothing until the end (a non-streamed response): a
         # reset then simply starts the output again.
         self.live = live
-        self.first_status = first_status
+        # What `response.created` says: a background response was queued, others started.
+        self.first_status = "queued" if base.get("background") else "in_progress"
         self.seq = 0
         self.sent: list[Piece] = []  # what has been sent, item by item
         self.closed = 0  # items whose `done` events were sent
