@@ -22,7 +22,7 @@ import pytest
 from app.providers.base import ChatParams
 from app.providers.mock import mock_tokens
 from app.settings import Settings
-from tests.harness import ROOT, delete_topology, free_port
+from tests.harness import BROKER, ROOT, delete_topology, free_port
 from tests.sse import SSE, iter_sse
 
 # What a checkout of one's own leaves out: the files a running instance writes.
@@ -95,6 +95,8 @@ async def checkout(tmp_path: Path, namespace: str) -> AsyncIterator[Checkout]:
     env.update(PORT=str(port), RAFALE_NAMESPACE=f"{namespace}.run{port}", TMPDIR=str(tmp_path /
                "tmp"), WORKER_METRICS_PORT="0", LLM_WORKERS="1", SHUTDOWN_GRACE="10",
                MOCK_TOKENS=str(TOKENS), MOCK_DELAY="0.1", PYTHONUNBUFFERED="1")
+    # The broker this run's tests use, wherever the runner points them.
+    env.update({k: v for k, v in os.environ.items() if k in ("RABBITMQ_URL", "RABBIT_MQ")})
     co = Checkout(root, env, port)
     try:
         yield co
@@ -102,7 +104,8 @@ async def checkout(tmp_path: Path, namespace: str) -> AsyncIterator[Checkout]:
         await co.finish_running()
         stopped = co.run("stop")
         assert stopped.returncode == 0, stopped.stdout + stopped.stderr
-        await delete_topology(env["RAFALE_NAMESPACE"], [f"llm_tasks.{n}" for n in range(16)])
+        await delete_topology(env["RAFALE_NAMESPACE"], [f"llm_tasks.{n}" for n in range(16)],
+                              env.get("RABBITMQ_URL") or env.get("RABBIT_MQ") or BROKER)
 
 
 def start(co: Checkout) -> None:
