@@ -68,6 +68,8 @@ class ChatBody(BaseModel):
     max_tokens: int | None = None
     # Other OpenAI parameters (top_p, stop, seed, response_format, ...) passed to the provider.
     extra: dict[str, Any] = Field(default_factory=dict)
+    # A Responses API request passed through to a provider that speaks it (see ChatParams).
+    responses: dict[str, Any] | None = None
 
 
 class CompletionMessage(BaseModel):

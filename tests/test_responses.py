@@ -382,3 +382,35 @@ async def test_a_worker_killed_mid_answer_repeats_nothing_and_the_response_compl
     assert len(fake.calls_for(prompt)) == 2  # the answer was made again
     got = await sdk.responses.retrieve(events[0].response.id)
     assert got.status == "completed" and got.output_text == text
+
+
+async def test_an_endpoint_that_speaks_responses_gets_the_request_passed_through(
+        make_stack: StackFactory, fake: FakeOpenAI) -> None:
+    stack = await make_stack("resp-pass", endpoints__speaks__base_url=fake.base_url,
+                             endpoints__speaks__responses="true")
+    sdk = stack.sdk()
+    r1 = await sdk.responses.create(model="speaks/ok-5-0", input="pass me through",
+                                    instructions="Be kind.", max_output_tokens=50)
+    assert r1.status == "completed" and r1.output_text == text_for("ok-5-0", "pass me through")
+    assert r1.usage is not None and r1.usage.output_tokens == 5
+    sent = call_of(fake, "pass me through")
+    assert "messages" not in sent  # the Responses API's own request, not a chat completion
+    assert (sent["instructions"], sent["max_output_tokens"], sent["store"]) == (
+        "Be kind.", 50, False)
+    assert sent["input"] == [{"role": "user", "content": "pass me through"}]
+    stream = await sdk.responses.create(model="speaks/ok-4-0", input="and then",
+                                        previous_response_id=r1.id, stream=True)
+    events = [e async for e in stream]
+    assert events[-1].type == "response.completed"
+    assert "".join(e.delta for e in events if e.type == "response.output_text.delta") == \
+        text_for("ok-4-0", "and then")
+    # Rafale keeps the state: the earlier turn goes along in full.
+    assert call_of(fake, "and then")["input"] == [
+        {"role": "user", "content": "pass me through"},
+        {"role": "assistant", "content": r1.output_text},
+        {"role": "user", "content": "and then"}]
+    # A chat completion to the same endpoint stays a chat completion.
+    chat = await sdk.chat.completions.create(
+        model="speaks/ok-3-0", messages=[{"role": "user", "content": "plain chat there"}])
+    assert chat.choices[0].message.content == text_for("ok-3-0", "plain chat there")
+    assert "messages" in call_of(fake, "plain chat there")

@@ -22,7 +22,7 @@ from sse_starlette import ServerSentEvent
 from app.api.chat_queue import enqueue_chat
 from app.api.services import Caller, Services
 from app.errors import InvalidRequest, RafaleError
-from app.responses.items import normalized, to_messages
+from app.responses.items import from_messages, normalized, to_messages
 from app.responses.output import base_object, response_object
 from app.responses.request import ResponseRequest
 from app.responses.stream import Translator
@@ -88,7 +88,8 @@ async def create(request: Request, svc: Services, who: Caller,
                     temperature=body.temperature, max_tokens=body.max_output_tokens,
                     extra=extra)
     session_id = uuid.uuid4().hex
-    svc.registry.split(body.model)  # an unknown model is a 404 before anything is stored
+    if svc.registry.speaks_responses(body.model):  # an unknown model: 404 before it is stored
+        chat.responses = _passed(body, messages)
     if body.store:
         await store_input(svc, who, base, session_id, items, messages)
     try:
@@ -100,6 +101,19 @@ async def create(request: Request, svc: Services, who: Caller,
             await asyncio.shield(stored.purge(svc.store, rid))
         raise
     return Created(base, queued.queue)
+
+
+def _passed(body: ResponseRequest, messages: list[dict[str, Any]]) -> dict[str, Any]:
+    """The request for a server that speaks the Responses API: as the client sent it, with
+    every earlier turn in `input` (the server keeps no state of Rafale's responses)."""
+    passed = body.model_dump(include={"instructions", "temperature", "top_p",
+                                      "max_output_tokens", "tool_choice",
+                                      "parallel_tool_calls"}, exclude_none=True)
+    if body.tools:
+        passed["tools"] = [t.model_dump(exclude_none=True) for t in body.tools]
+    if body.text is not None:
+        passed["text"] = body.text.model_dump(by_alias=True, exclude_none=True)
+    return {**passed, "input": from_messages(messages)}
 
 
 async def whole(base: dict[str, Any], events: AsyncIterator[Relayed]) -> dict[str, Any]:

@@ -30,6 +30,9 @@ class ChatParams:
     temperature: float | None = None
     max_tokens: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    # A Responses API request to pass as it is (to a server that speaks it), instead of
+    # `messages` and `extra` as a chat completion.
+    responses: dict[str, Any] | None = None
 
 
 @dataclass(slots=True)

@@ -111,3 +111,30 @@ def _content(parts: list[Item]) -> str | list[Item]:
     return [{"type": "text", "text": p["text"]} if p["type"] != "input_image" else
             {"type": "image_url", "image_url": {"url": p["image_url"], "detail": p["detail"]}}
             for p in parts]
+
+
+def from_messages(messages: list[Message]) -> list[Item]:
+    """Chat messages back as input items: the whole history, for a server that speaks the
+    Responses API itself (it keeps nothing: Rafale sends every turn)."""
+    items: list[Item] = []
+    for m in messages:
+        if m["role"] == "tool":
+            items.append({"type": "function_call_output", "call_id": m["tool_call_id"],
+                          "output": m["content"]})
+            continue
+        if m.get("content"):
+            items.append({"role": m["role"], "content": _parts(m["role"], m["content"])})
+        for call in m.get("tool_calls") or ():
+            items.append({"type": "function_call", "call_id": call["id"],
+                          "name": call["function"]["name"],
+                          "arguments": call["function"]["arguments"]})
+    return items
+
+
+def _parts(role: str, content: str | list[Item]) -> str | list[Item]:
+    if isinstance(content, str):
+        return content
+    text = "output_text" if role == "assistant" else "input_text"
+    return [{"type": text, "text": p["text"]} if p["type"] == "text" else
+            {"type": "input_image", "image_url": p["image_url"]["url"],
+             "detail": p["image_url"].get("detail") or "auto"} for p in content]

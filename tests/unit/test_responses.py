@@ -9,7 +9,9 @@ import pytest
 
 from app import events
 from app.errors import InvalidRequest
-from app.responses.items import normalized, to_messages
+from app.providers.responses_api import chat_usage, finish_of
+from app.providers.responses_api import delta_of as responses_delta
+from app.responses.items import from_messages, normalized, to_messages
 from app.responses.output import base_object, usage
 from app.responses.request import ResponseRequest
 from app.responses.stream import Translator
@@ -180,3 +182,39 @@ def test_chat_usage_in_responses_words() -> None:
         "input_tokens": 3, "input_tokens_details": {"cached_tokens": 0}, "output_tokens": 4,
         "output_tokens_details": {"reasoning_tokens": 2}, "total_tokens": 7}
     assert usage(None) is None
+
+
+def test_chat_messages_go_back_to_items_for_a_server_that_speaks_responses() -> None:
+    items = normalized([
+        {"role": "user", "content": [{"type": "input_text", "text": "a "},
+                                     {"type": "input_image", "image_url": "https://x/i.png"}]},
+        {"type": "function_call", "call_id": "c1", "name": "f", "arguments": "{}"},
+        {"type": "function_call_output", "call_id": "c1", "output": "one"},
+        {"role": "assistant", "content": "done"}])
+    assert from_messages(to_messages(items)) == [
+        {"role": "user", "content": [
+            {"type": "input_text", "text": "a "},
+            {"type": "input_image", "image_url": "https://x/i.png", "detail": "auto"}]},
+        {"type": "function_call", "call_id": "c1", "name": "f", "arguments": "{}"},
+        {"type": "function_call_output", "call_id": "c1", "output": "one"},
+        {"role": "assistant", "content": "done"}]
+
+
+def test_a_passed_through_streams_events_become_deltas() -> None:
+    added = {"type": "response.output_item.added", "output_index": 1,
+             "item": {"type": "function_call", "call_id": "c9", "name": "f"}}
+    piece = responses_delta(added)
+    assert piece is not None and piece.tool_calls == [{
+        "index": 1, "id": "c9", "type": "function", "function": {"name": "f", "arguments": ""}}]
+    more = responses_delta({"type": "response.function_call_arguments.delta",
+                            "output_index": 1, "delta": "{}"})
+    assert more is not None and more.tool_calls == [{"index": 1,
+                                                     "function": {"arguments": "{}"}}]
+    thought = responses_delta({"type": "response.reasoning_text.delta", "delta": "hm"})
+    assert thought is not None and thought.reasoning == "hm"
+    assert responses_delta({"type": "response.in_progress"}) is None
+    assert finish_of({"status": "incomplete",
+                      "incomplete_details": {"reason": "max_output_tokens"}}) == "length"
+    assert finish_of({"status": "completed", "output": [added["item"]]}) == "tool_calls"
+    assert chat_usage({"input_tokens": 1, "output_tokens": 2, "total_tokens": 3}) == {
+        "prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3}
