@@ -17,7 +17,7 @@ import httpx
 import openai
 import pytest
 
-from tests.conftest import StackFactory
+from tests.conftest import PG, StackFactory
 from tests.fakes.openai_server import FakeOpenAI, reasoning_for, text_for, tool_arguments
 from tests.harness import Stack, free_port
 from tests.test_fleet import worker_holding_call
@@ -414,3 +414,38 @@ async def test_an_endpoint_that_speaks_responses_gets_the_request_passed_through
         model="speaks/ok-3-0", messages=[{"role": "user", "content": "plain chat there"}])
     assert chat.choices[0].message.content == text_for("ok-3-0", "plain chat there")
     assert "messages" in call_of(fake, "plain chat there")
+
+
+async def test_a_provider_refusal_is_the_http_error_or_a_failed_event_and_stored_failed(
+        asdk: openai.AsyncOpenAI, stack: Stack) -> None:
+    with pytest.raises(openai.BadRequestError) as caught:
+        await asdk.responses.create(model="openai/ok-3-0", input="REJECT400 plain")
+    assert caught.value.code == "invalid_value"
+    stream = await asdk.responses.create(model="openai/ok-3-0", input="REJECT400 streamed",
+                                         stream=True)
+    events = [e async for e in stream]
+    assert [e.type for e in events] == ["response.created", "response.in_progress",
+                                        "response.failed"]
+    failed = events[-1].response  # type: ignore[union-attr]
+    assert failed.error is not None and failed.error.code == "invalid_value"  # type: ignore
+    got = await asdk.responses.retrieve(failed.id)
+    assert got.status == "failed" and got.error is not None
+
+
+async def test_responses_on_postgresql(make_stack: StackFactory) -> None:
+    stack = await make_stack("resp-pg", database_url=PG)
+    sdk = stack.sdk()
+    r1 = await sdk.responses.create(model="openai/ok-3-0", input="pg one", background=True)
+
+    async def done() -> bool:
+        return (await sdk.responses.retrieve(r1.id)).status == "completed"
+
+    await until(done, "the background response completed on PostgreSQL")
+    r2 = await sdk.responses.create(model="openai/ok-2-0", input="pg two",
+                                    previous_response_id=r1.id)
+    assert r2.output_text == text_for("ok-2-0", "pg two")
+    items = [i async for i in sdk.responses.input_items.list(r2.id)]
+    assert [i.content[0].text for i in items] == ["pg two"]  # type: ignore[union-attr]
+    await sdk.responses.delete(r1.id)
+    with pytest.raises(openai.NotFoundError):
+        await sdk.responses.retrieve(r1.id)
