@@ -44,8 +44,7 @@ class ResponseRecorder:
         the answer could not be stored: a client must not see a completion that is lost)."""
         if event["type"] == "done":
             try:
-                await stored.finish(self.store, self.id, self.output.items(),
-                                    Final.of_done(event))
+                await self.store_output(Final.of_done(event))
                 return event
             except RafaleError as exc:
                 log.warning("response %s: could not store the answer: %s", self.id, exc.message)
@@ -58,6 +57,11 @@ class ResponseRecorder:
                 log.warning("response %s: could not store its failure: %s", self.id,
                             exc.message)
         return event
+
+    async def store_output(self, final: Final) -> None:
+        """Keep the finished answer: the one place its output is stored (where a stored
+        conversation will have it appended too)."""
+        await stored.finish(self.store, self.id, self.output.items(), final)
 
     async def outlives_session(self) -> bool:
         """Whether the answer goes on once its session is gone: a background response does,
