@@ -449,3 +449,21 @@ async def test_responses_on_postgresql(make_stack: StackFactory) -> None:
     await sdk.responses.delete(r1.id)
     with pytest.raises(openai.NotFoundError):
         await sdk.responses.retrieve(r1.id)
+
+
+async def test_a_reader_of_a_cancelled_response_is_told_so_in_order(
+        asdk: openai.AsyncOpenAI, fake: FakeOpenAI) -> None:
+    r = await asdk.responses.create(model="openai/long", input="watch the cancel",
+                                    background=True)
+    stream = await asdk.responses.retrieve(r.id, stream=True)
+    events: list[Any] = []
+    async for ev in stream:
+        events.append(ev)
+        if len(events) == 6:
+            assert (await asdk.responses.cancel(r.id)).status == "cancelled"
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    last = events[-1]
+    assert last.type == "response.failed" and last.response.status == "cancelled"
+    text = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    assert text_for("long", "watch the cancel").startswith(text) and text
+    await asyncio.wait_for(fake.calls_for("watch the cancel")[0].gone.wait(), 10)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any
@@ -140,20 +140,37 @@ def sse(event: dict[str, Any]) -> ServerSentEvent:
     return ServerSentEvent(data=orjson.dumps(event).decode(), event=event["type"])
 
 
-async def live(base: dict[str, Any], events: AsyncGenerator[Relayed, None],
-               after: int = -1) -> AsyncGenerator[ServerSentEvent, None]:
+Finished = Callable[[], Awaitable[stored.StoredResponse]]
+
+
+async def live(base: dict[str, Any], events: AsyncGenerator[Relayed, None], after: int = -1,
+               finished: Finished | None = None) -> AsyncGenerator[ServerSentEvent, None]:
     """A session's events as OpenAI's stream, from after sequence number `after`. Ends
     without a terminal event when the session was handed to another reader or this process
-    stops: the client resumes with `starting_after`."""
+    stops: the client resumes with `starting_after`. With `finished` (a stored response),
+    a session that vanishes under the reader (cancelled, or the worker went on without it)
+    is finished from the store, numbered on."""
     tr = Translator(base)
     for ev in tr.start():
         if ev["sequence_number"] > after:
             yield sse(ev)
     async with aclosing(events) as evs:
         async for relayed in evs:
-            for ev in tr.feed(relayed.event):
+            made = (_catch_up(tr, await finished()) if relayed.sse_id == "gone"
+                    and finished is not None else tr.feed(relayed.event))
+            for ev in made:
                 if ev["sequence_number"] > after:
                     yield sse(ev)
+
+
+async def when_finished(svc: Services, who: Caller, rid: str) -> stored.StoredResponse:
+    """The stored response once the worker has finished it (or the most it can wait)."""
+    deadline = time.monotonic() + svc.settings.session_ttl + svc.policy.total
+    resp = await stored.get(svc.store, who.owner, rid)
+    while not resp.finished and time.monotonic() < deadline:
+        await asyncio.sleep(POLL)
+        resp = await stored.get(svc.store, who.owner, rid)
+    return resp
 
 
 async def replay(svc: Services, who: Caller, rid: str,
@@ -161,28 +178,39 @@ async def replay(svc: Services, who: Caller, rid: str,
     """A stored response's stream once its session is gone: waits for the worker to finish
     it, then its output as one delta per item. Numbered afresh (the live stream's numbers
     went with the session), so its terminal event is always sent."""
-    deadline = time.monotonic() + svc.settings.session_ttl + svc.policy.total
-    resp = await stored.get(svc.store, who.owner, rid)
-    while not resp.finished and time.monotonic() < deadline:
-        await asyncio.sleep(POLL)
-        resp = await stored.get(svc.store, who.owner, rid)
+    resp = await when_finished(svc, who, rid)
     tr = Translator(resp.base)
-    out = tr.start()
-    for item in resp.output:
-        out.extend(tr.feed(_as_chunk(item)))
-    if resp.status == "failed" or not resp.finished:
-        err = resp.final.error or {"code": "session_timeout", "message": "no end in time"}
-        out.extend(tr.feed({"type": "error", "seq": 0, "attempt": 1, "message": err["message"],
-                            "code": err["code"], "param": None, "error_type": "server_error",
-                            "status": 500, "retry_after": None}))
-    else:
-        out.extend(tr.feed({"type": "done", "seq": 0, "attempt": 1, "usage": None,
-                            "finish_reason": "length" if resp.status == "incomplete" else "stop",
-                            "model": resp.base["model"]}))
-        out[-1]["response"] = resp.to_object()
+    out = tr.start() + _catch_up(tr, resp)
     for i, ev in enumerate(out):
         if ev["sequence_number"] > after or i == len(out) - 1:
             yield sse(ev)
+
+
+def _catch_up(tr: Translator, resp: stored.StoredResponse) -> list[dict[str, Any]]:
+    """The events from what `tr` has sent to the stored response's end: its output fed as
+    a new attempt (what was sent already is not sent again), then its end, carrying the
+    stored response object itself."""
+    out = tr.feed({"type": "reset", "seq": 0, "attempt": 1, "message": "from the store"})
+    for item in resp.output:
+        out.extend(tr.feed(_as_chunk(item)))
+    if resp.status in ("completed", "incomplete"):
+        out.extend(tr.feed({"type": "done", "seq": 0, "attempt": 1, "usage": None,
+                            "model": resp.base["model"],
+                            "finish_reason": "length" if resp.status == "incomplete"
+                            else "stop"}))
+    else:  # failed or cancelled, or not finished in time
+        err = resp.final.error or {"code": f"response_{resp.status}",
+                                   "message": f"the response is {resp.status}"}
+        out.extend(tr.feed({"type": "error", "seq": 0, "attempt": 1, "message": err["message"],
+                            "code": err["code"], "param": None, "error_type": "server_error",
+                            "status": 500, "retry_after": None}))
+    # The stored object, unless the stream failed where the store completed (what was sent
+    # differs from the stored answer: see app/responses/stream.py).
+    diverged = (bool(out) and out[-1]["type"] == "response.failed"
+                and resp.status in ("completed", "incomplete"))
+    if out and "response" in out[-1] and not diverged:
+        out[-1]["response"] = resp.to_object()
+    return out
 
 
 def _as_chunk(item: dict[str, Any]) -> Any:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import re
 from contextlib import aclosing
+from functools import partial
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request
@@ -40,7 +41,9 @@ async def create_response(body: ResponseRequest, request: Request, svc: Svc,
     # stays to the end of a non-stored one is its only reader.
     sub = await svc.relay.subscribe(made.queue, None, resumable=body.store)
     if body.stream:
-        return event_stream(svc, flow.live(made.base, sub.events()), sub, drain=sub.drain)
+        finished = partial(flow.when_finished, svc, who, made.base["id"]) if body.store else None
+        return event_stream(svc, flow.live(made.base, sub.events(), finished=finished), sub,
+                            drain=sub.drain)
     try:
         async with aclosing(sub.events()) as evs:
             return JSONResponse(await _unless_client_leaves(request, flow.whole(made.base, evs)))
@@ -74,7 +77,9 @@ async def _stream_stored(svc: Services, who: Caller, resp: stored.StoredResponse
         sub = await svc.relay.subscribe(queue, None)
     except NotFound:  # read and expired, or retrieved once finished: the store has it
         return event_stream(svc, flow.replay(svc, who, resp.id, after))
-    return event_stream(svc, flow.live(resp.base, sub.events(), after), sub, drain=sub.drain)
+    return event_stream(svc, flow.live(resp.base, sub.events(), after,
+                                       partial(flow.when_finished, svc, who, resp.id)),
+                        sub, drain=sub.drain)
 
 
 @router.delete("/responses/{response_id}")
