@@ -225,8 +225,17 @@ async def test_cancel_stops_a_background_response_and_delete_removes_it(
     assert cancelled.status == "cancelled"
     await asyncio.wait_for(fake.calls_for("resp cancel me")[0].gone.wait(), 10)
     # The worker saw its session go and stopped; it left the cancel as it was (a worker that
-    # finishes anyway cannot overwrite it either: tests/test_responses_store.py).
-    assert (await asdk.responses.retrieve(r.id)).status == "cancelled"
+    # finishes anyway cannot overwrite it either: tests/test_responses_store.py) and kept
+    # what it had made.
+    async def partial_kept() -> bool:
+        got = await asdk.responses.retrieve(r.id)
+        assert got.status == "cancelled"
+        return bool(got.output)
+
+    await until(partial_kept, "the cancelled response's partial output")
+    kept = (await asdk.responses.retrieve(r.id)).output[0]
+    assert kept.type == "message" and kept.status == "incomplete"
+    assert text_for("long", "resp cancel me").startswith(kept.content[0].text)  # type: ignore
     with pytest.raises(openai.BadRequestError):  # only background responses can be
         plain = await asdk.responses.create(model="mock/echo", input="not background")
         await asdk.responses.cancel(plain.id)

@@ -53,6 +53,9 @@ async def test_a_cancel_stays_whatever_the_worker_writes_after_it(store: Store) 
     assert await stored.set_status(store, rid, "cancelled", only_from=stored.OPEN)
     assert not await stored.finish(store, rid, [], Final("completed"))
     assert await stored.status_of(store, rid) == "cancelled"
+    await stored.keep_partial(store, rid, [{"type": "message", "id": "m", "content": []}])
+    await stored.keep_partial(store, rid, [])  # once: the first worker's stays
+    assert len((await stored.get(store, "alice", rid)).output) == 1
     with pytest.raises(NotFound):
         await stored.remove(store, "bob", rid)
     await stored.remove(store, "alice", rid)

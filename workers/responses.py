@@ -10,6 +10,7 @@ finds the stored response completed."""
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from app import events
 from app.errors import RafaleError, StoreUnavailable
@@ -50,13 +51,16 @@ class ResponseRecorder:
                 log.warning("response %s: could not store the answer: %s", self.id, exc.message)
                 event = exc.as_event()
         if event["type"] == "error":
-            partial = [self.output.item(i, "incomplete") for i in range(len(self.output.pieces))]
             try:
-                await stored.finish(self.store, self.id, partial, Final.of_error(event))
+                await stored.finish(self.store, self.id, self._partial(), Final.of_error(event))
             except RafaleError as exc:
                 log.warning("response %s: could not store its failure: %s", self.id,
                             exc.message)
         return event
+
+    def _partial(self) -> list[dict[str, Any]]:
+        """The output so far, its items marked incomplete."""
+        return [self.output.item(i, "incomplete") for i in range(len(self.output.pieces))]
 
     async def store_output(self, final: Final) -> None:
         """Keep the finished answer: the one place its output is stored (where a stored
@@ -78,5 +82,6 @@ class ResponseRecorder:
         """The session went away mid-answer (cancelled, or its reader left): stopped."""
         try:
             await stored.set_status(self.store, self.id, "cancelled", only_from=stored.OPEN)
+            await stored.keep_partial(self.store, self.id, self._partial())
         except RafaleError as exc:
             log.warning("response %s: could not mark it cancelled: %s", self.id, exc.message)

@@ -127,3 +127,11 @@ async def finish(store: Store, rid: str, output: list[dict[str, Any]], final: Fi
                              else _dumps(final.incomplete_details)),
             completed_at=int(time.time()))))
     return bool(moved)
+
+
+async def keep_partial(store: Store, rid: str, output: list[dict[str, Any]]) -> None:
+    """What a cancelled response had made when its worker stopped (once)."""
+    async with store.tx() as s:
+        await s.execute(update(ResponseRow).where(
+            ResponseRow.id == rid, ResponseRow.status == "cancelled",
+            ResponseRow.output_json.is_(None)).values(output_json=_dumps(output)))
