@@ -30,6 +30,9 @@ class ChatParams:
     temperature: float | None = None
     max_tokens: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    # A legacy completion (`/v1/completions`): these prompts go to the provider as they are,
+    # and `messages` holds them as user messages only for metering and the mock.
+    prompt: list[str] | None = None
     # A Responses API request to pass as it is (to a server that speaks it), instead of
     # `messages` and `extra` as a chat completion.
     responses: dict[str, Any] | None = None
@@ -54,6 +57,36 @@ class Delta:
         """Whether a client sees something of it (text, reasoning or a tool call): the
         provider is alive, and a call that sent it is never retried."""
         return bool(self.content or self.reasoning or self.tool_calls)
+
+
+@dataclass(slots=True)
+class EmbedParams:
+    """An embeddings request as the provider sees it (`model` without the `provider/` prefix):
+    texts, or token-id arrays."""
+
+    model: str
+    inputs: list[str] | list[list[int]]
+    dimensions: int | None = None
+    user: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Embedded:
+    """A provider's embeddings: one vector per input, in input order, each as little-endian
+    float32 bytes base64-encoded (OpenAI's `encoding_format: base64`, a quarter of the JSON),
+    and the usage it reported (None: it reported none)."""
+
+    vectors: list[str]
+    usage: dict[str, Any] | None = None
+
+
+class Embedder(Protocol):
+    """A provider that makes embeddings (OpenAI-compatible servers, the mock)."""
+
+    name: str
+
+    async def embed(self, params: EmbedParams) -> Embedded: ...
 
 
 class Provider(Protocol):

@@ -8,6 +8,7 @@ import inspect
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
+import httpx
 import openai
 import orjson
 
@@ -21,8 +22,16 @@ from app.errors import (
     ProviderUnavailable,
     ProviderUnreachable,
 )
-from app.providers.base import ChatParams, Delta, refused_connection, scrub
+from app.providers.base import (
+    ChatParams,
+    Delta,
+    Embedded,
+    EmbedParams,
+    refused_connection,
+    scrub,
+)
 from app.providers.responses_api import stream_responses
+from app.vectors import is_finite_vector, pack
 
 # What `chat.completions.create` accepts by name, read once from the SDK itself.
 _SDK_PARAMS = frozenset(
@@ -77,9 +86,21 @@ def _text(value: object) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
+# The same for the legacy `completions.create`.
+_LEGACY_PARAMS = frozenset(
+    inspect.signature(openai.resources.completions.AsyncCompletions.create).parameters
+) - {"self", "stream", "stream_options", "extra_body", "extra_headers", "extra_query", "timeout"}
+
+
 def request_kwargs(params: ChatParams) -> dict[str, Any]:
-    """The `chat.completions.create` arguments for these params (streaming ones aside)."""
+    """The `chat.completions.create` arguments for these params (streaming ones aside), or
+    `completions.create`'s for a legacy completion (`params.prompt`)."""
     kw: dict[str, Any] = {"model": params.model, "messages": params.messages}
+    names = _SDK_PARAMS
+    if params.prompt is not None:
+        kw = {"model": params.model,
+              "prompt": params.prompt[0] if len(params.prompt) == 1 else params.prompt}
+        names = _LEGACY_PARAMS
     if params.temperature is not None:
         kw["temperature"] = params.temperature
     if params.max_tokens is not None:
@@ -87,7 +108,7 @@ def request_kwargs(params: ChatParams) -> dict[str, Any]:
     # Parameters the SDK does not name (vLLM's top_k, ...) travel in extra_body.
     extra_body = {}
     for key, value in params.extra.items():
-        if key in _SDK_PARAMS:
+        if key in names:
             kw[key] = value
         else:
             extra_body[key] = value
@@ -136,9 +157,10 @@ class OpenAICompatProvider:
         usage: dict[str, Any] | None = None
         ended = False  # `[DONE]` came: the provider closed the stream on purpose
         try:
-            async with self.client.chat.completions.with_streaming_response.create(
-                **request_kwargs(params), stream=True, stream_options={"include_usage": True}
-            ) as response:
+            create = (self.client.completions if params.prompt is not None
+                      else self.client.chat.completions).with_streaming_response.create
+            async with create(**request_kwargs(params), stream=True,
+                              stream_options={"include_usage": True}) as response:
                 async for line in response.iter_lines():
                     if not line.startswith("data:"):
                         continue  # blank separators, `: keep-alive` comments
@@ -156,7 +178,9 @@ class OpenAICompatProvider:
                         usage = chunk["usage"]
                     for choice in chunk.get("choices") or ():
                         index = choice.get("index") or 0
-                        piece = _delta(choice.get("delta") or {}, index)
+                        # A legacy completion's choice has `text`, a chat's a `delta`.
+                        piece = (_delta(choice.get("delta") or {}, index) if "text" not in choice
+                                 else Delta(choice.get("text") or "", index=index))
                         if piece.visible:
                             yield piece
                         if choice.get("finish_reason"):
@@ -185,6 +209,47 @@ class OpenAICompatProvider:
             raise
         except Exception as exc:
             raise map_error(self.name, exc, self.client.api_key) from None
+
+    async def embed(self, params: EmbedParams) -> Embedded:
+        """`POST {base}/embeddings`, floats asked for (every OpenAI-compatible server has
+        them; not all have base64) and packed here. The SDK's `embeddings.create` is not used:
+        it asks base64 by default and decodes into a model per vector."""
+        body: dict[str, Any] = {**params.extra, "model": params.model, "input": params.inputs,
+                                "encoding_format": "float"}
+        if params.dimensions is not None:
+            body["dimensions"] = params.dimensions
+        if params.user is not None:
+            body["user"] = params.user
+        try:
+            response = await self.client.post("/embeddings", body=body, cast_to=httpx.Response)
+            answer = orjson.loads(await response.aread())
+        except ProviderError:
+            raise
+        except orjson.JSONDecodeError:
+            raise ProviderUnavailable(f"{self.name} answered embeddings with a body that is "
+                                      "not JSON") from None
+        except Exception as exc:
+            raise map_error(self.name, exc, self.client.api_key) from None
+        return Embedded(self._vectors(answer, len(params.inputs)),
+                        answer.get("usage") if isinstance(answer.get("usage"), dict) else None)
+
+    def _vectors(self, answer: Any, count: int) -> list[str]:
+        """The answer's vectors in input order, packed; a malformed answer is the provider's
+        failure (retried), never vectors in the wrong places."""
+        data = answer.get("data") if isinstance(answer, dict) else None
+        items = sorted(data, key=lambda d: d.get("index", 0) if isinstance(d, dict) else 0) \
+            if isinstance(data, list) else []
+        vectors: list[str] = []
+        for item in items:
+            vector = item.get("embedding") if isinstance(item, dict) else None
+            if isinstance(vector, str):  # a server that answers base64 whatever was asked
+                vectors.append(vector)
+            elif is_finite_vector(vector):
+                vectors.append(pack(vector))
+        if len(vectors) != count:
+            raise ProviderUnavailable(f"{self.name} answered {len(vectors)} embedding(s) for "
+                                      f"{count} input(s)")
+        return vectors
 
     async def aclose(self) -> None:
         await self.client.close()

@@ -21,6 +21,15 @@ The behaviour is chosen by the requested model name, so concurrent tests never s
 
 Whatever the model, a prompt containing `REJECT400` gets a 400 (a request the provider refuses).
 
+`POST /v1/embeddings` (OpenAI's wire format, `encoding_format` float or base64): model
+`emb` answers `fake_vector(input, dimensions or 8)` per input and counts a token per word (or
+token id); `fail500`, `flaky429-<k>`, `auth401`, `nomodel` and `REJECT400` in an input behave
+as for chat.
+
+`POST /v1/completions` (the legacy one): `prompt` a string or a list, each prompt answered
+with `text_for(model, prompt)` (choice index = prompt's position), streamed in OpenAI's
+`text_completion` chunks or not; `fail500` and `nomodel` as for chat.
+
 `n` in the body asks for that many choices: choice i > 0 carries `text_for(model, prompt, i)`.
 
 `text_for(model, prompt)` returns exactly what a stream will contain. Every call is recorded
@@ -29,7 +38,10 @@ Whatever the model, a prompt containing `REJECT400` gets a 400 (a request the pr
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import json
+import struct
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -93,6 +105,17 @@ def tool_arguments(prompt: str) -> str:
     return json.dumps({"query": prompt, "limit": 3})
 
 
+def fake_vector(item: str | list[int], dimensions: int = 8) -> list[float]:
+    """The vector the fake answers for one embeddings input (6 decimals, as JSON carries it)."""
+    seed = (item if isinstance(item, str) else ",".join(map(str, item))).encode()
+    digest = hashlib.shake_256(seed).digest(dimensions)
+    return [round(b / 255 - 0.5, 6) for b in digest]
+
+
+def _embedding_text(item: Any) -> str:
+    return item if isinstance(item, str) else ",".join(map(str, item))
+
+
 class FakeOpenAI:
     def __init__(self) -> None:
         self.calls: list[Call] = []
@@ -115,6 +138,8 @@ class FakeOpenAI:
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self.chat)
         app.router.add_post("/v1/responses", self.responses)
+        app.router.add_post("/v1/embeddings", self.embeddings)
+        app.router.add_post("/v1/completions", self.legacy)
         self.runner = web.AppRunner(app, access_log=None, handler_cancellation=True,
                                     shutdown_timeout=1)
         await self.runner.setup()
@@ -253,6 +278,98 @@ class FakeOpenAI:
             **shell, "status": "completed", "usage": usage}}))
         call.finished = time.monotonic()
         return resp
+
+    async def embeddings(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        model = body["model"]
+        items = body["input"]
+        if isinstance(items, str) or (items and isinstance(items[0], int)):
+            items = [items]
+        prompt = _embedding_text(items[0]) if items else ""
+        call = Call(model, prompt, body, auth=request.headers.get("Authorization", ""))
+        self.calls.append(call)
+        kind, args = _parse(model)
+        self._attempts[(model, prompt)] += 1
+        refused = self._refuse_embeddings(kind, args, model, prompt,
+                                          [_embedding_text(i) for i in items])
+        if refused is not None:
+            call.status = refused.status
+            return refused
+        dims = int(body.get("dimensions") or 8)
+        data = []
+        for index, item in enumerate(items):
+            vector = fake_vector(item, dims)
+            encoded: Any = vector
+            if body.get("encoding_format") == "base64":
+                encoded = base64.b64encode(struct.pack(f"<{dims}f", *vector)).decode()
+            data.append({"object": "embedding", "index": index, "embedding": encoded})
+        tokens = sum(len(i) if isinstance(i, list) else len(i.split()) for i in items)
+        call.finished = time.monotonic()
+        # Reversed on purpose: OpenAI names each vector's input by `index`, not by position.
+        return web.json_response({"object": "list", "data": data[::-1], "model": model,
+                                  "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
+
+    async def legacy(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        model = body["model"]
+        prompts = body["prompt"] if isinstance(body["prompt"], list) else [body["prompt"]]
+        call = Call(model, prompts[0], body, auth=request.headers.get("Authorization", ""))
+        self.calls.append(call)
+        kind, _ = _parse(model)
+        if kind == "fail500":
+            call.status = 500
+            return _error(500, "The server had an error", None)
+        if kind not in ("ok", "slow"):
+            call.status = 404
+            return web.json_response({"error": {
+                "message": f"The model `{model}` does not exist", "type": "invalid_request_error",
+                "param": None, "code": "model_not_found"}}, status=404)
+        base = {"id": "cmpl-fake", "object": "text_completion", "created": int(time.time()),
+                "model": model}
+        words = sum(len(p.split()) for p in prompts)
+        outs = [tokens_for(model, p) for p in prompts]
+        usage = {"prompt_tokens": words, "completion_tokens": sum(len(o) for o in outs),
+                 "total_tokens": words + sum(len(o) for o in outs)}
+
+        def choice(i: int, text: str, finish: str | None) -> dict[str, Any]:
+            return {"text": text, "index": i, "logprobs": None, "finish_reason": finish}
+
+        if not body.get("stream"):
+            call.finished = time.monotonic()
+            return web.json_response({**base, "usage": usage, "choices": [
+                choice(i, "".join(o), "stop") for i, o in enumerate(outs)]})
+        resp = web.StreamResponse(headers={"content-type": "text/event-stream"})
+        await resp.prepare(request)
+        for i, out in enumerate(outs):
+            for tok in out:
+                await resp.write(_sse({**base, "choices": [choice(i, tok, None)]}))
+            await resp.write(_sse({**base, "choices": [choice(i, "", "stop")]}))
+        if (body.get("stream_options") or {}).get("include_usage"):
+            await resp.write(_sse({**base, "choices": [], "usage": usage}))
+        await resp.write(b"data: [DONE]\n\n")
+        call.finished = time.monotonic()
+        return resp
+
+    def _refuse_embeddings(self, kind: str, args: list[int], model: str, prompt: str,
+                           texts: list[str]) -> web.Response | None:
+        if kind == "fail500":
+            return _error(500, "The server had an error", None)
+        if kind == "flaky429" and self._attempts[(model, prompt)] <= (args[0] if args else 1):
+            return _error(429, "Rate limit reached", "rate_limit_exceeded",
+                          {"retry-after-ms": "50"})
+        if kind == "auth401":
+            return _error(401, AUTH_401_MESSAGE, "invalid_api_key")
+        if kind not in ("emb", "flaky429"):
+            return web.json_response({"error": {
+                "message": f"The model `{model}` does not exist or you do not have access to it.",
+                "type": "invalid_request_error", "param": None, "code": "model_not_found"}},
+                status=404)
+        if any("REJECT400" in t for t in texts):
+            return web.json_response({"error": {
+                "message": "Invalid 'input': the provider refused this input",
+                "type": "invalid_request_error", "param": "input", "code": "invalid_value"}},
+                status=400)
+        return None
 
     async def _tool_call(self, request: web.Request, body: dict[str, Any],
                          prompt: str) -> web.StreamResponse:
