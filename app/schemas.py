@@ -325,6 +325,8 @@ class ResponseJob(BaseModel):
     id: str
     # Made even when nobody reads its session (until cancelled): the store is its reader.
     background: bool = False
+    # The stored conversation its input and output are added to once it completes.
+    conversation: str | None = None
 
 
 class TaskBase(BaseModel):

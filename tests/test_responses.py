@@ -122,6 +122,43 @@ async def test_the_sdk_stream_helper_assembles_the_final_response(
     assert "".join(texts) == final.output_text == text_for("ok-6-0", "resp helper")
 
 
+async def test_a_response_in_a_conversation_sends_its_items_and_adds_its_turn(
+        stack: Stack, fake: FakeOpenAI) -> None:
+    asdk = stack.sdk("any-key")
+    conv = await asdk.conversations.create(
+        items=[{"type": "message", "role": "user", "content": "conv resp earlier"}])
+    r1 = await asdk.responses.create(model="openai/ok-3-0", input="conv resp first",
+                                     conversation=conv.id, instructions="Be brief.")
+    assert r1.status == "completed" and r1.conversation is not None
+    assert r1.conversation.id == conv.id
+    assert call_of(fake, "conv resp first")["messages"] == [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "conv resp earlier"},
+        {"role": "user", "content": "conv resp first"}]
+    r2 = await asdk.responses.create(model="openai/ok-3-0", input="conv resp second",
+                                     conversation={"id": conv.id}, stream=False)
+    # The first response's input and output were added to the conversation: sent now.
+    assert call_of(fake, "conv resp second")["messages"] == [
+        {"role": "user", "content": "conv resp earlier"},
+        {"role": "user", "content": "conv resp first"},
+        {"role": "assistant", "content": r1.output_text},
+        {"role": "user", "content": "conv resp second"}]
+    items = [i async for i in asdk.conversations.items.list(conv.id, order="asc")]
+    said = [(i.role, "".join(p.text for p in i.content)) for i in items]  # type: ignore[union-attr]
+    assert said == [("user", "conv resp earlier"), ("user", "conv resp first"),
+                    ("assistant", r1.output_text), ("user", "conv resp second"),
+                    ("assistant", r2.output_text)]
+    # Streamed and in the background too: the turn is added once it completes.
+    r3 = await asdk.responses.create(model="openai/ok-3-0", input="conv resp third",
+                                     conversation=conv.id, background=True)
+    await until(lambda: _completed(asdk, r3.id), "the background response completed")
+    assert len([i async for i in asdk.conversations.items.list(conv.id)]) == 7
+
+
+async def _completed(asdk: openai.AsyncOpenAI, rid: str) -> bool:
+    return (await asdk.responses.retrieve(rid)).status == "completed"
+
+
 async def test_previous_response_id_sends_the_earlier_turns(asdk: openai.AsyncOpenAI,
                                                             fake: FakeOpenAI) -> None:
     r1 = await asdk.responses.create(model="openai/ok-5-0", input="turn one please",
@@ -308,8 +345,8 @@ async def test_bad_requests_get_clear_400s_in_openai_envelope(stack: Stack) -> N
              "input[0]", "unsupported_value"),
             ({"model": "mock/echo", "input": [{"role": "robot", "content": "x"}]},
              "input[0]", "invalid_value"),
-            ({"model": "mock/echo", "input": "x", "conversation": "conv_1"}, "conversation",
-             "unsupported_parameter"),
+            ({"model": "mock/echo", "input": "x", "conversation": "conv_1",
+              "previous_response_id": "resp_1"}, "conversation", "invalid_value"),
             ({"model": "mock/echo", "input": "x", "background": True, "store": False},
              "background", "invalid_value"),
             ({"model": "mock/echo", "input": "x", "previous_response_id": "nope"},
@@ -324,8 +361,8 @@ async def test_bad_requests_get_clear_400s_in_openai_envelope(stack: Stack) -> N
             assert (err["param"], err["code"]) == (param, code), (body, err)
             assert err["type"] == "invalid_request_error" and err["message"]
         r = await c.post("/v1/responses", json={"model": "mock/echo", "input": "x",
-                                                "conversation": "conv_1"})
-        assert "conversation is not supported yet" in r.json()["error"]["message"]
+                                                "conversation": "conv_nope"})
+        assert r.status_code == 404 and r.json()["error"]["code"] == "conversation_not_found"
         r = await c.post("/v1/responses", content=b"{not json",
                          headers={"content-type": "application/json"})
         assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_json"

@@ -28,13 +28,16 @@ async def test_responses_need_a_key_and_belong_to_theirs(locked: Stack) -> None:
             assert r.json()["error"]["code"] == "invalid_api_key"
     alice, bob = locked.sdk(ALICE), locked.sdk(BOB)
     r = await alice.responses.create(model="mock/echo", input="alice's own", background=True)
+    conv = await alice.conversations.create()
     for call in (lambda: bob.responses.retrieve(r.id),
                  lambda: bob.responses.retrieve(r.id, stream=True),
                  lambda: bob.responses.cancel(r.id),
                  lambda: bob.responses.delete(r.id),
                  lambda: bob.responses.input_items.list(r.id),
                  lambda: bob.responses.create(model="mock/echo", input="steal",
-                                              previous_response_id=r.id)):
+                                              previous_response_id=r.id),
+                 lambda: bob.responses.create(model="mock/echo", input="steal",
+                                              conversation=conv.id)):
         with pytest.raises(openai.NotFoundError):
             await call()
     got = await alice.responses.retrieve(r.id)

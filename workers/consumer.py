@@ -114,7 +114,8 @@ class Worker:
             return await run_embed(task, attempt, channel, self.embeddings, self.policy,
                                    persistent=s.session_events_persistent,
                                    confirm_timeout=s.publish_timeout)
-        recorder = None if task.response is None else ResponseRecorder(self.store, task.response)
+        recorder = (None if task.response is None
+                    else ResponseRecorder(self.store, task.response, task.owner))
         return await run_chat(task, attempt, channel, self.registry, self.policy,
                               s.stream_flush_interval, self.metrics,
                               s.session_events_persistent, usage=self.usage,

@@ -24,10 +24,11 @@ log = logging.getLogger(__name__)
 
 
 class ResponseRecorder:
-    def __init__(self, store: Store, job: ResponseJob) -> None:
+    def __init__(self, store: Store, job: ResponseJob, owner: str) -> None:
         self.store = store
         self.id = job.id
         self.background = job.background
+        self.conversation = None if job.conversation is None else (job.conversation, owner)
         self.output = OutputBuilder(job.id)
 
     async def started(self) -> None:
@@ -63,9 +64,10 @@ class ResponseRecorder:
         return [self.output.item(i, "incomplete") for i in range(len(self.output.pieces))]
 
     async def store_output(self, final: Final) -> None:
-        """Keep the finished answer: the one place its output is stored (where a stored
-        conversation will have it appended too)."""
-        await stored.finish(self.store, self.id, self.output.items(), final)
+        """Keep the finished answer: the one place its output is stored, with its turn in
+        its conversation, if any (in the same transaction)."""
+        await stored.finish(self.store, self.id, self.output.items(), final,
+                            conversation=self.conversation)
 
     async def outlives_session(self) -> bool:
         """Whether the answer goes on once its session is gone: a background response does,

@@ -2,8 +2,9 @@
 queued; then its answer read, whole or as OpenAI's stream events. The routes
 (app/api/routes_responses.py) stay thin.
 
-`history` and `store_input` are the two places a conversation store joins in later: the
-first says which turns come before the new input, the second keeps the response."""
+`history` says which turns come before the new input: a previous response's exchange, or a
+stored conversation's items (app/store/conversations.py); the worker adds this response's
+input and output to that conversation when it completes (workers/responses.py)."""
 
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ from app.responses.output import base_object, response_object
 from app.responses.request import ResponseRequest
 from app.responses.stream import Translator
 from app.schemas import ChatBody, ResponseJob
-from app.store import new_id
+from app.store import conversations, new_id
 from app.store import responses as stored
 from app.subscription import Relayed
 
@@ -42,9 +43,20 @@ class Created:
     queue: str  # the session queue the answer streams on
 
 
+# Conversation items chat can carry; others (reasoning, a hosted tool's calls) are kept in the
+# conversation but not sent.
+SENT_KINDS = ("message", "function_call", "function_call_output")
+
+
 async def history(svc: Services, who: Caller, body: ResponseRequest) -> list[dict[str, Any]]:
     """The chat messages before this response's input: a previous response's whole exchange
-    (its own history, its input, its output), or nothing."""
+    (its own history, its input, its output), a conversation's items (404 for another key's),
+    or nothing."""
+    cid = body.conversation_id()
+    if cid is not None:
+        items = [i for i in await conversations.all_items(svc.store, cid, who.owner)
+                 if i.get("type", "message") in SENT_KINDS]
+        return to_messages(normalized(items)) if items else []
     if body.previous_response_id is None:
         return []
     prev = await stored.get(svc.store, who.owner, body.previous_response_id)
@@ -68,6 +80,7 @@ def _params(body: ResponseRequest) -> dict[str, Any]:
                                       "parallel_tool_calls", "previous_response_id", "store",
                                       "background", "temperature", "top_p", "tool_choice",
                                       "user"}, exclude_none=True)
+    params["conversation"] = body.conversation_id()
     if body.tools:
         params["tools"] = [t.model_dump(exclude_none=True) for t in body.tools]
     if body.text is not None:
@@ -94,7 +107,8 @@ async def create(request: Request, svc: Services, who: Caller,
         await store_input(svc, who, base, session_id, items, messages)
     try:
         queued = await enqueue_chat(request, svc, who, body.model, chat, session_id=session_id,
-                                    response=(ResponseJob(id=rid, background=body.background)
+                                    response=(ResponseJob(id=rid, background=body.background,
+                                                          conversation=body.conversation_id())
                                               if body.store else None))
     except BaseException:
         if body.store:  # never queued: no response to keep

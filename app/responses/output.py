@@ -157,4 +157,6 @@ def base_object(rid: str, created_at: int, model: str, params: dict[str, Any]) -
             "text": params.get("text") or {"format": {"type": "text"}},
             "tool_choice": params.get("tool_choice") or "auto",
             "tools": params.get("tools") or [], "truncation": "disabled",
-            "user": params.get("user")}
+            "user": params.get("user"),
+            "conversation": ({"id": params["conversation"]} if params.get("conversation")
+                             else None)}

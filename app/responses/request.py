@@ -76,15 +76,31 @@ class ResponseRequest(BaseModel):
     def check(self) -> None:
         """What the schema alone cannot say."""
         if self.conversation is not None:
-            raise InvalidRequest("conversation is not supported yet; use previous_response_id",
-                                 param="conversation", code="unsupported_parameter")
+            self.conversation_id()  # its shape
+            if self.previous_response_id is not None:
+                raise InvalidRequest("Cannot use both 'previous_response_id' and "
+                                     "'conversation'", param="conversation",
+                                     code="invalid_value")
+            if not self.store:
+                raise InvalidRequest("a response in a conversation is stored: 'store' cannot "
+                                     "be false with 'conversation'", param="store",
+                                     code="invalid_value")
         if self.background and not self.store:
             raise InvalidRequest("background mode needs store=true (the result is kept to be "
                                  "retrieved)", param="background", code="invalid_value")
-        if self.conversation is None and self.previous_response_id is not None \
+        if self.previous_response_id is not None \
                 and not self.previous_response_id.startswith("resp_"):
             raise InvalidRequest("previous_response_id is not a response id",
                                  param="previous_response_id", code="invalid_value")
+
+    def conversation_id(self) -> str | None:
+        """`conversation` as OpenAI takes it: an id, or an object with one."""
+        conv = self.conversation
+        cid = conv.get("id") if isinstance(conv, dict) else conv
+        if conv is not None and (not isinstance(cid, str) or not cid or len(cid) > 64):
+            raise InvalidRequest("conversation is a conversation id or {\"id\": ...}",
+                                 param="conversation", code="invalid_value")
+        return cid
 
     def input_items(self) -> list[dict[str, Any]]:
         """`input` as a list of items (a string is one user message)."""

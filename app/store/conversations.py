@@ -187,6 +187,24 @@ async def store_turn(store: Store, owner: str, turn: str, conversation: TaskConv
     await append_turn(store, conversation.id, owner, turn, inputs, answer)
 
 
+async def add_in(s: Any, conversation_id: str, owner: str, items: Sequence[NewItem],
+                 turn: str) -> bool:
+    """Add a turn's items inside the caller's transaction (a Responses API response, written
+    with the response's end: both or neither). False, nothing added, when the conversation is
+    gone or another key's, or holds this turn already (a task run twice)."""
+    try:
+        row = await _locked(s, conversation_id, owner)
+    except NotFound:
+        return False
+    kept = (await s.execute(select(ConversationItemRow.id).where(
+        ConversationItemRow.conversation_id == conversation_id,
+        ConversationItemRow.turn == turn).limit(1))).scalar()
+    if kept is not None:
+        return False
+    await _insert(s, row, items, turn, int(time.time()))
+    return True
+
+
 async def _locked(s: Any, conversation_id: str, owner: str) -> ConversationRow:
     # FOR UPDATE: concurrent appends to one conversation (PostgreSQL) take turns on its row,
     # so they never pick the same positions. SQLite's write transaction already excludes.

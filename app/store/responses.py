@@ -10,8 +10,10 @@ from typing import Any
 import orjson
 from sqlalchemy import delete, select, update
 
+from app.conversation_items import NewItem
 from app.errors import NotFound
 from app.responses.output import Final, response_object
+from app.store import conversations
 from app.store.db import Store
 from app.store.models import ResponseRow
 
@@ -114,9 +116,11 @@ async def set_status(store: Store, rid: str, status: str, *, only_from: tuple[st
     return bool(moved)
 
 
-async def finish(store: Store, rid: str, output: list[dict[str, Any]], final: Final) -> bool:
+async def finish(store: Store, rid: str, output: list[dict[str, Any]], final: Final, *,
+                 conversation: tuple[str, str] | None = None) -> bool:
     """Write a response's end once (the worker that answered it). A response cancelled or
-    deleted meanwhile stays as it is: False."""
+    deleted meanwhile stays as it is: False. `conversation` (its id, the owner): a response
+    that completed adds its input and output items there, in the same transaction."""
     async with store.tx() as s:
         moved = _changed(await s.execute(update(ResponseRow).where(
             ResponseRow.id == rid, ResponseRow.status.in_(OPEN)).values(
@@ -126,7 +130,17 @@ async def finish(store: Store, rid: str, output: list[dict[str, Any]], final: Fi
             incomplete_json=(None if final.incomplete_details is None
                              else _dumps(final.incomplete_details)),
             completed_at=int(time.time()))))
+        if moved and conversation is not None and final.status in ("completed", "incomplete"):
+            inputs = _loads((await s.execute(select(ResponseRow.input_json).where(
+                ResponseRow.id == rid))).scalar())
+            await conversations.add_in(s, conversation[0], conversation[1],
+                                       [_as_item(i) for i in [*inputs, *output]], rid)
     return bool(moved)
+
+
+def _as_item(item: dict[str, Any]) -> NewItem:
+    """A response's item as a conversation keeps it (the conversation gives it its own id)."""
+    return NewItem(item["type"], item.get("role"), {k: v for k, v in item.items() if k != "id"})
 
 
 async def keep_partial(store: Store, rid: str, output: list[dict[str, Any]]) -> None:

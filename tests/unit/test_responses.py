@@ -165,7 +165,9 @@ def test_the_request_maps_onto_chat_parameters() -> None:
 
 
 @pytest.mark.parametrize("extra, param", [
-    ({"conversation": "conv_1"}, "conversation"),
+    ({"conversation": "conv_1", "previous_response_id": "resp_1"}, "conversation"),
+    ({"conversation": {"id": 7}}, "conversation"),
+    ({"conversation": "conv_1", "store": False}, "store"),
     ({"background": True, "store": False}, "background"),
     ({"previous_response_id": "chatcmpl-1"}, "previous_response_id"),
 ])
@@ -218,3 +220,11 @@ def test_a_passed_through_streams_events_become_deltas() -> None:
     assert finish_of({"status": "completed", "output": [added["item"]]}) == "tool_calls"
     assert chat_usage({"input_tokens": 1, "output_tokens": 2, "total_tokens": 3}) == {
         "prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3}
+
+
+def test_conversation_is_an_id_or_an_object_with_one() -> None:
+    def cid(conv: Any) -> str | None:
+        return ResponseRequest.model_validate({"model": "m", "input": "x",
+                                               "conversation": conv}).conversation_id()
+    assert cid("conv_1") == cid({"id": "conv_1"}) == "conv_1"
+    assert cid(None) is None
