@@ -123,6 +123,18 @@ class BrokerUnavailable(RafaleError):
     code = "broker_unavailable"
 
 
+class StreamInterrupted(RafaleError):
+    """An answer a request waits on stopped before its end: the broker connection dropped
+    under its session. The task goes on; asking again is safe."""
+
+    status = 503
+    code = "stream_interrupted"
+
+    def __init__(self) -> None:
+        super().__init__("the answer was interrupted (the broker connection dropped); retry",
+                         retry_after=1)
+
+
 class StoreUnavailable(RafaleError):
     """The database is not reachable; try again later."""
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from app import vectors
 from app.api.services import Caller, Services
-from app.errors import RafaleError
+from app.errors import RafaleError, StreamInterrupted
 from app.schemas import EmbeddingRequest, EmbedTask
 from app.subscription import Relayed
 
@@ -79,7 +79,7 @@ async def collect(events: AsyncIterator[Relayed]) -> tuple[list[str], dict[str, 
     """The packed vectors and usage of an embeddings session, read past its terminal event
     (that is when the relay deletes the session); its error raised."""
     packed: list[str] = []
-    ended: RafaleError | dict[str, int] = _interrupted()
+    ended: RafaleError | dict[str, int] = StreamInterrupted()
     async for relayed in events:
         ev = relayed.event
         if ev["type"] == "chunk":
@@ -96,10 +96,3 @@ async def collect(events: AsyncIterator[Relayed]) -> tuple[list[str], dict[str, 
     if isinstance(ended, RafaleError):
         raise ended
     return packed, ended
-
-
-def _interrupted() -> RafaleError:
-    err = RafaleError("the answer was interrupted (the broker connection dropped); retry",
-                      code="stream_interrupted", retry_after=1)
-    err.status = 503
-    return err

@@ -22,7 +22,7 @@ from sse_starlette import ServerSentEvent
 
 from app.api.chat_queue import enqueue_chat
 from app.api.services import Caller, Services
-from app.errors import InvalidRequest, RafaleError
+from app.errors import InvalidRequest, RafaleError, StreamInterrupted
 from app.responses.items import from_messages, normalized, to_messages
 from app.responses.output import base_object, response_object
 from app.responses.request import ResponseRequest
@@ -142,10 +142,7 @@ async def whole(base: dict[str, Any], events: AsyncIterator[Relayed]) -> dict[st
     if failure is not None:
         raise failure
     if tr.final is None:
-        err = RafaleError("the answer was interrupted (the broker connection dropped); retry",
-                          code="stream_interrupted", retry_after=1)
-        err.status = 503
-        raise err
+        raise StreamInterrupted()
     return tr.final
 
 

@@ -20,10 +20,10 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from app.api.chat_queue import enqueue_chat
 from app.api.deps import Svc, Who
-from app.api.routes_openai import _error_data, _interrupted, _unless_client_leaves
 from app.api.streaming import event_stream
+from app.api.waiting import error_data, unless_client_leaves
 from app.completions import finish_reasons
-from app.errors import RafaleError
+from app.errors import RafaleError, StreamInterrupted
 from app.schemas import TextCompletionRequest
 from app.subscription import Relayed
 
@@ -47,15 +47,15 @@ async def completions(body: TextCompletionRequest, request: Request, svc: Svc,
     if not body.stream:
         try:
             async with aclosing(events) as evs:
-                return JSONResponse(await _unless_client_leaves(request,
+                return JSONResponse(await unless_client_leaves(request,
                                                                 _complete(evs, base, n)))
         finally:
             sub.close()
     # As for a chat: a failure before any text still gets a real HTTP status.
     try:
-        first = await _unless_client_leaves(request, anext(events, None))
+        first = await unless_client_leaves(request, anext(events, None))
         if first is None:
-            raise _interrupted()
+            raise StreamInterrupted()
         if first.event["type"] == "error":
             await anext(events, None)  # past the terminal event: the relay deletes the session
             raise RafaleError.from_event(first.event)
@@ -70,7 +70,7 @@ async def completions(body: TextCompletionRequest, request: Request, svc: Svc,
 async def _complete(events: AsyncIterator[Relayed], base: dict[str, Any],
                     n: int) -> dict[str, Any]:
     texts: dict[int, list[str]] = defaultdict(list)
-    ended: RafaleError | dict[str, Any] = _interrupted()
+    ended: RafaleError | dict[str, Any] = StreamInterrupted()
     async for relayed in events:  # to the end: that is when the relay deletes the session
         ev = relayed.event
         if ev["type"] == "chunk":
@@ -108,11 +108,11 @@ async def _stream(first: Relayed, events: AsyncGenerator[Relayed, None], base: d
             elif ev["type"] == "reset" and sent_text:
                 err = RafaleError("the worker serving this answer was lost; retry the request",
                                   code="worker_lost")
-                yield ServerSentEvent(data=_error_data(err))
+                yield ServerSentEvent(data=error_data(err))
                 finished = True
                 break
             elif ev["type"] == "error":
-                yield ServerSentEvent(data=_error_data(RafaleError.from_event(ev)))
+                yield ServerSentEvent(data=error_data(RafaleError.from_event(ev)))
                 finished = True
             elif ev["type"] == "done":
                 for index, reason in enumerate(finish_reasons(ev, n)):
@@ -122,5 +122,5 @@ async def _stream(first: Relayed, events: AsyncGenerator[Relayed, None], base: d
                 finished = True
             relayed = await anext(evs, None)
     if not finished:
-        yield ServerSentEvent(data=_error_data(_interrupted()))
+        yield ServerSentEvent(data=error_data(StreamInterrupted()))
     yield ServerSentEvent(data="[DONE]")

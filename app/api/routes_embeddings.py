@@ -7,7 +7,7 @@ from fastapi.responses import JSONResponse
 
 from app.api.deps import Svc, Who
 from app.api.embed_queue import embed_via_fleet
-from app.api.routes_openai import _unless_client_leaves
+from app.api.waiting import unless_client_leaves
 from app.schemas import EmbeddingRequest
 
 router = APIRouter(prefix="/v1")
@@ -21,6 +21,6 @@ async def create_embeddings(body: EmbeddingRequest, request: Request, svc: Svc,
     def admitted(headers: dict[str, str]) -> None:
         request.state.rate_headers = headers  # on the answer, whatever it is (middleware)
 
-    made = await _unless_client_leaves(request, embed_via_fleet(
+    made = await unless_client_leaves(request, embed_via_fleet(
         svc, who, body, request_id=request.state.request_id, admitted=admitted))
     return JSONResponse(made.response)

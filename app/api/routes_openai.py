@@ -5,12 +5,10 @@ and renders them as OpenAI objects, so the official SDK works against Rafale unc
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
-from typing import Any, TypeVar
+from typing import Any
 
 import orjson
 from fastapi import APIRouter, Request
@@ -21,14 +19,13 @@ from app.api.chat_queue import enqueue_chat
 from app.api.conversation_turn import continue_conversation
 from app.api.deps import Svc, Who
 from app.api.streaming import event_stream
+from app.api.waiting import error_data, unless_client_leaves
 from app.completions import CompletionBuilder, finish_reasons
-from app.errors import ClientGone, ModelNotFound, RafaleError
+from app.errors import ModelNotFound, RafaleError, StreamInterrupted
 from app.schemas import CompletionRequest
 from app.subscription import Relayed
 
 router = APIRouter(prefix="/v1")
-T = TypeVar("T")
-DISCONNECT_POLL = 0.5  # seconds between looks for a client gone while its answer is made
 
 def _chunk(base: dict[str, Any], index: int, delta: dict[str, Any], finish: str | None,
            with_usage: bool) -> str:
@@ -37,10 +34,6 @@ def _chunk(base: dict[str, Any], index: int, delta: dict[str, Any], finish: str 
     if with_usage:
         out["usage"] = None
     return orjson.dumps(out).decode()
-
-
-def _error_data(exc: RafaleError) -> str:
-    return orjson.dumps(exc.envelope()).decode()
 
 
 @router.post("/chat/completions", response_model=None)
@@ -60,7 +53,7 @@ async def chat_completions(body: CompletionRequest, request: Request, svc: Svc,
     if not body.stream:
         try:
             async with aclosing(events) as evs:
-                return JSONResponse(await _unless_client_leaves(request,
+                return JSONResponse(await unless_client_leaves(request,
                                                                 _complete(evs, base, n)))
         finally:
             sub.close()
@@ -68,9 +61,9 @@ async def chat_completions(body: CompletionRequest, request: Request, svc: Svc,
     # Wait for the first event before answering, so a failure that happens before any text
     # (bad key at the provider, rate limit, ...) still gets a real HTTP status.
     try:
-        first = await _unless_client_leaves(request, anext(events, None))
+        first = await unless_client_leaves(request, anext(events, None))
         if first is None:
-            raise _interrupted()
+            raise StreamInterrupted()
         if first.event["type"] == "error":
             await anext(events, None)  # past the terminal event: the relay deletes the session
             raise RafaleError.from_event(first.event)
@@ -82,29 +75,10 @@ async def chat_completions(body: CompletionRequest, request: Request, svc: Svc,
     return event_stream(svc, _stream(first, events, base, n, usage_wanted), sub)
 
 
-async def _unless_client_leaves(request: Request, work: Awaitable[T]) -> T:
-    """`work`, cancelled if the client disconnects first: uvicorn does not cancel a handler
-    whose client left, and a plain completion would otherwise be generated (and paid for)
-    to the end. Cancelling it closes the session, which stops the worker's provider call."""
-    task = asyncio.ensure_future(work)
-    try:
-        while True:
-            done, _ = await asyncio.wait({task}, timeout=DISCONNECT_POLL)
-            if done:
-                return task.result()
-            if await request.is_disconnected():
-                raise ClientGone("the client closed the request")
-    finally:
-        if not task.done():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-
 async def _complete(events: AsyncIterator[Relayed], base: dict[str, Any],
                     n: int) -> dict[str, Any]:
     answer = CompletionBuilder()
-    ended: RafaleError | dict[str, Any] = _interrupted()
+    ended: RafaleError | dict[str, Any] = StreamInterrupted()
     # Read to the end, past the terminal event: that is when the relay deletes the session.
     async for relayed in events:
         ev = relayed.event
@@ -120,13 +94,6 @@ async def _complete(events: AsyncIterator[Relayed], base: dict[str, Any],
     if isinstance(ended, RafaleError):
         raise ended
     return ended
-
-
-def _interrupted() -> RafaleError:
-    err = RafaleError("the answer was interrupted (the broker connection dropped); retry",
-                      code="stream_interrupted", retry_after=1)
-    err.status = 503
-    return err
 
 
 async def _stream(first: Relayed, events: AsyncGenerator[Relayed, None], base: dict[str, Any],
@@ -155,11 +122,11 @@ async def _stream(first: Relayed, events: AsyncGenerator[Relayed, None], base: d
                 # Text already reached the client and OpenAI's format cannot take it back.
                 err = RafaleError("the worker serving this answer was lost; retry the request",
                                   code="worker_lost")
-                yield ServerSentEvent(data=_error_data(err))
+                yield ServerSentEvent(data=error_data(err))
                 finished = True
                 break
             elif ev["type"] == "error":
-                yield ServerSentEvent(data=_error_data(RafaleError.from_event(ev)))
+                yield ServerSentEvent(data=error_data(RafaleError.from_event(ev)))
                 finished = True
             elif ev["type"] == "done":
                 for index, reason in enumerate(finish_reasons(ev, n)):
@@ -171,7 +138,7 @@ async def _stream(first: Relayed, events: AsyncGenerator[Relayed, None], base: d
             # After a terminal event this is the relay deleting the session and ending.
             relayed = await anext(evs, None)
     if not finished:
-        yield ServerSentEvent(data=_error_data(_interrupted()))
+        yield ServerSentEvent(data=error_data(StreamInterrupted()))
     yield ServerSentEvent(data="[DONE]")
 
 

@@ -14,9 +14,9 @@ from fastapi.responses import JSONResponse, Response
 
 from app.api import responses_flow as flow
 from app.api.deps import Svc, Who
-from app.api.routes_openai import _unless_client_leaves
 from app.api.services import Caller, Services
 from app.api.streaming import event_stream
+from app.api.waiting import unless_client_leaves
 from app.errors import InvalidRequest, NotFound
 from app.responses.request import ResponseRequest
 from app.store import responses as stored
@@ -46,7 +46,7 @@ async def create_response(body: ResponseRequest, request: Request, svc: Svc,
                             drain=sub.drain)
     try:
         async with aclosing(sub.events()) as evs:
-            return JSONResponse(await _unless_client_leaves(request, flow.whole(made.base, evs)))
+            return JSONResponse(await unless_client_leaves(request, flow.whole(made.base, evs)))
     finally:
         sub.close()
 

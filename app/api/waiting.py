@@ -1,0 +1,42 @@
+"""A request that waits on its answer (an OpenAI-style call that is not streamed, or the first
+event of one that is): what it does when its client leaves first, and how an error is written
+into a stream already under way."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable
+from typing import TypeVar
+
+import orjson
+from fastapi import Request
+
+from app.errors import ClientGone, RafaleError
+
+T = TypeVar("T")
+DISCONNECT_POLL = 0.5  # seconds between looks for a client gone while its answer is made
+
+
+async def unless_client_leaves(request: Request, work: Awaitable[T]) -> T:
+    """`work`, cancelled if the client disconnects first: uvicorn does not cancel a handler
+    whose client left, and a plain completion would otherwise be generated (and paid for)
+    to the end. Cancelling it closes the session, which stops the worker's provider call."""
+    task = asyncio.ensure_future(work)
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=DISCONNECT_POLL)
+            if done:
+                return task.result()
+            if await request.is_disconnected():
+                raise ClientGone("the client closed the request")
+    finally:
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+def error_data(exc: RafaleError) -> str:
+    """An error as the `data:` of an OpenAI stream's last event (its JSON envelope)."""
+    return orjson.dumps(exc.envelope()).decode()
