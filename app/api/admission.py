@@ -3,10 +3,13 @@ the queue; the `x-ratelimit-*` headers go on its answer (middleware `RateHeaders
 
 from __future__ import annotations
 
-from fastapi import Request
+from typing import TYPE_CHECKING
 
 from app.api.services import Caller, Services
 from app.limits import estimate_tokens
+
+if TYPE_CHECKING:
+    from fastapi import Request
 
 
 async def admit(request: Request, svc: Services, who: Caller, *, session_id: str | None = None,

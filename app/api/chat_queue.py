@@ -1,20 +1,23 @@
-"""Putting a chat on the queue: what `/chat/async`, `/v1/chat/completions` and `/test` share.
+"""Putting a chat on the queue: what `/chat/async`, `/v1/chat/completions`, `/test` and the
+gRPC door (app/grpc/) share.
 
 The session queue is declared (by `submit_task`) before the task is published, so a worker's
-first event always has somewhere to go, however fast it answers."""
+first event always has somewhere to go, however fast it answers. `queue_chat` is free of any
+transport; `enqueue_chat` is its HTTP form."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 import uuid
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
-from fastapi import Request
-
-from app.api.admission import admit, chat_tokens
+from app.api.admission import chat_tokens
 from app.api.services import Caller, Services
 from app.schemas import ChatBody, Task
+
+if TYPE_CHECKING:
+    from fastapi import Request
 
 
 class Queued(NamedTuple):
@@ -24,25 +27,37 @@ class Queued(NamedTuple):
 
 async def enqueue_chat(request: Request, svc: Services, who: Caller, model: str, body: ChatBody,
                        *, n: int = 1) -> Queued:
+    """`queue_chat` for an HTTP request: its rate headers go on the answer."""
+    queued, request.state.rate_headers = await queue_chat(
+        svc, who, model, body, request_id=request.state.request_id, n=n)
+    return queued
+
+
+async def queue_chat(svc: Services, who: Caller, model: str, body: ChatBody, *,
+                     request_id: str, n: int = 1,
+                     within: float | None = None) -> tuple[Queued, dict[str, str]]:
     """Validate the model, count the request against its key's limits, declare the session,
-    publish the task."""
+    publish the task. `within`: seconds the caller waits for the answer (a gRPC deadline),
+    which bounds the task's own deadline. Returns the session and the x-ratelimit-* values."""
     svc.registry.split(model)  # an unknown or unconfigured model fails here, not in a worker
     session_id = uuid.uuid4().hex
     queue = svc.broker.topology.session_queue(who.tag, session_id)
     tokens = chat_tokens(body.messages, body.max_tokens, n)
-    await admit(request, svc, who, session_id=session_id, tokens=tokens)
+    headers = await svc.limiter.admit(who.owner, session_id=session_id, tokens=tokens)
+    ttl = svc.settings.session_ttl if within is None else min(within, svc.settings.session_ttl)
     try:
-        return await _publish(svc, who, model, body, request.state.request_id, session_id,
-                              queue, tokens)
+        queued = await _publish(svc, who, model, body, request_id, session_id, queue, tokens,
+                                ttl)
     except BaseException:
         # Never published: the session holds no place of its key's (shielded: a client gone
         # mid-publish cancels this request, not the release).
         await asyncio.shield(svc.limiter.release([session_id]))
         raise
+    return queued, headers
 
 
 async def _publish(svc: Services, who: Caller, model: str, body: ChatBody, request_id: str,
-                   session_id: str, queue: str, reserved_tokens: int) -> Queued:
+                   session_id: str, queue: str, reserved_tokens: int, ttl: float) -> Queued:
     now = time.time()
     task = Task(
         task_id=session_id,
@@ -50,7 +65,7 @@ async def _publish(svc: Services, who: Caller, model: str, body: ChatBody, reque
         model=model,
         body=body,
         reply_to=queue,
-        deadline=now + svc.settings.session_ttl,
+        deadline=now + ttl,
         created=now,
         request_id=request_id,
         reserved_tokens=reserved_tokens,
