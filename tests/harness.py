@@ -71,14 +71,24 @@ class Stack:
         run = self.env["RAFALE_NAMESPACE"].removesuffix(f".{self.name}")
         return ARTIFACTS / run / f"{self.name}-{role}.log"
 
-    def _spawn(self, role: str, args: list[str]) -> None:
+    def _spawn(self, role: str, args: list[str], env: dict[str, str] | None = None) -> None:
         path = self.log_path(role)
         path.parent.mkdir(parents=True, exist_ok=True)
         log = open(path, "ab")
         self.procs[role] = subprocess.Popen(
-            [sys.executable, *args], cwd=ROOT, env=self.env, stdout=log, stderr=log,
+            [sys.executable, *args], cwd=ROOT, env=env or self.env, stdout=log, stderr=log,
             start_new_session=True,
         )
+
+    def start_grpc(self, role: str = "grpc", **overrides: Any) -> int:
+        """A gRPC server (`python -m app.grpc`) on this stack's broker, store and keys, on a
+        free port of its own (returned); `overrides`: settings for this server only (a broker
+        URL through a proxy, TLS files, ...)."""
+        port = free_port()
+        env = {**self.env, "GRPC_HOST": "127.0.0.1", "GRPC_PORT": str(port),
+               **{k.upper(): str(v) for k, v in overrides.items()}}
+        self._spawn(role, ["-m", "app.grpc"], env)
+        return port
 
     def start_api(self, workers: int = 1, *, access_log: bool = False) -> None:
         self.api_workers = workers

@@ -67,7 +67,12 @@ class ChatRpcs:
             raise NotFound("No such session", param="session_id", code="session_not_found")
         queue = self.svc.broker.topology.session_queue(call.who.tag, request.session_id)
         # The relay's own 400 / 404 / 409 / 503, as `/stream/{id}` with Last-Event-ID.
-        sub = await self.svc.relay.subscribe(queue, request.last_event_id or None)
+        try:
+            sub = await self.svc.relay.subscribe(queue, request.last_event_id or None)
+        except InvalidRequest as exc:
+            if exc.param == "Last-Event-ID":
+                exc.param = "last_event_id"  # this door's name for it
+            raise
         yield pb.ChatEvent(type="session", session_id=request.session_id)
         if sub.has_all:  # the client has the terminal event: nothing more, the session goes
             cleanup = sub.close()
