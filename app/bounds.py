@@ -16,11 +16,19 @@ MODEL_NAME_MAX = 200  # characters of a `provider/model` name
 MAX_TOKENS = 1_000_000  # max_tokens / max_completion_tokens
 MAX_CHOICES = 128  # `n`, as OpenAI
 TRANSLATE_MAX_TEXTS = 50  # texts in one translate request, as DeepL
+EMBED_MAX_INPUTS = 2048  # inputs in one embeddings request, as OpenAI
+EMBED_MAX_TOKEN_IDS = 8192  # ids in one token-array input: OpenAI's per-input token limit
+# Characters of one text input: OpenAI's 8192 tokens are rarely over ~4 characters each; a
+# text past this bound could never fit, and the provider refuses what is over in tokens.
+EMBED_MAX_CHARS = 8192 * 8
+EMBED_MAX_DIMENSIONS = 16_384  # `dimensions`: OpenAI's largest model has 3072
+TOKEN_ID_MAX = 2**31 - 1
 
 ModelName = Annotated[str, Field(min_length=1, max_length=MODEL_NAME_MAX)]
 MaxTokens = Annotated[int, Field(ge=1, le=MAX_TOKENS)]
 Choices = Annotated[int, Field(ge=1, le=MAX_CHOICES)]
 TranslateTexts = Annotated[list[str], Field(min_length=1, max_length=TRANSLATE_MAX_TEXTS)]
+Dimensions = Annotated[int, Field(ge=1, le=EMBED_MAX_DIMENSIONS)]
 
 
 def model_problem(model: str) -> str | None:

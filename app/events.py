@@ -37,6 +37,9 @@ class ChunkEvent(TypedDict):
     # What a reasoning model thinks before it answers (its `reasoning_content`); omitted when
     # empty, so an ordinary answer's events are the bytes they always were.
     reasoning: NotRequired[str]
+    # An embeddings answer's vectors, packed (app/vectors.py), in input order: each chunk
+    # continues where the previous one ended; `content` is empty then.
+    embeddings: NotRequired[list[str]]
 
 
 class DoneEvent(TypedDict):
@@ -78,7 +81,8 @@ Event = ChunkEvent | DoneEvent | ErrorEvent | ResetEvent
 
 
 def chunk(content: str, *, index: int = 0, tool_calls: list[ToolCallDelta] | None = None,
-          reasoning: str = "", seq: int = 0, attempt: int = 1) -> ChunkEvent:
+          reasoning: str = "", embeddings: list[str] | None = None, seq: int = 0,
+          attempt: int = 1) -> ChunkEvent:
     event: ChunkEvent = {"type": "chunk", "content": content}  # type: ignore[typeddict-item]
     if index:
         event["index"] = index
@@ -86,6 +90,8 @@ def chunk(content: str, *, index: int = 0, tool_calls: list[ToolCallDelta] | Non
         event["tool_calls"] = tool_calls
     if reasoning:
         event["reasoning"] = reasoning
+    if embeddings:
+        event["embeddings"] = embeddings
     # Numbered last: the bytes on the wire stay what they were before events were typed.
     event["seq"], event["attempt"] = seq, attempt
     return event

@@ -45,6 +45,10 @@ BUILTIN: dict[str, Price] = {
     "openai/gpt-4.1": Price(2.00, 8.00),
     "deepseek/deepseek-chat": Price(0.27, 1.10),
     "deepseek/deepseek-reasoner": Price(0.55, 2.19),
+    # Embeddings bill input tokens only.
+    "openai/text-embedding-3-small": Price(0.02, 0.0),
+    "openai/text-embedding-3-large": Price(0.13, 0.0),
+    "openai/text-embedding-ada-002": Price(0.10, 0.0),
     "mock/*": Price(0.0, 0.0),
     "deepl/*": Price(0.0, 0.0),
 }

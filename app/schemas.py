@@ -6,12 +6,30 @@ Everything on the broker is JSON with a `schema_version`; nothing is pickled."""
 
 from __future__ import annotations
 
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
-from app.bounds import Choices, MaxTokens, ModelName, TranslateTexts
+from app.bounds import (
+    EMBED_MAX_CHARS,
+    EMBED_MAX_INPUTS,
+    EMBED_MAX_TOKEN_IDS,
+    TOKEN_ID_MAX,
+    Choices,
+    Dimensions,
+    MaxTokens,
+    ModelName,
+    TranslateTexts,
+)
 from app.completions import provider_extra
 from app.errors import MISSING_ONE_OF, describe_validation
 
@@ -125,6 +143,92 @@ class TranslateRequest(BaseModel):
         None, pattern=r"^(default|more|less|prefer_more|prefer_less)$")
 
 
+# An embeddings request's inputs, one kind per request: texts, or token-id arrays.
+EmbedInputs = list[str] | list[list[int]]
+_INPUT_SHAPES = ("it must be a string, a list of strings, a list of token ids (integers) "
+                 "or a list of lists of token ids")
+
+
+def _is_token(value: Any) -> bool:
+    return type(value) is int and 0 <= value <= TOKEN_ID_MAX
+
+
+def _token_ids(value: list[Any], where: str) -> list[int]:
+    if not value:
+        raise ValueError(f"{where} is an empty token array")
+    if len(value) > EMBED_MAX_TOKEN_IDS:
+        raise ValueError(f"{where} has {len(value)} token ids; the limit is "
+                         f"{EMBED_MAX_TOKEN_IDS}")
+    if not all(_is_token(t) for t in value):
+        raise PydanticCustomError("embedding_input_type", "{where} must hold token ids: "
+                                  "integers from 0 to {top}", {"where": where, "top": TOKEN_ID_MAX})
+    return value
+
+
+def _text(value: str, where: str) -> str:
+    if not value:
+        raise ValueError(f"{where} is an empty string (a model cannot embed nothing)")
+    if len(value) > EMBED_MAX_CHARS:
+        raise ValueError(f"{where} has {len(value)} characters; the limit is {EMBED_MAX_CHARS}")
+    return value
+
+
+def embedding_inputs(value: Any) -> EmbedInputs:
+    """`input` as OpenAI takes it, as a list of texts or of token arrays, each bounded
+    (app/bounds.py); ValueError / PydanticCustomError with a message a person can act on."""
+    if isinstance(value, str):
+        return [_text(value, "it")]
+    if not isinstance(value, list):
+        raise PydanticCustomError("embedding_input_type", _INPUT_SHAPES)
+    if not value:
+        raise ValueError("it is an empty list")
+    if all(_is_token(t) for t in value):
+        return [_token_ids(value, "it")]
+    if len(value) > EMBED_MAX_INPUTS:
+        raise ValueError(f"it has {len(value)} items; the limit is {EMBED_MAX_INPUTS}")
+    if all(isinstance(t, str) for t in value):
+        return [_text(t, f"item {i}") for i, t in enumerate(value)]
+    if all(isinstance(t, list) for t in value):
+        return [_token_ids(t, f"item {i}") for i, t in enumerate(value)]
+    raise PydanticCustomError("embedding_input_type", _INPUT_SHAPES)
+
+
+class EmbedBody(BaseModel):
+    """The provider-facing part of an embeddings task."""
+
+    inputs: EmbedInputs
+    dimensions: int | None = None
+    user: str | None = None
+    # Other parameters (vLLM's `truncate_prompt_tokens`, ...) passed to the provider.
+    extra: dict[str, Any] = Field(default_factory=dict)
+
+
+_EMBED_OWN = frozenset({"model", "input", "encoding_format", "dimensions", "user"})
+
+
+class EmbeddingRequest(BaseModel):
+    """Body of `POST /v1/embeddings`, and of every line of an embeddings batch."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: ModelName
+    input: EmbedInputs
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: Dimensions | None = None
+    user: str | None = Field(None, max_length=256)
+
+    @field_validator("input", mode="before")
+    @classmethod
+    def _inputs(cls, value: Any) -> EmbedInputs:
+        return embedding_inputs(value)
+
+    def to_body(self) -> EmbedBody:
+        extra = {k: v for k, v in (self.model_extra or {}).items()
+                 if k not in _EMBED_OWN and v is not None}
+        return EmbedBody(inputs=self.input, dimensions=self.dimensions, user=self.user,
+                         extra=extra)
+
+
 RequestModel = TypeVar("RequestModel", bound=BaseModel)
 
 
@@ -137,21 +241,44 @@ def validated(model: type[RequestModel], body: dict[str, Any]) -> RequestModel:
         raise describe_validation(exc.errors()) from None
 
 
-class Task(BaseModel):
-    """API → worker, on the owner's task lane (`llm_tasks.<n>`)."""
+class TaskBase(BaseModel):
+    """What every task on a lane carries, whatever it asks the provider for."""
 
     schema_version: int = SCHEMA_VERSION
-    kind: Literal["chat"] = "chat"
     task_id: str
     owner: str = ""
     model: str
-    body: ChatBody
     reply_to: str  # the session queue
     deadline: float  # epoch seconds; past it nobody waits for the answer
     created: float = 0.0  # epoch seconds at enqueue, for the queue-wait metric
     request_id: str = ""
     # Tokens admission reserved for this task (KEY_TPM); its usage record settles them.
     reserved_tokens: int = 0
+
+
+class Task(TaskBase):
+    """API → worker, on the owner's task lane (`llm_tasks.<n>`): a chat."""
+
+    kind: Literal["chat"] = "chat"
+    body: ChatBody
+
+
+class EmbedTask(TaskBase):
+    """API → worker, on the owner's task lane: embeddings, answered like a non-streamed chat
+    (chunk events carrying the vectors, then `done`)."""
+
+    kind: Literal["embed"] = "embed"
+    body: EmbedBody
+
+
+AnyTask = Task | EmbedTask
+_ANY_TASK: TypeAdapter[AnyTask] = TypeAdapter(
+    Annotated[Task | EmbedTask, Field(discriminator="kind")])
+
+
+def parse_task(raw: bytes | str) -> AnyTask:
+    """A task off a lane, by its `kind`; ValidationError when it is none of them."""
+    return _ANY_TASK.validate_json(raw)
 
 
 class BatchLine(BaseModel):

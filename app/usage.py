@@ -24,7 +24,7 @@ from app.providers.base import Delta
 from app.providers.deepl import source_text
 from app.providers.mock import text_of
 
-Kind = Literal["chat", "direct", "translate", "batch"]
+Kind = Literal["chat", "direct", "translate", "batch", "embed"]
 Outcome = Literal["done", "error", "cancelled"]
 GROUP_FIELDS = ("key", "model", "day")
 DEFAULT_GROUP_BY = ("key", "model")

@@ -14,6 +14,7 @@ from aio_pika.abc import AbstractIncomingMessage, AbstractRobustChannel
 from pydantic import ValidationError
 
 from app.broker import BROKER_ERRORS, Broker
+from app.embeddings import Embeddings
 from app.errors import TaskParked
 from app.fleet import heartbeat
 from app.generation import CallPolicy
@@ -21,12 +22,13 @@ from app.limits import Limiter, counters
 from app.metrics import Metrics
 from app.pricing import load_prices
 from app.providers.registry import Registry
-from app.schemas import Task
+from app.schemas import AnyTask, EmbedTask, parse_task
 from app.settings import Settings
 from app.store import Store, database_url
 from app.store import usage as usage_store
 from workers.batch.runner import BatchRunner
 from workers.chat import ChatOutcome, run_chat
+from workers.embed import run_embed
 from workers.isolation import Delivery
 from workers.stream import SessionStream
 from workers.tasks import ChatTasks
@@ -53,6 +55,8 @@ class Worker:
                                spend_of=partial(usage_store.month_spend, self.store))
         self.usage = usage_store.recorder(self.store, load_prices(settings.model_prices_file),
                                           self.metrics, settle=self.limiter.settle)
+        self.embeddings = Embeddings(self.registry, self.policy, usage=self.usage,
+                                     metrics=self.metrics)
         self.batch_runner = BatchRunner(settings, self.broker, self.registry, self.store,
                                         self.metrics, usage=self.usage, limiter=self.limiter)
         self.worker_id = f"{socket.gethostname()}-{os.getpid()}"
@@ -97,7 +101,7 @@ class Worker:
         for handler in self.batch_runner.in_flight:
             handler.cancel()
 
-    async def _answer(self, task: Task, attempt: int) -> ChatOutcome:
+    async def _answer(self, task: AnyTask, attempt: int) -> ChatOutcome:
         assert self._pub is not None
         # After a reconnect, deliveries can beat the channel restore (bounded: a TimeoutError
         # is a broker error, and the task is requeued).
@@ -105,6 +109,10 @@ class Worker:
             await self._pub.ready()
         channel = await self._pub.get_underlay_channel()
         s = self.settings
+        if isinstance(task, EmbedTask):
+            return await run_embed(task, attempt, channel, self.embeddings, self.policy,
+                                   persistent=s.session_events_persistent,
+                                   confirm_timeout=s.publish_timeout)
         return await run_chat(task, attempt, channel, self.registry, self.policy,
                               s.stream_flush_interval, self.metrics,
                               s.session_events_persistent, usage=self.usage,
@@ -113,7 +121,7 @@ class Worker:
     async def _on_dead_task(self, message: AbstractIncomingMessage) -> None:
         """A task was parked after killing workers: tell its client instead of letting it wait."""
         try:
-            task = Task.model_validate_json(message.body)
+            task = parse_task(message.body)
         except ValidationError:
             await self.batch_runner.on_dead_letter(message)
             return

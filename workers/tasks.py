@@ -23,7 +23,7 @@ from pydantic import ValidationError
 from app.broker import BROKER_ERRORS, Broker
 from app.errors import BrokerUnavailable
 from app.metrics import Metrics
-from app.schemas import Task
+from app.schemas import AnyTask, parse_task
 from app.settings import Settings
 from workers.chat import ChatOutcome
 from workers.fair import LaneGate
@@ -31,7 +31,7 @@ from workers.isolation import Delivery
 
 log = logging.getLogger(__name__)
 
-Answer = Callable[[Task, int], Awaitable[ChatOutcome]]
+Answer = Callable[[AnyTask, int], Awaitable[ChatOutcome]]
 
 
 class ChatTasks:
@@ -125,7 +125,7 @@ class ChatTasks:
             await self._run(task, message, delivery, queue)
 
     async def _take(self, message: AbstractIncomingMessage,
-                    queue: str) -> tuple[Task, Delivery] | None:
+                    queue: str) -> tuple[AnyTask, Delivery] | None:
         """The task a delivery carries and its history; None when it was dealt with already
         (given back because this worker is stopping, or dead-lettered as malformed)."""
         delivery = Delivery.of(message.headers)
@@ -146,15 +146,15 @@ class ChatTasks:
         finally:
             self.inflight.pop(me, None)
 
-    async def _parse(self, message: AbstractIncomingMessage) -> Task | None:
+    async def _parse(self, message: AbstractIncomingMessage) -> AnyTask | None:
         try:
-            return Task.model_validate_json(message.body)
+            return parse_task(message.body)
         except ValidationError as exc:
             log.error("task %s is malformed, dead-lettering it: %s", message.message_id, exc)
             await self._settle(message, requeue=False)
             return None
 
-    async def _run(self, task: Task, message: AbstractIncomingMessage, delivery: Delivery,
+    async def _run(self, task: AnyTask, message: AbstractIncomingMessage, delivery: Delivery,
                    queue: str) -> None:
         m = self.metrics
         m.in_flight.inc()
@@ -181,7 +181,7 @@ class ChatTasks:
 
     # --- moving tasks
 
-    async def _isolate(self, message: AbstractIncomingMessage, task: Task,
+    async def _isolate(self, message: AbstractIncomingMessage, task: AnyTask,
                        delivery: Delivery) -> None:
         log.warning("task %s: back %d times from workers that died with it; it runs alone "
                     "from now on", task.task_id, delivery.crashes)

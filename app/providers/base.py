@@ -53,6 +53,36 @@ class Delta:
         return bool(self.content or self.reasoning or self.tool_calls)
 
 
+@dataclass(slots=True)
+class EmbedParams:
+    """An embeddings request as the provider sees it (`model` without the `provider/` prefix):
+    texts, or token-id arrays."""
+
+    model: str
+    inputs: list[str] | list[list[int]]
+    dimensions: int | None = None
+    user: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Embedded:
+    """A provider's embeddings: one vector per input, in input order, each as little-endian
+    float32 bytes base64-encoded (OpenAI's `encoding_format: base64`, a quarter of the JSON),
+    and the usage it reported (None: it reported none)."""
+
+    vectors: list[str]
+    usage: dict[str, Any] | None = None
+
+
+class Embedder(Protocol):
+    """A provider that makes embeddings (OpenAI-compatible servers, the mock)."""
+
+    name: str
+
+    async def embed(self, params: EmbedParams) -> Embedded: ...
+
+
 class Provider(Protocol):
     name: str
 

@@ -3,19 +3,27 @@
 It honours `n` (that many identical choices) and `tools`: asked with tools after a user
 message, it calls the first tool (or the one `tool_choice` names) with `{"input": <message>}`,
 and after a `tool` message it echoes the tool's result, so a client's tool loop can be tried
-offline."""
+offline.
+
+`mock/embed` makes embeddings: a unit vector per input derived from its text (or token ids)
+alone, so a test can compute the exact answer (`mock_embedding`); 256 dimensions unless
+`dimensions` asks for other."""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import math
 import os
+import struct
 from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
 
 from app.errors import InvalidRequest, ModelNotFound
-from app.providers.base import ChatParams, Delta
+from app.providers.base import ChatParams, Delta, Embedded, EmbedParams
+from app.vectors import pack
 
 _FILLER = (
     "Rafale is answering from its offline mock provider, so this text is generated locally "
@@ -48,9 +56,28 @@ def text_of(content: Any) -> str:
     return str(content or "")
 
 
+MOCK_DIMENSIONS = 256
+
+
+def mock_embedding(item: str | list[int], dimensions: int = MOCK_DIMENSIONS) -> list[float]:
+    """The vector `mock/embed` answers for one input: SHAKE-256 of the input stretched to one
+    32-bit word per dimension, centred on 0 and scaled to unit length (as float64; the wire
+    carries it as float32)."""
+    seed = item.encode() if isinstance(item, str) else ",".join(map(str, item)).encode()
+    words = struct.unpack(f"<{dimensions}I", hashlib.shake_256(seed).digest(4 * dimensions))
+    raw = [w / 2**31 - 1.0 for w in words]
+    norm = math.sqrt(sum(v * v for v in raw)) or 1.0
+    return [v / norm for v in raw]
+
+
+def mock_tokens_of(item: str | list[int]) -> int:
+    """What `mock/embed` reports as an input's tokens: its words, or its token ids."""
+    return len(item) if isinstance(item, list) else max(1, len(item.split()))
+
+
 class MockProvider:
     name = "mock"
-    models = ("echo", "crash")
+    models = ("echo", "crash", "embed")
 
     def __init__(self, tokens: int, delay: float, crash_enabled: bool = False) -> None:
         self.tokens = tokens
@@ -64,6 +91,9 @@ class MockProvider:
             if not self.crash_enabled:
                 raise InvalidRequest("mock/crash is disabled (MOCK_CRASH_ENABLED)", param="model")
             os._exit(70)  # fault injection: die like an OOM kill would, without cleanup
+        if params.model == "embed":
+            raise InvalidRequest("mock/embed is an embedding model: use it with "
+                                 "/v1/embeddings", param="model", code="model_not_supported")
         n = int(params.extra.get("n") or 1)
         prompt_tokens = sum(len(text_of(m.get("content")).split()) for m in params.messages)
         tool = _tool_to_call(params)
@@ -89,6 +119,17 @@ class MockProvider:
                 "total_tokens": prompt_tokens + completion_tokens,
             },
         )
+
+    async def embed(self, params: EmbedParams) -> Embedded:
+        if params.model != "embed":
+            raise InvalidRequest(f"mock/{params.model} does not make embeddings: use "
+                                 "mock/embed", param="model", code="model_not_supported")
+        dims = params.dimensions or MOCK_DIMENSIONS
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        tokens = sum(mock_tokens_of(item) for item in params.inputs)
+        return Embedded([pack(mock_embedding(item, dims)) for item in params.inputs],
+                        {"prompt_tokens": tokens, "total_tokens": tokens})
 
     async def aclose(self) -> None:
         return None

@@ -8,6 +8,7 @@ import inspect
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
+import httpx
 import openai
 import orjson
 
@@ -21,7 +22,15 @@ from app.errors import (
     ProviderUnavailable,
     ProviderUnreachable,
 )
-from app.providers.base import ChatParams, Delta, refused_connection, scrub
+from app.providers.base import (
+    ChatParams,
+    Delta,
+    Embedded,
+    EmbedParams,
+    refused_connection,
+    scrub,
+)
+from app.vectors import is_finite_vector, pack
 
 # What `chat.completions.create` accepts by name, read once from the SDK itself.
 _SDK_PARAMS = frozenset(
@@ -170,6 +179,47 @@ class OpenAICompatProvider:
             if index:
                 yield Delta(finish_reason=reason, index=index)
         yield Delta(finish_reason=finishes.get(0, "stop"), usage=usage)
+
+    async def embed(self, params: EmbedParams) -> Embedded:
+        """`POST {base}/embeddings`, floats asked for (every OpenAI-compatible server has
+        them; not all have base64) and packed here. The SDK's `embeddings.create` is not used:
+        it asks base64 by default and decodes into a model per vector."""
+        body: dict[str, Any] = {**params.extra, "model": params.model, "input": params.inputs,
+                                "encoding_format": "float"}
+        if params.dimensions is not None:
+            body["dimensions"] = params.dimensions
+        if params.user is not None:
+            body["user"] = params.user
+        try:
+            response = await self.client.post("/embeddings", body=body, cast_to=httpx.Response)
+            answer = orjson.loads(await response.aread())
+        except ProviderError:
+            raise
+        except orjson.JSONDecodeError:
+            raise ProviderUnavailable(f"{self.name} answered embeddings with a body that is "
+                                      "not JSON") from None
+        except Exception as exc:
+            raise map_error(self.name, exc, self.client.api_key) from None
+        return Embedded(self._vectors(answer, len(params.inputs)),
+                        answer.get("usage") if isinstance(answer.get("usage"), dict) else None)
+
+    def _vectors(self, answer: Any, count: int) -> list[str]:
+        """The answer's vectors in input order, packed; a malformed answer is the provider's
+        failure (retried), never vectors in the wrong places."""
+        data = answer.get("data") if isinstance(answer, dict) else None
+        items = sorted(data, key=lambda d: d.get("index", 0) if isinstance(d, dict) else 0) \
+            if isinstance(data, list) else []
+        vectors: list[str] = []
+        for item in items:
+            vector = item.get("embedding") if isinstance(item, dict) else None
+            if isinstance(vector, str):  # a server that answers base64 whatever was asked
+                vectors.append(vector)
+            elif is_finite_vector(vector):
+                vectors.append(pack(vector))
+        if len(vectors) != count:
+            raise ProviderUnavailable(f"{self.name} answered {len(vectors)} embedding(s) for "
+                                      f"{count} input(s)")
+        return vectors
 
     async def aclose(self) -> None:
         await self.client.close()

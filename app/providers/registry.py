@@ -6,7 +6,7 @@ import logging
 from dataclasses import dataclass
 
 from app.errors import InvalidRequest, ModelNotFound
-from app.providers.base import Provider
+from app.providers.base import Embedder, Provider
 from app.providers.deepl import DeepLProvider, base_url_for, check_language
 from app.providers.mock import MockProvider
 from app.providers.openai_compat import OpenAICompatProvider
@@ -25,6 +25,7 @@ class Spec:
     api_key: str = ""
     models: tuple[str, ...] = ()  # what GET /v1/models lists; other names still route
     missing: str = ""  # the setting that would configure it; empty when configured
+    embeddings: bool = True  # whether it has `/embeddings` (DeepSeek and DeepL do not)
 
 
 def _names(csv: str) -> tuple[str, ...]:
@@ -37,11 +38,12 @@ def specs(s: Settings) -> dict[str, Spec]:
                        _names(s.openai_models), "" if s.openai_api_key else "OPENAI_API_KEY"),
         "deepseek": Spec("deepseek", "openai", s.deepseek_base_url, s.deepseek_api_key,
                          _names(s.deepseek_models),
-                         "" if s.deepseek_api_key else "DEEPSEEK_API_KEY"),
+                         "" if s.deepseek_api_key else "DEEPSEEK_API_KEY", embeddings=False),
         "deepl": Spec("deepl", "deepl", base_url_for(s.deepl_api_key, s.deepl_base_url),
                       s.deepl_api_key, _names(s.deepl_languages),
-                      "" if s.deepl_api_key else "DEEPL_API_KEY"),
-        "mock": Spec("mock", "mock", models=MockProvider.models[:1]),
+                      "" if s.deepl_api_key else "DEEPL_API_KEY", embeddings=False),
+        # `crash` is fault injection: never listed.
+        "mock": Spec("mock", "mock", models=("echo", "embed")),
     }
     for name, ep in s.endpoints.items():
         out[name] = Spec(name, "openai", ep.base_url, ep.api_key, _names(ep.models))
@@ -91,6 +93,33 @@ class Registry:
         if spec.kind == "deepl":
             rest = check_language(rest, "model")
         return prefix, rest
+
+    def embedding_model(self, model: str) -> tuple[str, str]:
+        """`split` for an embeddings request: a provider without embeddings (DeepSeek,
+        DeepL) or a mock model other than `embed` is a 400, before anything is queued."""
+        asked = self.specs.get(model.partition("/")[0])
+        # Before `split`: DeepL's model names are languages, and an unconfigured provider
+        # would be reported as such, when no key would ever make it embed.
+        if asked is not None and not asked.embeddings:
+            raise InvalidRequest(f"The model `{model}` does not support embeddings: "
+                                 f"{asked.name} has no embeddings endpoint", param="model",
+                                 code="model_not_supported")
+        name, rest = self.split(model)
+        if not self.specs[name].embeddings:
+            raise InvalidRequest(f"The model `{model}` does not support embeddings: {name} "
+                                 "has no embeddings endpoint", param="model",
+                                 code="model_not_supported")
+        if self.specs[name].kind == "mock" and rest != "embed":
+            raise InvalidRequest(f"The model `{model}` does not support embeddings: use "
+                                 "mock/embed", param="model", code="model_not_supported")
+        return name, rest
+
+    def embedder(self, model: str) -> tuple[str, str, Embedder]:
+        """(provider, model, adapter) for an embeddings request (see `embedding_model`)."""
+        name, rest = self.embedding_model(model)
+        provider = self.get(name)
+        assert isinstance(provider, MockProvider | OpenAICompatProvider)
+        return name, rest, provider
 
     def models(self) -> list[tuple[str, str]]:
         """(model id, owner) for every model this deployment lists."""

@@ -21,6 +21,11 @@ The behaviour is chosen by the requested model name, so concurrent tests never s
 
 Whatever the model, a prompt containing `REJECT400` gets a 400 (a request the provider refuses).
 
+`POST /v1/embeddings` (OpenAI's wire format, `encoding_format` float or base64): model
+`emb` answers `fake_vector(input, dimensions or 8)` per input and counts a token per word (or
+token id); `fail500`, `flaky429-<k>`, `auth401`, `nomodel` and `REJECT400` in an input behave
+as for chat.
+
 `n` in the body asks for that many choices: choice i > 0 carries `text_for(model, prompt, i)`.
 
 `text_for(model, prompt)` returns exactly what a stream will contain. Every call is recorded
@@ -29,7 +34,10 @@ Whatever the model, a prompt containing `REJECT400` gets a 400 (a request the pr
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import json
+import struct
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -93,6 +101,17 @@ def tool_arguments(prompt: str) -> str:
     return json.dumps({"query": prompt, "limit": 3})
 
 
+def fake_vector(item: str | list[int], dimensions: int = 8) -> list[float]:
+    """The vector the fake answers for one embeddings input (6 decimals, as JSON carries it)."""
+    seed = (item if isinstance(item, str) else ",".join(map(str, item))).encode()
+    digest = hashlib.shake_256(seed).digest(dimensions)
+    return [round(b / 255 - 0.5, 6) for b in digest]
+
+
+def _embedding_text(item: Any) -> str:
+    return item if isinstance(item, str) else ",".join(map(str, item))
+
+
 class FakeOpenAI:
     def __init__(self) -> None:
         self.calls: list[Call] = []
@@ -114,6 +133,7 @@ class FakeOpenAI:
     async def start(self, port: int = 0) -> None:
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self.chat)
+        app.router.add_post("/v1/embeddings", self.embeddings)
         self.runner = web.AppRunner(app, access_log=None, handler_cancellation=True,
                                     shutdown_timeout=1)
         await self.runner.setup()
@@ -225,6 +245,57 @@ class FakeOpenAI:
             raise
         return resp
 
+
+    async def embeddings(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        model = body["model"]
+        items = body["input"]
+        if isinstance(items, str) or (items and isinstance(items[0], int)):
+            items = [items]
+        prompt = _embedding_text(items[0]) if items else ""
+        call = Call(model, prompt, body, auth=request.headers.get("Authorization", ""))
+        self.calls.append(call)
+        kind, args = _parse(model)
+        self._attempts[(model, prompt)] += 1
+        refused = self._refuse_embeddings(kind, args, model, prompt,
+                                          [_embedding_text(i) for i in items])
+        if refused is not None:
+            call.status = refused.status
+            return refused
+        dims = int(body.get("dimensions") or 8)
+        data = []
+        for index, item in enumerate(items):
+            vector = fake_vector(item, dims)
+            encoded: Any = vector
+            if body.get("encoding_format") == "base64":
+                encoded = base64.b64encode(struct.pack(f"<{dims}f", *vector)).decode()
+            data.append({"object": "embedding", "index": index, "embedding": encoded})
+        tokens = sum(len(i) if isinstance(i, list) else len(i.split()) for i in items)
+        call.finished = time.monotonic()
+        # Reversed on purpose: OpenAI names each vector's input by `index`, not by position.
+        return web.json_response({"object": "list", "data": data[::-1], "model": model,
+                                  "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
+
+    def _refuse_embeddings(self, kind: str, args: list[int], model: str, prompt: str,
+                           texts: list[str]) -> web.Response | None:
+        if kind == "fail500":
+            return _error(500, "The server had an error", None)
+        if kind == "flaky429" and self._attempts[(model, prompt)] <= (args[0] if args else 1):
+            return _error(429, "Rate limit reached", "rate_limit_exceeded",
+                          {"retry-after-ms": "50"})
+        if kind == "auth401":
+            return _error(401, AUTH_401_MESSAGE, "invalid_api_key")
+        if kind not in ("emb", "flaky429"):
+            return web.json_response({"error": {
+                "message": f"The model `{model}` does not exist or you do not have access to it.",
+                "type": "invalid_request_error", "param": None, "code": "model_not_found"}},
+                status=404)
+        if any("REJECT400" in t for t in texts):
+            return web.json_response({"error": {
+                "message": "Invalid 'input': the provider refused this input",
+                "type": "invalid_request_error", "param": "input", "code": "invalid_value"}},
+                status=400)
+        return None
 
     async def _tool_call(self, request: web.Request, body: dict[str, Any],
                          prompt: str) -> web.StreamResponse:

@@ -93,11 +93,12 @@ def test_models_lists_each_configured_providers_models_with_its_owner(
         make_settings: SettingsFactory) -> None:
     r = Registry(make_settings(endpoints=VLLM, openai_api_key="sk", openai_models="a, b"))
     assert r.models() == [("openai/a", "openai"), ("openai/b", "openai"),
-                          ("mock/echo", "mock"), ("vllm/llama-3", "vllm"), ("vllm/qwen", "vllm")]
+                          ("mock/echo", "mock"), ("mock/embed", "mock"), ("vllm/llama-3", "vllm"),
+                          ("vllm/qwen", "vllm")]
 
 
-def test_mock_lists_echo_but_not_crash(make_settings: SettingsFactory) -> None:
-    assert Registry(make_settings()).models() == [("mock/echo", "mock")]
+def test_mock_lists_echo_and_embed_but_not_crash(make_settings: SettingsFactory) -> None:
+    assert Registry(make_settings()).models() == [("mock/echo", "mock"), ("mock/embed", "mock")]
 
 
 def test_specs_carry_keys_and_urls_from_the_settings(make_settings: SettingsFactory) -> None:

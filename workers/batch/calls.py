@@ -18,9 +18,10 @@ from contextlib import aclosing
 from functools import partial
 from typing import Any, TypeVar
 
-from app import control
+from app import control, vectors
 from app.broker import Broker
 from app.completions import CompletionBuilder, finish_reasons
+from app.embeddings import Embeddings
 from app.errors import (
     InvalidRequest,
     ProviderRateLimited,
@@ -34,7 +35,13 @@ from app.metrics import Metrics
 from app.providers.base import ChatParams
 from app.providers.deepl import DeepLProvider, request_fields
 from app.providers.registry import Registry
-from app.schemas import BatchLine, CompletionRequest, TranslateRequest, validated
+from app.schemas import (
+    BatchLine,
+    CompletionRequest,
+    EmbeddingRequest,
+    TranslateRequest,
+    validated,
+)
 from app.settings import Settings
 from app.store import cache
 from app.store.batches import Outcome
@@ -79,10 +86,15 @@ def done(line: int, request_id: str, completion: dict[str, Any],
                              .get("reasoning_tokens") or 0))
 
 
-def _request(endpoint: str, body: dict[str, Any]) -> CompletionRequest | TranslateRequest:
+LineRequest = CompletionRequest | TranslateRequest | EmbeddingRequest
+
+
+def _request(endpoint: str, body: dict[str, Any]) -> LineRequest:
     """A line's body as its live route reads it; InvalidRequest is the route's own 400."""
     if endpoint == "/v1/translate":
         return validated(TranslateRequest, body)
+    if endpoint == "/v1/embeddings":
+        return validated(EmbeddingRequest, body)
     return validated(CompletionRequest, body)
 
 
@@ -149,6 +161,7 @@ class LineCalls:
         self.policy = batch_policy(settings)
         self.usage = usage
         self.limiter = limiter
+        self.embeddings = Embeddings(registry, self.policy, usage=usage, metrics=metrics)
 
     async def answer(self, endpoint: str, owner: str, line: BatchLine, deadline: float,
                      budget_end: float) -> Outcome:
@@ -215,7 +228,7 @@ class LineCalls:
         except StoreUnavailable:
             raise Release from None
 
-    async def _call(self, owner: str, line: int, request: CompletionRequest | TranslateRequest,
+    async def _call(self, owner: str, line: int, request: LineRequest,
                     deadline: float, budget_end: float) -> Outcome:
         if self.limiter is not None:
             limiter = self.limiter
@@ -227,6 +240,8 @@ class LineCalls:
                 return failed(line, new_request_id(), exc)
         if isinstance(request, TranslateRequest):
             return await self._translate(owner, line, request, deadline, budget_end)
+        if isinstance(request, EmbeddingRequest):
+            return await self._embed(owner, line, request, deadline, budget_end)
         return await self._chat(owner, line, request, deadline, budget_end)
 
     async def _chat(self, owner: str, line: int, request: CompletionRequest, deadline: float,
@@ -293,6 +308,26 @@ class LineCalls:
         self._translated(owner, target, translated_chars(fields), "done", request_id)
         return Outcome(line, "done", {"status_code": 200, "request_id": request_id,
                                            "body": {"translations": translations}})
+
+    async def _embed(self, owner: str, line: int, request: EmbeddingRequest, deadline: float,
+                     budget_end: float) -> Outcome:
+        """An embeddings line: the live route's provider call (app/embeddings.py) with this
+        batch's policy, caps and cooldowns; its usage is recorded there."""
+        request_id = new_request_id()
+        body = request.to_body()
+        try:
+            made = await self.embeddings.create(
+                owner, request.model, body.inputs, dimensions=body.dimensions, user=body.user,
+                extra=body.extra, request_id=request_id, kind="batch", deadline=deadline,
+                slot=lambda name: self.gate.slot(name, budget_end),
+                before=lambda name: self.cooldowns.wait(name, budget_end), ended=_ended)
+        except RafaleError as exc:
+            return await self._failure(line, request_id, request.model.partition("/")[0], exc)
+        answer = vectors.response(request.model, made.vectors, made.usage,
+                                  request.encoding_format)
+        return Outcome(line, "done", {"status_code": 200, "request_id": request_id,
+                                      "body": answer},
+                       input_tokens=made.usage["prompt_tokens"])
 
     def _spent(self, meter: Meter, owner: str, outcome: UsageOutcome, request_id: str) -> None:
         """Record a chat line's provider call (none when the line never reached one)."""

@@ -126,6 +126,8 @@ class Check:
             return
         if self.endpoint == "/v1/chat/completions":
             self._chat(number, body)
+        elif self.endpoint == "/v1/embeddings":
+            self._embed(number, body)
         else:
             self._translate(number, body)
 
@@ -143,6 +145,21 @@ class Check:
         if not isinstance(body.get("messages"), list) or not body["messages"]:
             self.problem("invalid_request", "Messages parameter is required.", number,
                          "body.messages")
+        self._model(number, model)
+
+    def _embed(self, number: int, body: dict[str, Any]) -> None:
+        """The batch's one model, and an input: the rest of the body is the live route's to
+        check when the line runs (its 400 then goes to the error file)."""
+        model = body.get("model")
+        if not model or not isinstance(model, str):
+            self.problem("invalid_request", "Model parameter is required.", number, "body.model")
+            return
+        if message := model_problem(model):
+            self.problem("invalid_value", message, number, "body.model")
+            return
+        if body.get("input") is None:
+            self.problem("invalid_request", "Input parameter is required.", number,
+                         "body.input")
         self._model(number, model)
 
     def _translate(self, number: int, body: dict[str, Any]) -> None:
@@ -164,7 +181,10 @@ class Check:
 
     def _model(self, number: int, model: str) -> None:
         try:
-            self.registry.split(model)
+            if self.endpoint == "/v1/embeddings":
+                self.registry.embedding_model(model)  # DeepSeek, DeepL: refused here
+            else:
+                self.registry.split(model)
         except RafaleError as exc:
             self.problem("model_not_found", f"The provided model '{model}' is not supported "
                          f"by the Batch API: {exc.message}", number, "body.model")
@@ -205,7 +225,7 @@ async def plan(task: BatchTask, *, store: Store, broker: Broker, registry: Regis
         if total is None:
             return False
         model = None
-        if row.endpoint == "/v1/chat/completions":
+        if row.endpoint in ("/v1/chat/completions", "/v1/embeddings"):
             model = total[1]
         if not await batches.start(store, row.id, total[0], model):
             row = await batches.load(store, row.id)  # a cancel or the expiry came first
