@@ -17,6 +17,7 @@ from google.protobuf import json_format
 
 from app.grpc.gen import rafale_pb2 as pb
 from app.grpc.gen import rafale_pb2_grpc
+from app.providers.mock import mock_embedding
 from tests.conftest import ALICE, BOB, DEEPL_KEY, FAST, provider_env
 from tests.fakes.deepl_server import FakeDeepL
 from tests.fakes.openai_server import FakeOpenAI, text_for
@@ -245,11 +246,26 @@ async def test_models_stats_and_translate(door: Door) -> None:
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
-async def test_get_embedding_says_it_is_not_available(door: Door) -> None:
-    with pytest.raises(grpc.aio.AioRpcError) as err:
-        await door.rafale.GetEmbedding(pb.EmbeddingRequest(model="mock/echo", input=["a"]),
-                                       metadata=auth(ALICE), timeout=10)
-    assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
+async def test_get_embedding_gives_one_vector_per_input_like_http(door: Door) -> None:
+    inputs = ["first text", "second, longer text"]
+    reply = await door.rafale.GetEmbedding(pb.EmbeddingRequest(model="mock/embed", input=inputs),
+                                           metadata=auth(ALICE), timeout=30)
+    assert [d.index for d in reply.data] == [0, 1] and reply.model == "mock/embed"
+    for d, text in zip(reply.data, inputs, strict=True):
+        assert d.embedding == pytest.approx(mock_embedding(text), abs=1e-6)
+    assert reply.usage.prompt_tokens > 0
+    http = await door.stack.sdk(ALICE).embeddings.create(model="mock/embed", input=inputs)
+    for over_http, over_grpc in zip(http.data, reply.data, strict=True):
+        assert over_http.embedding == pytest.approx(list(over_grpc.embedding), abs=1e-6)
+    short = await door.rafale.GetEmbedding(
+        pb.EmbeddingRequest(model="mock/embed", input=["x"], dimensions=8),
+        metadata=auth(ALICE), timeout=30)
+    assert len(short.data[0].embedding) == 8
+    for bad in (pb.EmbeddingRequest(model="mock/embed"),
+                pb.EmbeddingRequest(model="mock/echo", input=["not an embedding model"])):
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await door.rafale.GetEmbedding(bad, metadata=auth(ALICE), timeout=10)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, bad
 
 
 def batch_lines(prefix: str, n: int) -> list[str]:
@@ -342,7 +358,7 @@ async def test_batch_requests_are_checked_like_http(door: Door) -> None:
         pb.CreateBatchRequest(endpoint="/v1/chat/completions", completion_window="24h"),
         pb.CreateBatchRequest(lines=batch_lines("b", 1), input_file_id="file-x",
                               endpoint="/v1/chat/completions", completion_window="24h"),
-        pb.CreateBatchRequest(lines=batch_lines("b", 1), endpoint="/v1/embeddings",
+        pb.CreateBatchRequest(lines=batch_lines("b", 1), endpoint="/v1/responses",
                               completion_window="24h"),
         pb.CreateBatchRequest(lines=batch_lines("b", 1), endpoint="/v1/chat/completions",
                               completion_window="7d"),

@@ -1,6 +1,7 @@
-"""ChatStream, GenerateStream, SendSingle, GetEmbedding: chats through the queue, exactly as
-`/chat/async` + `/stream/{id}` and `/v1/chat/completions` make them (app/api/chat_queue.py,
-app/relay.py), so a worker cannot tell which door a task came through."""
+"""ChatStream, GenerateStream, SendSingle, GetEmbedding: through the queue, exactly as
+`/chat/async` + `/stream/{id}`, `/v1/chat/completions` and `/v1/embeddings` make them
+(app/api/chat_queue.py, app/api/embed_queue.py, app/relay.py), so a worker cannot tell which
+door a task came through."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import re
 from collections.abc import AsyncIterator
 
 from app.api.chat_queue import Queued, queue_chat
+from app.api.embed_queue import embed_via_fleet
 from app.api.services import Services
 from app.completions import CompletionBuilder
 from app.errors import InvalidRequest, NotFound, RafaleError
@@ -133,7 +135,6 @@ class ChatRpcs:
     @unary
     async def GetEmbedding(self, request: pb.EmbeddingRequest,
                            call: Call) -> pb.EmbeddingResponse:
-        err = RafaleError("GetEmbedding is not available yet: embeddings are not served by "
-                          "this Rafale's fleet", code="not_implemented")
-        err.status = 501
-        raise err
+        body = convert.embedding_request(request)
+        done = await embed_via_fleet(self.svc, call.who, body, request_id=call.request_id)
+        return convert.embeddings(done.response)

@@ -11,7 +11,7 @@ from pydantic import ValidationError
 from app import events
 from app.errors import describe_validation
 from app.grpc.gen import rafale_pb2 as pb
-from app.schemas import ChatBody, ChatRequest, TranslateRequest, validated
+from app.schemas import ChatBody, ChatRequest, EmbeddingRequest, TranslateRequest, validated
 
 
 def chat_request(req: pb.ChatRequest) -> ChatRequest:
@@ -58,6 +58,23 @@ def translate_request(req: pb.TranslateRequest) -> TranslateRequest:
         if value := getattr(req, name):
             body[name] = value
     return validated(TranslateRequest, body)
+
+
+def embedding_request(req: pb.EmbeddingRequest) -> EmbeddingRequest:
+    body: dict[str, Any] = {"model": req.model, "input": list(req.input)}
+    if req.HasField("dimensions"):
+        body["dimensions"] = req.dimensions
+    return validated(EmbeddingRequest, body)
+
+
+def embeddings(obj: dict[str, Any]) -> pb.EmbeddingResponse:
+    """OpenAI's CreateEmbeddingResponse (float encoding) as an EmbeddingResponse."""
+    used = obj.get("usage") or {}
+    return pb.EmbeddingResponse(
+        model=obj.get("model") or "",
+        data=[pb.Embedding(index=d["index"], embedding=d["embedding"]) for d in obj["data"]],
+        usage=pb.Usage(prompt_tokens=int(used.get("prompt_tokens") or 0),
+                       total_tokens=int(used.get("total_tokens") or 0)))
 
 
 def chat_body(req: ChatRequest) -> ChatBody:

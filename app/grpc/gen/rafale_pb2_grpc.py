@@ -129,7 +129,8 @@ class RafaleServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetEmbedding(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """One vector per input, through the fleet (as POST /v1/embeddings).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
