@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from app.grpc.gen import rafale_pb2 as pb
 from tests.conftest import FAST, provider_env
 from tests.fakes.openai_server import FakeOpenAI, text_for
 from tests.grpckit import channel, stub, wait_serving
-from tests.harness import Stack, free_port, start_stack
+from tests.harness import ROOT, Stack, free_port, run_process, start_stack
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -174,6 +175,12 @@ async def test_tls_with_a_self_signed_certificate(open_stack: Stack, tmp_path: P
     port = open_stack.start_grpc("grpc-tls", grpc_tls_cert=cert, grpc_tls_key=key)
     creds = grpc.ssl_channel_credentials(root_certificates=cert.read_bytes())
     await wait_serving(open_stack, "grpc-tls", port, credentials=creds)
+    # The container probe speaks TLS to it, naming the host the certificate is for.
+    code, out, err = await run_process(
+        sys.executable, "-m", "app.grpc.probe", cwd=ROOT,
+        env={**open_stack.env, "GRPC_PORT": str(port), "GRPC_TLS_CERT": str(cert),
+             "GRPC_TLS_KEY": str(key)})
+    assert code == 0, out + err
     async with channel(port, creds) as ch:
         reply = await stub(ch).SendSingle(pb.ChatRequest(model="openai/ok-2-0",
                                                          message="over tls"), timeout=30)
@@ -182,3 +189,33 @@ async def test_tls_with_a_self_signed_certificate(open_stack: Stack, tmp_path: P
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await stub(plain).ListModels(pb.ListModelsRequest(), timeout=5)
     assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+async def test_the_probe_and_the_entrypoint_role(open_stack: Stack) -> None:
+    port = open_stack.start_grpc("grpc-entry", entrypoint=True)
+    await wait_serving(open_stack, "grpc-entry", port)
+    env = {**open_stack.env, "GRPC_PORT": str(port), "PYTHON": sys.executable}
+    code, out, err = await run_process(sys.executable, "-m", "app.grpc.probe", env=env,
+                                       cwd=ROOT)
+    assert code == 0, out + err
+    closed = {**env, "GRPC_PORT": str(free_port())}  # nothing listens there
+    code, _, _ = await run_process(sys.executable, "-m", "app.grpc.probe", env=closed, cwd=ROOT)
+    assert code == 1
+    # Like the API, the gRPC role refuses to run with no key unless RAFALE_OPEN says so.
+    shut = {k: v for k, v in closed.items() if k != "RAFALE_OPEN"}
+    code, out, err = await run_process("./entrypoint.sh", "grpc", env=shut, cwd=ROOT)
+    assert code != 0 and "RAFALE_API_KEYS" in out + err and "RAFALE_OPEN" in out + err
+
+
+async def test_calls_past_the_concurrency_limit_are_refused(open_stack: Stack) -> None:
+    port = open_stack.start_grpc("grpc-one", grpc_max_concurrent_rpcs=1)
+    await wait_serving(open_stack, "grpc-one", port)
+    async with channel(port) as ch:
+        rafale = stub(ch)
+        first = rafale.ChatStream(pb.ChatRequest(model="openai/long", message="hold the slot"),
+                                  timeout=60)
+        assert (await first.read()).type == "session"  # the one slot is taken
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await rafale.ListModels(pb.ListModelsRequest(), timeout=10)
+        assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        first.cancel()
