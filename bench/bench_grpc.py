@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import multiprocessing as mp
 import subprocess
 import sys
 import time
@@ -59,27 +58,14 @@ async def _grpc_load(port: int, n: int, concurrency: int) -> list[StreamResult]:
     return out
 
 
-def _grpc_worker(port: int, n: int, concurrency: int, q: Any) -> None:
-    q.put(asyncio.run(_grpc_load(port, n, concurrency)))
+def _grpc_worker(kind: str, args: tuple[Any, ...], q: Any) -> None:
+    q.put(asyncio.run(_grpc_load(*args)))
 
 
 def run_grpc_clients(procs: int, n: int, concurrency: int,
                      port: int) -> tuple[list[StreamResult], float]:
-    """As bench_stream.run_clients, for gRPC (spawned processes: grpc and fork do not mix)."""
-    ctx = mp.get_context("spawn")
-    q = ctx.Queue()
-    ps = [ctx.Process(target=_grpc_worker, args=(port, n // procs, max(1, concurrency // procs),
-                                                 q)) for _ in range(procs)]
-    t = time.perf_counter()
-    for p in ps:
-        p.start()
-    results: list[StreamResult] = []
-    for _ in ps:
-        results.extend(q.get())
-    wall = time.perf_counter() - t
-    for p in ps:
-        p.join()
-    return results, wall
+    # Spawned, not forked: grpc and fork do not mix.
+    return run_clients("grpc", procs, n, concurrency, port, start="spawn", target=_grpc_worker)
 
 
 def main() -> None:

@@ -4,15 +4,12 @@ slowing of guesses per client address as the HTTP door (app/api/middleware_auth.
 
 from __future__ import annotations
 
-import asyncio
-import time
-
 import grpc
 
-from app.api.middleware_auth import FailureThrottle, presented_key
+from app.api.middleware_auth import FailureThrottle, check_key, presented_key
 from app.api.services import Caller
 from app.auth import KeyRing
-from app.errors import TooManyAuthFailures, Unauthorized
+from app.errors import Unauthorized
 
 
 def peer_host(peer: str) -> str:
@@ -44,15 +41,7 @@ class GrpcAuth:
         key = presented_key(b"", headers)
         if isinstance(key, Unauthorized):
             raise key
-        client = peer_host(context.peer() or "")
-        wait = self.throttle.blocked_for(client)
-        if wait is not None:
-            raise TooManyAuthFailures("Too many failed authentications from this address; "
-                                      "retry later", retry_after=wait)
-        owner = keys.owner(key)
-        if owner is None:
-            delay = self.throttle.failed(client, time.monotonic())
-            if delay:
-                await asyncio.sleep(delay)
-            raise Unauthorized("Incorrect API key provided")
+        owner = await check_key(keys, self.throttle, key, peer_host(context.peer() or ""))
+        if not isinstance(owner, str):
+            raise owner
         return Caller(owner, keys.is_admin(owner))

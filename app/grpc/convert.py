@@ -24,27 +24,27 @@ def chat_request(req: pb.ChatRequest) -> ChatRequest:
         body["messages"] = [{"role": m.role, "content": m.content} for m in req.messages]
     if req.message:
         body["message"] = req.message
+    return validated(ChatRequest, _with_options(req, body))
+
+
+def _with_options(req: pb.ChatRequest | pb.GenerateRequest,
+                  body: dict[str, Any]) -> dict[str, Any]:
+    """`system`, `temperature`, `max_tokens` (when the client set them) added to `body`."""
     if req.system:
         body["system"] = req.system
     if req.HasField("temperature"):
         body["temperature"] = req.temperature
     if req.HasField("max_tokens"):
         body["max_tokens"] = req.max_tokens
-    return validated(ChatRequest, body)
+    return body
 
 
 def generate_request(req: pb.GenerateRequest) -> ChatRequest:
     body: dict[str, Any] = {"message": req.prompt or None}
     if req.model:
         body["model"] = req.model
-    if req.system:
-        body["system"] = req.system
-    if req.HasField("temperature"):
-        body["temperature"] = req.temperature
-    if req.HasField("max_tokens"):
-        body["max_tokens"] = req.max_tokens
     try:
-        return ChatRequest.model_validate(body)
+        return ChatRequest.model_validate(_with_options(req, body))
     except ValidationError as exc:
         err = describe_validation(exc.errors())
         if err.param == "message":  # the field is called `prompt` here
