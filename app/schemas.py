@@ -14,6 +14,7 @@ from pydantic import (
     Field,
     TypeAdapter,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -23,6 +24,7 @@ from app.bounds import (
     EMBED_MAX_CHARS,
     EMBED_MAX_INPUTS,
     EMBED_MAX_TOKEN_IDS,
+    MAX_CHOICES,
     TOKEN_ID_MAX,
     Choices,
     Dimensions,
@@ -86,6 +88,8 @@ class ChatBody(BaseModel):
     max_tokens: int | None = None
     # Other OpenAI parameters (top_p, stop, seed, response_format, ...) passed to the provider.
     extra: dict[str, Any] = Field(default_factory=dict)
+    # A legacy completion's prompts (`/v1/completions`); None for a chat.
+    prompt: list[str] | None = None
 
 
 class CompletionMessage(BaseModel):
@@ -128,6 +132,64 @@ class CompletionRequest(BaseModel):
             max_tokens=self.max_completion_tokens or self.max_tokens,
             extra=extra,
         )
+
+
+class TextCompletionRequest(BaseModel):
+    """Body of the legacy `POST /v1/completions`: prompts in, text out."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: ModelName
+    prompt: str | list[str]
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, ge=0, le=1)
+    max_tokens: MaxTokens | None = None
+    n: Choices | None = None
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    echo: bool = False
+
+    @field_validator("prompt", mode="before")
+    @classmethod
+    def _prompts(cls, value: Any) -> str | list[str]:
+        if isinstance(value, str):
+            return value
+        if not isinstance(value, list) or not all(isinstance(p, str) for p in value):
+            # Token-array prompts (OpenAI takes them) are not passed on: say so.
+            raise PydanticCustomError("prompt_type", "it must be a string or a list of strings")
+        if not value or len(value) > MAX_CHOICES:
+            raise ValueError(f"give 1 to {MAX_CHOICES} prompts")
+        return value
+
+    @field_validator("n")
+    @classmethod
+    def _choices(cls, n: int | None, info: ValidationInfo) -> int | None:
+        prompt = info.data.get("prompt")
+        count = len(prompt) if isinstance(prompt, list) else 1
+        if n is not None and count * n > MAX_CHOICES:
+            raise ValueError(f"{count} prompts times n={n} is over {MAX_CHOICES} choices")
+        return n
+
+    @field_validator("echo")
+    @classmethod
+    def _no_echo(cls, echo: bool) -> bool:
+        if echo:
+            raise ValueError("not supported: Rafale returns the completion only")
+        return echo
+
+    @property
+    def prompts(self) -> list[str]:
+        return [self.prompt] if isinstance(self.prompt, str) else self.prompt
+
+    def to_body(self) -> ChatBody:
+        own = {"model", "prompt", "stream", "stream_options", "temperature", "max_tokens",
+               "echo"}
+        extra = {k: v for k, v in self.model_dump(exclude_none=True).items() if k not in own}
+        return ChatBody(messages=[{"role": "user", "content": p} for p in self.prompts],
+                        temperature=self.temperature, max_tokens=self.max_tokens, extra=extra,
+                        prompt=self.prompts)
 
 
 class TranslateRequest(BaseModel):

@@ -107,7 +107,7 @@ async def test_a_file_of_blank_lines_is_an_empty_batch(sdk: openai.AsyncOpenAI) 
 
 
 @pytest.mark.parametrize(("kwargs", "param"), [
-    ({"endpoint": "/v1/embeddings"}, "endpoint"),
+    ({"endpoint": "/v1/moderations"}, "endpoint"),
     ({"completion_window": "48h"}, "completion_window"),
     ({"metadata": {"tags": ["a"]}}, "metadata.tags"),
 ])

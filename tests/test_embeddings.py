@@ -130,7 +130,8 @@ async def test_provider_errors_map_like_chat(asdk: openai.AsyncOpenAI, fake: Fak
         await asdk.with_options(max_retries=0).embeddings.create(model="openai/fail500",
                                                                   input="boom")
     assert failed.value.status_code == 502 and failed.value.code == "provider_error"
-    assert len([c for c in fake.calls if c.model == "fail500" and c.prompt == "boom"]) == 3
+    tried = [c for c in fake.calls if c.model == "fail500" and c.body.get("input") == ["boom"]]
+    assert len(tried) == 3  # the worker's attempts (PROVIDER_MAX_ATTEMPTS)
     with pytest.raises(openai.NotFoundError) as missing:
         await asdk.embeddings.create(model="openai/nomodel", input="which model")
     assert missing.value.code == "model_not_found"
@@ -164,10 +165,13 @@ async def test_usage_rows_count_the_input_tokens(asdk: openai.AsyncOpenAI,
 async def test_keys_guard_embeddings_and_own_their_usage_and_named_endpoints_embed(
         make_stack: StackFactory, fake: FakeOpenAI) -> None:
     locked = await make_stack("embkeys", rafale_api_keys=f"alice:{ALICE},bob:{BOB}",
-                              rafale_admin_keys="alice", endpoints__local__base_url=fake.base_url)
+                              rafale_admin_keys="alice", endpoints__local__base_url=fake.base_url,
+                              key_rpm=2)
     async with httpx.AsyncClient(base_url=locked.url, timeout=30) as c:
         body = {"model": "mock/embed", "input": "whose vector"}
         assert (await c.post("/v1/embeddings", json=body)).status_code == 401
+        legacy = {"model": "mock/echo", "prompt": "whose text"}
+        assert (await c.post("/v1/completions", json=legacy)).status_code == 401
         r = await c.post("/v1/embeddings", json=body, headers={"x-api-key": "wrong-key-123456"})
         assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key"
     r2 = await locked.sdk(ALICE).embeddings.create(model="mock/embed", input="whose vector",
@@ -187,6 +191,15 @@ async def test_keys_guard_embeddings_and_own_their_usage_and_named_endpoints_emb
     mine = await eventually(lambda: usage_of(ALICE), lambda r: "mock/embed" in by_model(r))
     assert by_model(mine)["mock/embed"]["key"] == "alice"
     assert "mock/embed" not in by_model(await usage_of(BOB))
+    # KEY_RPM=2 counts embeddings like any request: alice's second passes, her third is a 429.
+    async with httpx.AsyncClient(base_url=locked.url, timeout=30) as c:
+        second = await c.post("/v1/embeddings", json=body, headers={"x-api-key": ALICE})
+        assert second.status_code == 200, second.text
+        assert second.headers["x-ratelimit-remaining-requests"] == "0", second.headers
+    with pytest.raises(openai.RateLimitError) as limited:
+        await locked.sdk(ALICE).with_options(max_retries=0).embeddings.create(
+            model="mock/embed", input="one too many")
+    assert limited.value.code == "rate_limit_exceeded"
 
 
 def embed_line(custom_id: str, model: str = "mock/embed", **body: Any) -> dict[str, Any]:

@@ -135,7 +135,7 @@ async def _generate(task: Task, out: SessionStream, registry: Registry, policy: 
     provider_name, model = registry.split(task.model)
     meter.start(provider_name, model)
     params = ChatParams(model, task.body.messages, task.body.temperature, task.body.max_tokens,
-                        task.body.extra)
+                        task.body.extra, prompt=task.body.prompt)
     stream = stream_with_retries(
         registry.get(provider_name), params, policy,
         label=f"task {task.task_id} [{task.request_id}]", metrics=metrics,

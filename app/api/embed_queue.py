@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any
@@ -32,15 +32,20 @@ class Embedded:
 
 
 async def embed_via_fleet(svc: Services, who: Caller, body: EmbeddingRequest, *,
-                          request_id: str) -> Embedded:
+                          request_id: str,
+                          admitted: Callable[[dict[str, str]], None] | None = None) -> Embedded:
     """Queue `body` for the fleet and wait for its answer; raises the RafaleError a client
-    gets (400/404 before anything is queued, 429/503 from admission, the provider's)."""
+    gets (400/404 before anything is queued, 429/503 from admission, the provider's).
+    `admitted` is given the `x-ratelimit-*` headers as soon as the request counts, so an
+    answer that fails later carries them too."""
     svc.registry.embedding_model(body.model)
     session_id = uuid.uuid4().hex
     queue = svc.broker.topology.session_queue(who.tag, session_id)
     tokens = vectors.estimate_tokens(body.input)
     headers = await svc.limiter.admit(who.owner, session_id=session_id, tokens=tokens,
                                       requests=True)
+    if admitted is not None:
+        admitted(headers)
     try:
         await _publish(svc, who, body, request_id, session_id, queue, tokens)
     except BaseException:

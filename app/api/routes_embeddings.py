@@ -18,7 +18,9 @@ async def create_embeddings(body: EmbeddingRequest, request: Request, svc: Svc,
                             who: Who) -> JSONResponse:
     # A client that leaves stops the wait, which deletes the session (the worker's answer
     # then has nowhere to go, and is not read).
+    def admitted(headers: dict[str, str]) -> None:
+        request.state.rate_headers = headers  # on the answer, whatever it is (middleware)
+
     made = await _unless_client_leaves(request, embed_via_fleet(
-        svc, who, body, request_id=request.state.request_id))
-    request.state.rate_headers = made.rate_headers
+        svc, who, body, request_id=request.state.request_id, admitted=admitted))
     return JSONResponse(made.response)

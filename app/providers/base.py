@@ -30,6 +30,9 @@ class ChatParams:
     temperature: float | None = None
     max_tokens: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    # A legacy completion (`/v1/completions`): these prompts go to the provider as they are,
+    # and `messages` holds them as user messages only for metering and the mock.
+    prompt: list[str] | None = None
 
 
 @dataclass(slots=True)

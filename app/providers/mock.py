@@ -17,6 +17,7 @@ import math
 import os
 import struct
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 import orjson
@@ -94,6 +95,10 @@ class MockProvider:
         if params.model == "embed":
             raise InvalidRequest("mock/embed is an embedding model: use it with "
                                  "/v1/embeddings", param="model", code="model_not_supported")
+        if params.prompt is not None and len(params.prompt) > 1:
+            async for delta in self._each_prompt(params):
+                yield delta
+            return
         n = int(params.extra.get("n") or 1)
         prompt_tokens = sum(len(text_of(m.get("content")).split()) for m in params.messages)
         tool = _tool_to_call(params)
@@ -119,6 +124,27 @@ class MockProvider:
                 "total_tokens": prompt_tokens + completion_tokens,
             },
         )
+
+    async def _each_prompt(self, params: ChatParams) -> AsyncIterator[Delta]:
+        """A legacy completion of several prompts: each answered as its own message, its `n`
+        choices at indices prompt * n + choice (OpenAI's order), choice 0's end last."""
+        n = int(params.extra.get("n") or 1)
+        finishes: dict[int, str] = {}
+        usage = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+        for p, prompt in enumerate(params.prompt or ()):
+            one = replace(params, messages=[{"role": "user", "content": prompt}], prompt=None)
+            async for delta in self.stream(one):
+                index = p * n + delta.index
+                if delta.finish_reason:
+                    finishes[index] = delta.finish_reason
+                for key in usage:
+                    usage[key] += int((delta.usage or {}).get(key) or 0)
+                if delta.visible:
+                    yield Delta(delta.content, index=index)
+        for index in sorted(finishes, reverse=True):
+            if index:
+                yield Delta(finish_reason=finishes[index], index=index)
+        yield Delta(finish_reason=finishes.get(0, "stop"), usage=usage)
 
     async def embed(self, params: EmbedParams) -> Embedded:
         if params.model != "embed":

@@ -85,9 +85,21 @@ def _text(value: object) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
+# The same for the legacy `completions.create`.
+_LEGACY_PARAMS = frozenset(
+    inspect.signature(openai.resources.completions.AsyncCompletions.create).parameters
+) - {"self", "stream", "stream_options", "extra_body", "extra_headers", "extra_query", "timeout"}
+
+
 def request_kwargs(params: ChatParams) -> dict[str, Any]:
-    """The `chat.completions.create` arguments for these params (streaming ones aside)."""
+    """The `chat.completions.create` arguments for these params (streaming ones aside), or
+    `completions.create`'s for a legacy completion (`params.prompt`)."""
     kw: dict[str, Any] = {"model": params.model, "messages": params.messages}
+    names = _SDK_PARAMS
+    if params.prompt is not None:
+        kw = {"model": params.model,
+              "prompt": params.prompt[0] if len(params.prompt) == 1 else params.prompt}
+        names = _LEGACY_PARAMS
     if params.temperature is not None:
         kw["temperature"] = params.temperature
     if params.max_tokens is not None:
@@ -95,7 +107,7 @@ def request_kwargs(params: ChatParams) -> dict[str, Any]:
     # Parameters the SDK does not name (vLLM's top_k, ...) travel in extra_body.
     extra_body = {}
     for key, value in params.extra.items():
-        if key in _SDK_PARAMS:
+        if key in names:
             kw[key] = value
         else:
             extra_body[key] = value
@@ -140,9 +152,10 @@ class OpenAICompatProvider:
         usage: dict[str, Any] | None = None
         ended = False  # `[DONE]` came: the provider closed the stream on purpose
         try:
-            async with self.client.chat.completions.with_streaming_response.create(
-                **request_kwargs(params), stream=True, stream_options={"include_usage": True}
-            ) as response:
+            create = (self.client.completions if params.prompt is not None
+                      else self.client.chat.completions).with_streaming_response.create
+            async with create(**request_kwargs(params), stream=True,
+                              stream_options={"include_usage": True}) as response:
                 async for line in response.iter_lines():
                     if not line.startswith("data:"):
                         continue  # blank separators, `: keep-alive` comments
@@ -160,7 +173,9 @@ class OpenAICompatProvider:
                         usage = chunk["usage"]
                     for choice in chunk.get("choices") or ():
                         index = choice.get("index") or 0
-                        piece = _delta(choice.get("delta") or {}, index)
+                        # A legacy completion's choice has `text`, a chat's a `delta`.
+                        piece = (_delta(choice.get("delta") or {}, index) if "text" not in choice
+                                 else Delta(choice.get("text") or "", index=index))
                         if piece.visible:
                             yield piece
                         if choice.get("finish_reason"):

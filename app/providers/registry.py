@@ -114,6 +114,20 @@ class Registry:
                                  "mock/embed", param="model", code="model_not_supported")
         return name, rest
 
+    def completion_model(self, model: str) -> tuple[str, str]:
+        """`split` for a legacy completion (`/v1/completions`): DeepL and the mock's
+        embedding model have none (a 400 before anything is queued)."""
+        asked = self.specs.get(model.partition("/")[0])
+        if asked is not None and asked.kind == "deepl":  # before `split`, as for embeddings
+            raise InvalidRequest(f"The model `{model}` does not support completions",
+                                 param="model", code="model_not_supported")
+        name, rest = self.split(model)
+        spec = self.specs[name]
+        if spec.kind == "deepl" or (spec.kind == "mock" and rest == "embed"):
+            raise InvalidRequest(f"The model `{model}` does not support completions",
+                                 param="model", code="model_not_supported")
+        return name, rest
+
     def embedder(self, model: str) -> tuple[str, str, Embedder]:
         """(provider, model, adapter) for an embeddings request (see `embedding_model`)."""
         name, rest = self.embedding_model(model)

@@ -26,6 +26,10 @@ Whatever the model, a prompt containing `REJECT400` gets a 400 (a request the pr
 token id); `fail500`, `flaky429-<k>`, `auth401`, `nomodel` and `REJECT400` in an input behave
 as for chat.
 
+`POST /v1/completions` (the legacy one): `prompt` a string or a list, each prompt answered
+with `text_for(model, prompt)` (choice index = prompt's position), streamed in OpenAI's
+`text_completion` chunks or not; `fail500` and `nomodel` as for chat.
+
 `n` in the body asks for that many choices: choice i > 0 carries `text_for(model, prompt, i)`.
 
 `text_for(model, prompt)` returns exactly what a stream will contain. Every call is recorded
@@ -134,6 +138,7 @@ class FakeOpenAI:
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self.chat)
         app.router.add_post("/v1/embeddings", self.embeddings)
+        app.router.add_post("/v1/completions", self.legacy)
         self.runner = web.AppRunner(app, access_log=None, handler_cancellation=True,
                                     shutdown_timeout=1)
         await self.runner.setup()
@@ -275,6 +280,47 @@ class FakeOpenAI:
         # Reversed on purpose: OpenAI names each vector's input by `index`, not by position.
         return web.json_response({"object": "list", "data": data[::-1], "model": model,
                                   "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
+
+    async def legacy(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        model = body["model"]
+        prompts = body["prompt"] if isinstance(body["prompt"], list) else [body["prompt"]]
+        call = Call(model, prompts[0], body, auth=request.headers.get("Authorization", ""))
+        self.calls.append(call)
+        kind, _ = _parse(model)
+        if kind == "fail500":
+            call.status = 500
+            return _error(500, "The server had an error", None)
+        if kind not in ("ok", "slow"):
+            call.status = 404
+            return web.json_response({"error": {
+                "message": f"The model `{model}` does not exist", "type": "invalid_request_error",
+                "param": None, "code": "model_not_found"}}, status=404)
+        base = {"id": "cmpl-fake", "object": "text_completion", "created": int(time.time()),
+                "model": model}
+        words = sum(len(p.split()) for p in prompts)
+        outs = [tokens_for(model, p) for p in prompts]
+        usage = {"prompt_tokens": words, "completion_tokens": sum(len(o) for o in outs),
+                 "total_tokens": words + sum(len(o) for o in outs)}
+
+        def choice(i: int, text: str, finish: str | None) -> dict[str, Any]:
+            return {"text": text, "index": i, "logprobs": None, "finish_reason": finish}
+
+        if not body.get("stream"):
+            call.finished = time.monotonic()
+            return web.json_response({**base, "usage": usage, "choices": [
+                choice(i, "".join(o), "stop") for i, o in enumerate(outs)]})
+        resp = web.StreamResponse(headers={"content-type": "text/event-stream"})
+        await resp.prepare(request)
+        for i, out in enumerate(outs):
+            for tok in out:
+                await resp.write(_sse({**base, "choices": [choice(i, tok, None)]}))
+            await resp.write(_sse({**base, "choices": [choice(i, "", "stop")]}))
+        if (body.get("stream_options") or {}).get("include_usage"):
+            await resp.write(_sse({**base, "choices": [], "usage": usage}))
+        await resp.write(b"data: [DONE]\n\n")
+        call.finished = time.monotonic()
+        return resp
 
     def _refuse_embeddings(self, kind: str, args: list[int], model: str, prompt: str,
                            texts: list[str]) -> web.Response | None:
