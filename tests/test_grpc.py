@@ -5,6 +5,7 @@ as gRPC codes, deadlines, a cancel stopping the provider, models, stats, transla
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from tests.conftest import ALICE, BOB, DEEPL_KEY, FAST, provider_env
 from tests.fakes.deepl_server import FakeDeepL
 from tests.fakes.openai_server import FakeOpenAI, text_for
 from tests.grpckit import auth, channel, details, stub, wait_serving
-from tests.harness import Stack, start_stack
+from tests.harness import ROOT, Stack, run_process, start_stack
 
 CAROL = "carol-key-limited-0123456789"  # one request a minute
 
@@ -387,3 +388,17 @@ async def test_batch_requests_are_checked_like_http(door: Door) -> None:
         await door.rafale.ListBatches(pb.ListBatchesRequest(limit=101), metadata=auth(ALICE),
                                       timeout=10)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_the_cli_chats_over_grpc(door: Door) -> None:
+    env = {**door.stack.env, "RAFALE_API_KEY": BOB}
+    target = f"127.0.0.1:{door.port}"
+    code, out, err = await run_process(
+        sys.executable, "-m", "app.cli", "grpc-chat", "cli over grpc", "--target", target,
+        "--model", "openai/ok-4-0", env=env, cwd=ROOT)
+    assert code == 0, err
+    assert out == text_for("ok-4-0", "cli over grpc") + "\n"
+    code, out, err = await run_process(
+        sys.executable, "-m", "app.cli", "grpc-chat", "x", "--target", target,
+        "--model", "mock/nosuch", env=env, cwd=ROOT)
+    assert code == 1 and "does not exist" in err and "NOT_FOUND" in err
