@@ -169,6 +169,24 @@ async def test_keys_are_required_and_checked(door: Door) -> None:
             await door.rafale.ListModels(pb.ListModelsRequest(), metadata=metadata, timeout=10)
         assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
         assert details(err.value)[0].metadata["http_status"] == "401"
+    # Every RPC asks for a key before it looks at its request.
+    calls = [(door.rafale.ChatStream, pb.ChatRequest()),
+             (door.rafale.GenerateStream, pb.GenerateRequest()),
+             (door.rafale.SendSingle, pb.ChatRequest()),
+             (door.rafale.GetEmbedding, pb.EmbeddingRequest()),
+             (door.rafale.Translate, pb.TranslateRequest()),
+             (door.rafale.CreateBatch, pb.CreateBatchRequest()),
+             (door.rafale.CheckBatchStatus, pb.BatchRef()),
+             (door.rafale.ListBatches, pb.ListBatchesRequest()),
+             (door.rafale.CancelBatch, pb.BatchRef()),
+             (door.rafale.WatchBatch, pb.BatchRef()),
+             (door.rafale.DownloadBatchResults, pb.BatchRef()),
+             (door.rafale.GetStats, pb.StatsRequest())]
+    for rpc, request in calls:
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            call = rpc(request, timeout=10)
+            await (call.read() if hasattr(call, "read") else call)
+        assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED, rpc
     # x-api-key works as well as a bearer key.
     models = await door.rafale.ListModels(pb.ListModelsRequest(),
                                           metadata=(("x-api-key", BOB),), timeout=10)
