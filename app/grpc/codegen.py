@@ -6,6 +6,7 @@ drift apart."""
 
 from __future__ import annotations
 
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -17,6 +18,18 @@ FILES = ("rafale_pb2.py", "rafale_pb2.pyi", "rafale_pb2_grpc.py")
 # protoc writes a top-level import into the service module; the stubs live in a package.
 _FLAT_IMPORT = "import rafale_pb2 as rafale__pb2"
 _PACKAGE_IMPORT = "from app.grpc.gen import rafale_pb2 as rafale__pb2"
+
+
+# Which protoc made a file is not part of what it says: a newer grpcio-tools from a fresh
+# install must not fail the check while the proto and the code still agree.
+_VERSIONS = re.compile(
+    rb"Protobuf Python Version: [^\n]*|GRPC_GENERATED_VERSION = '[^']*'"
+    rb"|(ValidateProtobufRuntimeVersion\(\s*_runtime_version\.Domain\.PUBLIC,)"
+    rb"\s*\d+,\s*\d+,\s*\d+,")
+
+
+def comparable(data: bytes) -> bytes:
+    return _VERSIONS.sub(b"<version>", data)
 
 
 def generate(out: Path) -> None:
@@ -39,7 +52,8 @@ def stale() -> list[str]:
         generate(Path(tmp))
         return [name for name in FILES
                 if not (GEN / name).exists()
-                or (GEN / name).read_bytes() != (Path(tmp) / name).read_bytes()]
+                or comparable((GEN / name).read_bytes())
+                != comparable((Path(tmp) / name).read_bytes())]
 
 
 def main() -> int:

@@ -22,3 +22,11 @@ def test_the_service_has_the_issue_s_rpcs() -> None:
         "DownloadBatchResults", "ListModels", "GetStats"}
     streams = {m.name for m in service.methods if m.server_streaming}
     assert streams == {"ChatStream", "GenerateStream", "WatchBatch", "DownloadBatchResults"}
+
+
+def test_only_the_generator_s_version_is_ignored() -> None:
+    made = (codegen.GEN / "rafale_pb2.py").read_bytes()
+    assert b"<version>" in codegen.comparable(made)
+    other = made.replace(b"Protobuf Python Version: ", b"Protobuf Python Version: 99.")
+    assert codegen.comparable(other) == codegen.comparable(made)
+    assert codegen.comparable(made.replace(b"rafale.v1", b"rafale.v2")) != codegen.comparable(made)
