@@ -22,17 +22,11 @@ api() {
   export PROMETHEUS_MULTIPROC_DIR
   mkdir -p "$PROMETHEUS_MULTIPROC_DIR"
   find "$PROMETHEUS_MULTIPROC_DIR" -maxdepth 1 -name '*.db' -delete
-  # Bounds per process: an idle keep-alive connection is closed after a few seconds; past
-  # LIMIT_CONCURRENCY open connections or tasks uvicorn answers 503 instead of taking more.
-  # Headers that never finish are not bounded by uvicorn: that is the reverse proxy's job
+  # uvicorn with UVICORN_WORKERS processes and the bounds of UVICORN_* and SHUTDOWN_GRACE, on a
+  # socket a new instance can share while this one drains (see app/serve.py). Headers that
+  # never finish are not bounded by uvicorn: that is the reverse proxy's job
   # (deploy/nginx/rafale.conf).
-  "$PY" -m uvicorn app.main:app \
-    --host "${HOST:-0.0.0.0}" --port "${PORT:-8007}" \
-    --workers "${UVICORN_WORKERS:-2}" --loop uvloop --http httptools \
-    --timeout-keep-alive "${UVICORN_TIMEOUT_KEEP_ALIVE:-5}" \
-    --limit-concurrency "${UVICORN_LIMIT_CONCURRENCY:-2048}" \
-    --backlog "${UVICORN_BACKLOG:-2048}" \
-    --no-access-log --timeout-graceful-shutdown "${SHUTDOWN_GRACE:-20}" &
+  "$PY" -m app.serve &
   local pid=$! code=0
   # Not exec'd, so the directory can be removed after: pass the stop signal on, and wait again
   # after a signal interrupted the wait, for uvicorn's own exit code.

@@ -180,11 +180,8 @@ MSG
   fi
 }
 
-cmd_start() {
-  if pid="$(running_pid)"; then
-    echo "Rafale is already running (pid $pid); ./run.sh restart to restart it"
-    return 0
-  fi
+# What start and restart need before they launch processes.
+prepare_start() {
   ensure_venv ""
   load_env
   settings_defaults
@@ -192,18 +189,20 @@ cmd_start() {
   [ -z "${REDIS_URL:-}" ] || ensure_redis "$REDIS_URL"
   local_open_default
   mkdir -p "$RUN_DIR" "$LOG_DIR"
-  local log="$LOG_DIR/rafale.log" from
-  # Where this run's lines begin: a failed start shows those, not the last run's.
-  from=$(( $(if [ -f "$log" ]; then wc -c <"$log"; else echo 0; fi) + 1 ))
-  say "starting Rafale on ${HOST:-0.0.0.0}:$PORT, gRPC on ${GRPC_HOST:-0.0.0.0}:${GRPC_PORT:-50051} (log: logs/rafale.log)"
-  PATH="$VENV/bin:$PATH" PYTHON="$PY" setsid nohup ./entrypoint.sh all >>"$log" 2>&1 &
-  echo $! >"$PID_FILE"
-  if ! wait_until_up; then
-    tail -c "+$from" "$log" | tail -n 30 >&2
-    stop_quietly
-    exit 1
-  fi
-  wait_for_workers
+}
+
+# Byte offset where the next log lines begin: a failed start shows those, not the last run's.
+log_offset() {
+  echo $(( $(if [ -f "$LOG_DIR/rafale.log" ]; then wc -c <"$LOG_DIR/rafale.log"; else echo 0; fi) + 1 ))
+}
+
+# entrypoint.sh all (API + gRPC + worker fleet) in the background, in a session of its own; sets LAUNCHED.
+launch() {
+  PATH="$VENV/bin:$PATH" PYTHON="$PY" setsid nohup ./entrypoint.sh all >>"$LOG_DIR/rafale.log" 2>&1 &
+  LAUNCHED=$!
+}
+
+up_message() {
   cat <<MSG
 
 Rafale is up.
@@ -215,6 +214,77 @@ Rafale is up.
                ./run.sh cli chat "Hello, Rafale"   (the rafale command: .venv/bin/rafale)
   stop it:     ./run.sh stop
 MSG
+}
+
+cmd_start() {
+  if pid="$(running_pid)"; then
+    echo "Rafale is already running (pid $pid); ./run.sh restart to restart it"
+    return 0
+  fi
+  prepare_start
+  local from
+  from="$(log_offset)"
+  say "starting Rafale on ${HOST:-0.0.0.0}:$PORT, gRPC on ${GRPC_HOST:-0.0.0.0}:${GRPC_PORT:-50051} (log: logs/rafale.log)"
+  launch
+  echo "$LAUNCHED" >"$PID_FILE"
+  if ! wait_until_up; then
+    tail -c "+$from" "$LOG_DIR/rafale.log" | tail -n 30 >&2
+    stop_quietly
+    exit 1
+  fi
+  wait_for_workers
+  up_message
+}
+
+# The new processes start beside the running ones, on the same port (app/serve.py), and only
+# once they serve are the old ones stopped (they finish what they answer, SHUTDOWN_GRACE at
+# most): the port never refuses a connection. A new start that fails leaves the old one
+# serving. An old instance that cannot share its port (started by an earlier Rafale) is
+# stopped first, as before.
+cmd_restart() {
+  local old from
+  if ! old="$(running_pid)"; then
+    cmd_start
+    return
+  fi
+  prepare_start
+  from="$(log_offset)"
+  say "starting new processes beside the running ones (pid $old) on ${HOST:-0.0.0.0}:$PORT"
+  launch
+  if ! wait_new_api "$LAUNCHED" "$from"; then
+    tail -c "+$from" "$LOG_DIR/rafale.log" | tail -n 30 >&2
+    stop_pid "$LAUNCHED" quietly
+    if tail -c "+$from" "$LOG_DIR/rafale.log" | grep -q "cannot listen on .*Address already in use"; then
+      say "the running instance does not share its port: stopping it first"
+      cmd_stop
+      cmd_start
+      return
+    fi
+    echo "restart failed: the running instance (pid $old) still serves" >&2
+    exit 1
+  fi
+  echo "$LAUNCHED" >"$PID_FILE"
+  say "stopping the old processes (pid $old); they finish what they are answering"
+  stop_pid "$old"
+  wait_for_workers
+  up_message
+}
+
+# Until every API process of the instance `pid` logged its start (its log lines begin at byte
+# `from`): /health cannot tell, the old processes answer it on the same port.
+wait_new_api() {
+  local pid="$1" from="$2" want="${UVICORN_WORKERS:-2}" n
+  for _ in $(seq 1 60); do
+    n="$(tail -c "+$from" "$LOG_DIR/rafale.log" | grep -c "Application startup complete" || true)"
+    [ "$n" -ge "$want" ] && return 0
+    if ! kill -0 "$pid" 2>/dev/null; then
+      echo "the new processes exited during start; the log (logs/rafale.log) says:" >&2
+      return 1
+    fi
+    sleep 0.5
+  done
+  echo "the new processes did not start within 30 s; the log (logs/rafale.log) says:" >&2
+  return 1
 }
 
 http_ok() {
@@ -259,11 +329,29 @@ PYEOF
 stop_quietly() {
   local pid
   if pid="$(running_pid)"; then
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 1 20); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
-    kill -KILL -- "-$pid" 2>/dev/null || true
+    stop_pid "$pid" quietly
   fi
   rm -f "$PID_FILE"
+}
+
+# SIGTERM to an instance (entrypoint.sh passes it on to the API and the worker supervisor),
+# then SIGKILL to its whole session if it is still there after SHUTDOWN_GRACE + 5 s. `quietly`
+# (a start that failed: nothing to finish): 10 s, and whatever it left in its session goes too.
+stop_pid() {
+  local pid="$1" mode="${2:-}" grace="${SHUTDOWN_GRACE:-20}" rounds
+  rounds=$(( (${grace%.*} + 5) * 2 ))
+  [ "$mode" = quietly ] && rounds=20
+  kill -TERM "$pid" 2>/dev/null || true
+  for _ in $(seq 1 "$rounds"); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.5
+  done
+  if kill -0 "$pid" 2>/dev/null; then
+    [ "$mode" = quietly ] || echo "still running after the grace period; killing it"
+    kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
+  elif [ "$mode" = quietly ]; then
+    kill -KILL -- "-$pid" 2>/dev/null || true
+  fi
 }
 
 cmd_stop() {
@@ -274,15 +362,9 @@ cmd_stop() {
     return 0
   fi
   say "stopping Rafale (pid $pid)"
-  kill -TERM "$pid"  # entrypoint.sh forwards it to the API and the worker supervisor
-  local grace="${SHUTDOWN_GRACE:-20}"
-  for _ in $(seq 1 $(( (${grace%.*} + 5) * 2 ))); do
-    kill -0 "$pid" 2>/dev/null || { rm -f "$PID_FILE"; echo "stopped"; return 0; }
-    sleep 0.5
-  done
-  echo "still running after the grace period; killing it"
-  kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
+  stop_pid "$pid"
   rm -f "$PID_FILE"
+  echo "stopped"
 }
 
 cmd_status() {
@@ -348,7 +430,7 @@ docker_ok() {
 case "${1:-}" in
   start) cmd_start ;;
   stop) cmd_stop ;;
-  restart) cmd_stop; cmd_start ;;
+  restart) cmd_restart ;;
   status) cmd_status ;;
   logs) cmd_logs ;;
   cli) shift; cmd_cli "$@" ;;

@@ -130,6 +130,21 @@ class Topology:
             "x-overflow": "reject-publish",
         }
 
+    async def declare(self, ch: AbstractRobustChannel) -> None:
+        """Declare everything (idempotent: every process does it on each connect)."""
+        dead_x = await ch.declare_exchange(self.dead_exchange, aio_pika.ExchangeType.FANOUT,
+                                           durable=True)
+        for lane in self.lanes:
+            await ch.declare_queue(lane, durable=True, arguments=self.lane_args)
+        await ch.declare_queue(self.quarantine, durable=True, arguments=self.quarantine_args)
+        await ch.declare_queue(self.batch, durable=True, arguments=self.task_args)
+        await ch.declare_exchange(self.batch_control, aio_pika.ExchangeType.FANOUT)
+        for name, args in ((self.dead, self.dead_args), (self.dead_notify, None)):
+            q = await ch.declare_queue(name, durable=True, arguments=args)
+            await q.bind(dead_x)
+        await ch.declare_exchange(self.heartbeat_exchange, aio_pika.ExchangeType.FANOUT)
+        await ch.declare_exchange(self.relay_control, aio_pika.ExchangeType.FANOUT)
+
     def session_queue(self, owner_tag: str, session_id: str) -> str:
         return f"{self.session_prefix}{owner_tag}.{session_id}"
 
@@ -207,7 +222,7 @@ class Broker:
         conn.close_callbacks.add(self._on_lost)
         conn.reconnect_callbacks.add(self._on_reconnect)
         self._pub = await conn.channel(publisher_confirms=True, on_return_raises=True)
-        await self.declare_topology(self._pub)
+        await self.topology.declare(self._pub)
         self.last_error = None
         log.info("connected to RabbitMQ as %s", name)
         for cb in self._on_ready:
@@ -257,21 +272,6 @@ class Broker:
         if self.conn is None:
             raise BrokerUnavailable("RabbitMQ is not connected")
         return await self.conn.channel(**kwargs)
-
-    async def declare_topology(self, ch: AbstractRobustChannel) -> None:
-        t = self.topology
-        dead_x = await ch.declare_exchange(t.dead_exchange, aio_pika.ExchangeType.FANOUT,
-                                           durable=True)
-        for lane in t.lanes:
-            await ch.declare_queue(lane, durable=True, arguments=t.lane_args)
-        await ch.declare_queue(t.quarantine, durable=True, arguments=t.quarantine_args)
-        await ch.declare_queue(t.batch, durable=True, arguments=t.task_args)
-        await ch.declare_exchange(t.batch_control, aio_pika.ExchangeType.FANOUT)
-        for name, args in ((t.dead, t.dead_args), (t.dead_notify, None)):
-            q = await ch.declare_queue(name, durable=True, arguments=args)
-            await q.bind(dead_x)
-        await ch.declare_exchange(t.heartbeat_exchange, aio_pika.ExchangeType.FANOUT)
-        await ch.declare_exchange(t.relay_control, aio_pika.ExchangeType.FANOUT)
 
     # --- publishing
 

@@ -11,7 +11,7 @@ from app.providers.base import merge_tool_calls
 
 # Request fields Rafale reads itself; everything else in a chat body goes to the provider as is.
 OWN_FIELDS = frozenset({"model", "messages", "stream", "stream_options", "temperature",
-                        "max_tokens", "max_completion_tokens"})
+                        "max_tokens", "max_completion_tokens", "conversation_id"})
 
 
 def provider_extra(body: dict[str, Any]) -> dict[str, Any]:

@@ -62,8 +62,16 @@ class Ending:
 
     finishes: dict[int, str] = field(default_factory=dict)
     usage: dict[str, Any] | None = None
+    # The first choice's text, for a stored conversation (which keeps one answer per turn).
+    texts: list[str] = field(default_factory=list)
+
+    @property
+    def text(self) -> str:
+        return "".join(self.texts)
 
     def see(self, delta: Delta) -> None:
+        if delta.content and delta.index == 0:
+            self.texts.append(delta.content)
         if delta.finish_reason:
             self.finishes[delta.index] = delta.finish_reason
         if delta.usage:

@@ -58,6 +58,9 @@ class ChatRequest(BaseModel):
     temperature: float | None = Field(None, ge=0, le=2)
     max_tokens: MaxTokens | None = None
     system: str | None = None
+    # A stored conversation (/v1/conversations): its history goes first, and the turn is
+    # added to it once the answer is done.
+    conversation_id: str | None = Field(None, min_length=1, max_length=64)
 
     @model_validator(mode="after")
     def _one_source(self) -> ChatRequest:
@@ -122,6 +125,8 @@ class CompletionRequest(BaseModel):
     stop: str | list[str] | None = None
     seed: int | None = None
     metadata: dict[str, str] | None = None
+    # Rafale's own (the SDK's `extra_body`): as ChatRequest's; never sent to the provider.
+    conversation_id: str | None = Field(None, min_length=1, max_length=64)
 
     def to_body(self) -> ChatBody:
         extra = provider_extra(self.model_dump(exclude_none=True))
@@ -303,6 +308,14 @@ def validated(model: type[RequestModel], body: dict[str, Any]) -> RequestModel:
         raise describe_validation(exc.errors()) from None
 
 
+class TaskConversation(BaseModel):
+    """The stored conversation a chat task continues: the worker adds `add` (the request's
+    new messages, `{"role", "content"}`) and the answer to it once the answer is done."""
+
+    id: str
+    add: list[dict[str, str]]
+
+
 class TaskBase(BaseModel):
     """What every task on a lane carries, whatever it asks the provider for."""
 
@@ -323,6 +336,7 @@ class Task(TaskBase):
 
     kind: Literal["chat"] = "chat"
     body: ChatBody
+    conversation: TaskConversation | None = None
 
 
 class EmbedTask(TaskBase):

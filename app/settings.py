@@ -134,6 +134,8 @@ class Settings(BaseSettings):
     batch_retention_days: float = Field(30.0, gt=0)
     # How often a worker looks for expired batches and stalled finalizations.
     batch_sweep_interval: PositiveFloat = 5.0
+    # Days a stored conversation is kept after its last use (a new item, a rename); 0: forever.
+    conversation_retention_days: float = Field(30.0, ge=0)
     # Seconds identical deterministic requests (temperature 0 or a seed) reuse an answer; 0: off.
     response_cache_ttl: float = Field(0.0, ge=0)
 

@@ -1,8 +1,9 @@
 from __future__ import annotations
 
 import os
+import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ import pytest
 from app.store import database_url as driver_url
 from tests.fakes.deepl_server import FakeDeepL
 from tests.fakes.openai_server import FakeOpenAI
-from tests.harness import PG_ADMIN, Stack, pg_admin, scratch_database, start_stack
+from tests.harness import PG_ADMIN, Stack, pg_admin, purge_namespace, scratch_database, start_stack
 
 StackFactory = Callable[..., Awaitable[Stack]]
 # The machine's PostgreSQL. `make_stack(..., database_url=PG)` gives the stack a database of
@@ -66,8 +67,13 @@ async def deepl() -> AsyncIterator[FakeDeepL]:
 
 
 @pytest.fixture(scope="session")
-def namespace() -> str:
-    return os.environ.get("RAFALE_NAMESPACE") or f"test-{uuid.uuid4().hex[:8]}"
+def namespace() -> Iterator[str]:
+    """The run's namespace. After the run, everything on the broker under it goes (a stack a
+    failed test could not remove included), with the queues of runs killed long ago: durable
+    test queues never pile up on the machine's shared broker."""
+    name = os.environ.get("RAFALE_NAMESPACE") or f"test-{int(time.time())}-{uuid.uuid4().hex[:6]}"
+    yield name
+    purge_namespace(name)
 
 
 @pytest.fixture(scope="session")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -13,7 +14,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -185,20 +186,77 @@ class Stack:
             await delete_redis_keys(self.env["REDIS_URL"], f"{{{self.namespace}.quota}}:")
 
 
-BROKER = "amqp://guest:guest@127.0.0.1:5672/"
+# The broker the runner points the tests at (as Settings reads it), else the machine's.
+BROKER = (os.environ.get("RABBITMQ_URL") or os.environ.get("RABBIT_MQ")
+          or "amqp://guest:guest@127.0.0.1:5672/")
 
 
 async def delete_topology(namespace: str, lanes: list[str], url: str = BROKER) -> None:
     """Delete a namespace's durable queues and exchanges (`lanes`: its task queues, without the
     namespace)."""
-    conn = await aiormq.connect(url)
-    ch = await conn.channel()
-    for q in (*lanes, "llm_batch", "llm_tasks.dead", "llm_tasks.dead.notify",
-              "llm_tasks.quarantine"):
-        await ch.queue_delete(f"{namespace}.{q}")
-    for x in ("dead", "heartbeat", "batch_control", "relay_control"):
-        await ch.exchange_delete(f"{namespace}.{x}")
-    await conn.close()
+    queues = (*lanes, "llm_batch", "llm_tasks.dead", "llm_tasks.dead.notify",
+              "llm_tasks.quarantine")
+    exchanges = ("dead", "heartbeat", "batch_control", "relay_control")
+    await delete_queues([f"{namespace}.{q}" for q in queues],
+                        [f"{namespace}.{x}" for x in exchanges], url)
+
+
+# A test run's namespace carries the epoch it started at (run.sh: `test-<epoch>-<pid>`; helpers
+# and benches: `<word>-...-<epoch>`): what lets a later run tell an abandoned run's queues.
+_EPOCH = re.compile(r"(?<!\d)(1[6-9]\d{8})(?!\d)")
+STALE_AFTER = 3 * 3600  # longer than any run may take (CI's bound is 90 minutes)
+
+
+def stale_namespace_queues(names: list[str], now: float) -> list[str]:
+    """The test and bench queues among `names` whose run started more than STALE_AFTER ago: a
+    run that was killed never deleted them, and durable quorum queues stay until deleted (500
+    of them once spent the broker's file handles and wedged it)."""
+    stale = []
+    for name in names:
+        if not name.startswith(("test-", "bench-")):
+            continue
+        epoch = _EPOCH.search(name.split(".", 1)[0])
+        if epoch and now - int(epoch.group(1)) > STALE_AFTER:
+            stale.append(name)
+    return stale
+
+
+async def delete_queues(names: Sequence[str], exchanges: Sequence[str] = (),
+                        url: str = BROKER) -> None:
+    """Delete queues and exchanges by name, on one connection, bounded in time."""
+    conn = await asyncio.wait_for(aiormq.connect(url), 10)
+    try:
+        ch = await conn.channel()
+        for name in names:
+            await asyncio.wait_for(ch.queue_delete(name), 10)
+        for name in exchanges:
+            await asyncio.wait_for(ch.exchange_delete(name), 10)
+    finally:
+        await conn.close()
+
+
+def broker_names(prefix: str = "") -> tuple[list[str], list[str]]:
+    """The broker's queue and exchange names starting with `prefix` (rabbitmqctl; none where
+    this machine has no rabbitmqctl)."""
+    if shutil.which("rabbitmqctl") is None:
+        return [], []
+    queues = rabbitmqctl("-q", "list_queues", "name").split()
+    exchanges = rabbitmqctl("-q", "list_exchanges", "name").split()
+    return ([q for q in queues if q.startswith(prefix)],
+            [x for x in exchanges if x.startswith(prefix)])
+
+
+def purge_namespace(namespace: str, url: str = BROKER) -> int:
+    """Delete every queue and exchange of a test run's namespace (sessions, lanes, dead
+    letters, exchanges of every stack it started, including those a failed test left), and the
+    queues of runs abandoned long ago. Returns how many queues went."""
+    queues, exchanges = broker_names()
+    ours = [q for q in queues if q.startswith(namespace + ".")]
+    doomed = ours + [q for q in stale_namespace_queues(queues, time.time()) if q not in ours]
+    mine = [x for x in exchanges if x.startswith(namespace + ".")]
+    if doomed or mine:
+        asyncio.run(delete_queues(doomed, mine, url))
+    return len(doomed)
 
 
 PG_ADMIN = os.environ.get("RAFALE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")

@@ -645,3 +645,66 @@ async def test_a_cancelled_batch_counts_what_never_ran_and_its_bar_is_not_full(
     }""")
     assert bar[:2] == [0, 2] and bar[2] == bar[3], bar  # empty, and not the green of done
     await page.screenshot(path=str(SHOTS / "batches-cancelled-375x812.png"))
+
+
+# ---------------------------------------------------------------- saved conversations
+
+
+async def test_a_saved_conversation_survives_a_reload(stack: Stack, fake: FakeOpenAI,
+                                                      open_page: OpenPage,
+                                                      tmp_path: Path) -> None:
+    page, _ = await open_page(stack.url)
+    model = "ok-4-0"
+    first = unique("saved turn")
+    answer = await finished(await send(page, first, model=f"openai/{model}"))
+    assert answer == text_for(model, first)
+    row = page.get_by_test_id("conv-row").filter(has_text=first)
+    await expect(row).to_have_class(re.compile(r"\bactive\b"))
+    conv_id = await row.get_attribute("data-conv-id")
+    row = page.locator(f'[data-testid=conv-row][data-conv-id="{conv_id}"]')
+
+    # A reload shows the open conversation again, as the server stored it, and continues it:
+    # the provider gets the history from the server.
+    await page.reload()
+    await expect(page.get_by_test_id("user-text")).to_have_text([first])
+    await expect(page.get_by_test_id("answer")).to_have_text([answer])
+    await expect(row).to_have_class(re.compile(r"\bactive\b"))
+    second = unique("after the reload")
+    answer2 = await finished(await send(page, second, model=f"openai/{model}"))
+    [call] = fake.calls_for(second)
+    assert call.body["messages"] == [{"role": "user", "content": first},
+                                     {"role": "assistant", "content": answer},
+                                     {"role": "user", "content": second}]
+
+    # Rename (inline, no dialog), then export as Markdown.
+    await row.get_by_test_id("conv-rename").click()
+    await page.get_by_test_id("conv-title-input").fill("Renamed chat")
+    await page.get_by_test_id("conv-title-input").press("Enter")
+    await expect(row.get_by_test_id("conv-open")).to_have_text("Renamed chat")
+    async with page.expect_download() as info:
+        await row.get_by_test_id("conv-export").click()
+    dl = await info.value
+    assert dl.suggested_filename == "Renamed chat.md"
+    await dl.save_as(tmp_path / "chat.md")
+    assert (tmp_path / "chat.md").read_text() == (
+        f"# Renamed chat\n\n## User\n\n{first}\n\n## Assistant\n\n{answer}\n\n"
+        f"## User\n\n{second}\n\n## Assistant\n\n{answer2}\n")
+
+    # New chat, then open the saved one from the list.
+    await page.get_by_test_id("new-chat").click()
+    await expect(page.get_by_test_id("msg-assistant")).to_have_count(0)
+    await expect(row).not_to_have_class(re.compile(r"\bactive\b"))
+    await row.get_by_test_id("conv-open").click()
+    await expect(page.get_by_test_id("answer")).to_have_text([answer, answer2])
+
+    # Delete takes two clicks; the open chat is cleared and stays gone after a reload.
+    await row.get_by_test_id("conv-delete").click()
+    await expect(row.get_by_test_id("conv-delete")).to_have_text("Sure?")
+    await row.get_by_test_id("conv-delete").click()
+    await expect(row).to_have_count(0)
+    await expect(page.get_by_test_id("msg-assistant")).to_have_count(0)
+    async with httpx.AsyncClient(base_url=stack.url) as client:
+        assert (await client.get(f"/v1/conversations/{conv_id}")).status_code == 404
+    await page.reload()
+    await expect(page.locator("#empty")).to_be_visible()
+    await expect(page.locator(f'[data-conv-id="{conv_id}"]')).to_have_count(0)

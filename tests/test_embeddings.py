@@ -84,6 +84,14 @@ async def test_token_arrays_and_dimensions(asdk: openai.AsyncOpenAI, fake: FakeO
     assert (call.body["dimensions"], call.body["user"]) == (4, "someone")
 
 
+async def test_an_answer_of_several_events_comes_back_whole(asdk: openai.AsyncOpenAI) -> None:
+    # 400 vectors of 1024 float32 are ~2.2 MB packed: three chunk events of at most 1 MB.
+    texts = [f"text number {i}" for i in range(400)]
+    r = await asdk.embeddings.create(model="mock/embed", input=texts, dimensions=1024)
+    assert [d.index for d in r.data] == list(range(400))
+    assert [d.embedding for d in r.data] == [f32(mock_embedding(t, 1024)) for t in texts]
+
+
 @pytest.mark.parametrize(("body", "status", "param", "code"), [
     ({"model": "mock/embed"}, 400, "input", "missing_required_parameter"),
     ({"input": "x"}, 400, "model", "missing_required_parameter"),

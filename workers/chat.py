@@ -12,12 +12,13 @@ import aiormq
 
 from app import events
 from app.broker import BROKER_ERRORS
-from app.errors import RafaleError
+from app.errors import RafaleError, StoreUnavailable
 from app.generation import CallPolicy, Ending, stream_with_retries
 from app.metrics import Metrics
 from app.providers.base import ChatParams
 from app.providers.registry import Registry
 from app.schemas import Task
+from app.store import Store, conversations
 from app.usage import Meter
 from app.usage import Outcome as UsageOutcome
 from app.usage_recorder import UsageRecorder
@@ -46,6 +47,7 @@ async def run_chat(
     persistent: bool = True,
     usage: UsageRecorder | None = None,
     confirm_timeout: float = 5.0,
+    store: Store | None = None,
 ) -> ChatOutcome:
     """Stream the answer to `task.reply_to`. Returns once the final event is confirmed (or the
     session turned out to be gone), with the outcome: done | error | gone | expired. Never
@@ -59,7 +61,7 @@ async def run_chat(
     outcome: ChatOutcome | None = None
     try:
         outcome = await _answer(task, attempt, channel, registry, policy, flush_interval,
-                                metrics, persistent, meter, confirm_timeout)
+                                metrics, persistent, meter, confirm_timeout, store)
         return outcome
     finally:
         if usage is not None and meter.provider:
@@ -72,7 +74,7 @@ async def run_chat(
 async def _answer(task: Task, attempt: int, channel: aiormq.abc.AbstractChannel,
                   registry: Registry, policy: CallPolicy, flush_interval: float,
                   metrics: Metrics | None, persistent: bool, meter: Meter,
-                  confirm_timeout: float) -> ChatOutcome:
+                  confirm_timeout: float, store: Store | None) -> ChatOutcome:
     out = SessionStream(channel, task.reply_to, task_id=task.task_id, attempt=attempt,
                         flush_interval=flush_interval, persistent=persistent)
     # Every line names the task and the HTTP request that created it (x-request-id).
@@ -101,6 +103,8 @@ async def _answer(task: Task, attempt: int, channel: aiormq.abc.AbstractChannel,
             return "expired"
         try:
             ending = await _generate(task, out, registry, policy, metrics, tlog, meter)
+            if ending is not None and task.conversation is not None:
+                await _keep_turn(task, store, ending)
         except RafaleError as exc:
             tlog.info("failed: %s", exc.message)
             await finish(exc.as_event())
@@ -123,6 +127,19 @@ async def _answer(task: Task, attempt: int, channel: aiormq.abc.AbstractChannel,
     except BaseException:
         out.cancel()
         raise
+
+
+async def _keep_turn(task: Task, store: Store | None, ending: Ending) -> None:
+    """Store a conversation's turn before its `done` goes out: stored even if nobody reads
+    the stream, and a client that sees `done` finds it stored. Keyed by the task, so a
+    redelivered task (its worker died between here and the ack) replaces the answer its
+    client never saw with the one it does. A store that cannot take it ends the answer with
+    an error: the client never thinks a turn was kept when it was not."""
+    assert task.conversation is not None
+    if store is None:
+        raise StoreUnavailable("this worker has no store for conversations", retry_after=1)
+    await conversations.store_turn(store, task.owner, task.task_id, task.conversation,
+                                   ending.text)
 
 
 async def _generate(task: Task, out: SessionStream, registry: Registry, policy: CallPolicy,

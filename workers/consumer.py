@@ -116,7 +116,7 @@ class Worker:
         return await run_chat(task, attempt, channel, self.registry, self.policy,
                               s.stream_flush_interval, self.metrics,
                               s.session_events_persistent, usage=self.usage,
-                              confirm_timeout=s.publish_timeout)
+                              confirm_timeout=s.publish_timeout, store=self.store)
 
     async def _on_dead_task(self, message: AbstractIncomingMessage) -> None:
         """A task was parked after killing workers: tell its client instead of letting it wait."""

@@ -16,6 +16,7 @@ from app.api.lifecycle import open_services
 from app.api.routes_batches import router as batches_router
 from app.api.routes_chat import router as chat_router
 from app.api.routes_completions import router as completions_router
+from app.api.routes_conversations import router as conversations_router
 from app.api.routes_embeddings import router as embeddings_router
 from app.api.routes_files import body_limits
 from app.api.routes_files import router as files_router
@@ -74,7 +75,7 @@ def _assemble(app: FastAPI, settings: Settings, keys: KeyRing | None, metrics: M
     routes_docs.install(app)
     for router in (chat_router, ops_router, openai_router, translate_router, usage_router,
                    files_router, batches_router, embeddings_router, completions_router,
-                   web_router):
+                   conversations_router, web_router):
         app.include_router(router)
     middleware.install(app, max_body_bytes=settings.max_body_bytes,
                        body_limits=body_limits(settings),

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from app.api.admission import chat_tokens
 from app.api.services import Caller, Services
-from app.schemas import ChatBody, Task
+from app.schemas import ChatBody, Task, TaskConversation
 
 if TYPE_CHECKING:
     from fastapi import Request
@@ -26,16 +26,18 @@ class Queued(NamedTuple):
 
 
 async def enqueue_chat(request: Request, svc: Services, who: Caller, model: str, body: ChatBody,
-                       *, n: int = 1) -> Queued:
+                       *, n: int = 1, conversation: TaskConversation | None = None) -> Queued:
     """`queue_chat` for an HTTP request: its rate headers go on the answer."""
     queued, request.state.rate_headers = await queue_chat(
-        svc, who, model, body, request_id=request.state.request_id, n=n)
+        svc, who, model, body, request_id=request.state.request_id, n=n,
+        conversation=conversation)
     return queued
 
 
 async def queue_chat(svc: Services, who: Caller, model: str, body: ChatBody, *,
-                     request_id: str, n: int = 1,
-                     within: float | None = None) -> tuple[Queued, dict[str, str]]:
+                     request_id: str, n: int = 1, within: float | None = None,
+                     conversation: TaskConversation | None = None
+                     ) -> tuple[Queued, dict[str, str]]:
     """Validate the model, count the request against its key's limits, declare the session,
     publish the task. `within`: seconds the caller waits for the answer (a gRPC deadline),
     which bounds the task's own deadline. Returns the session and the x-ratelimit-* values."""
@@ -47,7 +49,7 @@ async def queue_chat(svc: Services, who: Caller, model: str, body: ChatBody, *,
     ttl = svc.settings.session_ttl if within is None else min(within, svc.settings.session_ttl)
     try:
         queued = await _publish(svc, who, model, body, request_id, session_id, queue, tokens,
-                                ttl)
+                                ttl, conversation)
     except BaseException:
         # Never published: the session holds no place of its key's (shielded: a client gone
         # mid-publish cancels this request, not the release).
@@ -57,7 +59,8 @@ async def queue_chat(svc: Services, who: Caller, model: str, body: ChatBody, *,
 
 
 async def _publish(svc: Services, who: Caller, model: str, body: ChatBody, request_id: str,
-                   session_id: str, queue: str, reserved_tokens: int, ttl: float) -> Queued:
+                   session_id: str, queue: str, reserved_tokens: int, ttl: float,
+                   conversation: TaskConversation | None) -> Queued:
     now = time.time()
     task = Task(
         task_id=session_id,
@@ -69,6 +72,7 @@ async def _publish(svc: Services, who: Caller, model: str, body: ChatBody, reque
         created=now,
         request_id=request_id,
         reserved_tokens=reserved_tokens,
+        conversation=conversation,
     )
     started = time.perf_counter()
     await svc.broker.submit_task(task.model_dump_json().encode(), task_id=session_id,

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncGenerator
+import uuid
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import aclosing
 from typing import Annotated
 
@@ -15,13 +16,15 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from app import events
 from app.api.admission import admit, chat_tokens
 from app.api.chat_queue import enqueue_chat
+from app.api.conversation_turn import continue_conversation
 from app.api.deps import Svc, Who
-from app.api.services import Services
+from app.api.services import Caller, Services
 from app.api.streaming import event_sse, event_stream, session_stream
 from app.errors import NotFound, RafaleError
 from app.generation import Ending, stream_with_retries
 from app.providers.base import ChatParams, Provider
-from app.schemas import ChatBody, ChatRequest
+from app.schemas import ChatBody, ChatRequest, TaskConversation
+from app.store import conversations as convs
 from app.usage import Meter
 from app.usage import Outcome as UsageOutcome
 
@@ -34,10 +37,22 @@ def chat_body(body: ChatRequest) -> ChatBody:
                     max_tokens=body.max_tokens)
 
 
+async def prepared(svc: Services, who: Caller,
+                   body: ChatRequest) -> tuple[ChatBody, TaskConversation | None]:
+    """The chat to send; with a conversation_id, its history first and what to store."""
+    chat = chat_body(body)
+    if body.conversation_id is None:
+        return chat, None
+    chat.messages, conversation = await continue_conversation(
+        svc, who, body.conversation_id, chat.messages)
+    return chat, conversation
+
+
 @router.post("/chat/async", status_code=202)
 async def chat_async(body: ChatRequest, request: Request, svc: Svc, who: Who) -> JSONResponse:
     model = body.model or svc.registry.default_model
-    queued = await enqueue_chat(request, svc, who, model, chat_body(body))
+    chat, conversation = await prepared(svc, who, body)
+    queued = await enqueue_chat(request, svc, who, model, chat, conversation=conversation)
     session_id = queued.session_id
     return JSONResponse(
         {"status": "queued", "session_id": session_id, "stream_url": f"/stream/{session_id}",
@@ -76,13 +91,19 @@ async def chat_direct(body: ChatRequest, request: Request, svc: Svc,
     model = body.model or svc.registry.default_model
     provider_name, provider_model = svc.registry.split(model)
     provider = svc.registry.get(provider_name)
-    params = ChatParams(provider_model, body.to_messages(), body.temperature, body.max_tokens)
+    chat, conversation = await prepared(svc, who, body)
+    params = ChatParams(provider_model, chat.messages, body.temperature, body.max_tokens)
     reserved = chat_tokens(params.messages, body.max_tokens)
     await admit(request, svc, who, tokens=reserved)
     meter = Meter(params.messages)
     meter.start(provider_name, provider_model)
+    keep = None
+    if conversation is not None:
+        async def keep(text: str) -> None:
+            # A turn of its own: a direct answer runs once (no redelivery to recognise).
+            await convs.store_turn(svc.store, who.owner, uuid.uuid4().hex, conversation, text)
     answer = _direct_answer(svc, provider, params, model, meter,
-                            label=f"direct {model} [{request.state.request_id}]")
+                            label=f"direct {model} [{request.state.request_id}]", keep=keep)
 
     async def recorded() -> AsyncGenerator[ServerSentEvent, None]:
         # However the answer ends (done, error, or a client that left): what it cost.
@@ -101,9 +122,12 @@ async def chat_direct(body: ChatRequest, request: Request, svc: Svc,
 
 
 async def _direct_answer(svc: Services, provider: Provider, params: ChatParams, model: str,
-                         meter: Meter, *, label: str) -> AsyncGenerator[ServerSentEvent, None]:
+                         meter: Meter, *, label: str,
+                         keep: Callable[[str], Awaitable[None]] | None = None,
+                         ) -> AsyncGenerator[ServerSentEvent, None]:
     """What a worker would publish for this answer, numbered the same way (one attempt).
-    `label` starts its log lines, as a task's id and request id start a worker's."""
+    `label` starts its log lines, as a task's id and request id start a worker's. `keep`
+    stores the whole answer before `done` is sent (a stored conversation's turn)."""
     seq = 0
     ending = Ending()
     try:
@@ -116,6 +140,8 @@ async def _direct_answer(svc: Services, provider: Provider, params: ChatParams, 
                     seq += 1
                 ending.see(delta)
                 meter.see(delta)
+        if keep is not None:
+            await keep(ending.text)
     except RafaleError as exc:
         err = exc.as_event()
         err["seq"] = seq

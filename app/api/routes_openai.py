@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from app.api.chat_queue import enqueue_chat
+from app.api.conversation_turn import continue_conversation
 from app.api.deps import Svc, Who
 from app.api.streaming import event_stream
 from app.completions import CompletionBuilder, finish_reasons
@@ -45,8 +46,12 @@ def _error_data(exc: RafaleError) -> str:
 @router.post("/chat/completions", response_model=None)
 async def chat_completions(body: CompletionRequest, request: Request, svc: Svc,
                            who: Who) -> JSONResponse | EventSourceResponse:
-    session_id, queue = await enqueue_chat(request, svc, who, body.model, body.to_body(),
-                                           n=body.n or 1)
+    chat, conversation = body.to_body(), None
+    if body.conversation_id is not None:
+        chat.messages, conversation = await continue_conversation(
+            svc, who, body.conversation_id, chat.messages, choices=body.n or 1)
+    session_id, queue = await enqueue_chat(request, svc, who, body.model, chat,
+                                           n=body.n or 1, conversation=conversation)
     base = {"id": f"chatcmpl-{session_id}", "object": "chat.completion.chunk",
             "created": int(time.time()), "model": body.model, "system_fingerprint": None}
     n = body.n or 1

@@ -1,5 +1,5 @@
-"""The `rafale` command tree: global options, then chat, models, health, usage and the batch
-group.
+"""The `rafale` command tree: global options, then chat, models, health, usage, and the batch
+and conversations groups.
 
 Commands are written as plain functions in their own modules and registered here, in the
 order `--help` lists them. The tree is built when the command runs, not at import."""
@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from app.cli import batch
+from app.cli import batch, conversations
 from app.cli.chat import chat
 from app.cli.common import DEFAULT_BASE_URL, Config
 from app.cli.grpc_chat import grpc_chat
@@ -41,6 +41,16 @@ def batch_group() -> typer.Typer:
     return group
 
 
+def conversations_group() -> typer.Typer:
+    group = typer.Typer(name="conversations", no_args_is_help=True,
+                        help="Stored conversations: list, show, export, delete.")
+    group.command("list")(conversations.list_conversations)
+    group.command()(conversations.show)
+    group.command()(conversations.export)
+    group.command()(conversations.delete)
+    return group
+
+
 def command_tree() -> typer.Typer:
     # Locals are never shown in tracebacks: they would include the API key.
     app = typer.Typer(name="rafale", help="Command-line client for the Rafale LLM gateway.",
@@ -53,6 +63,7 @@ def command_tree() -> typer.Typer:
     app.command()(health)
     app.command()(usage)
     app.add_typer(batch_group(), name="batch")
+    app.add_typer(conversations_group(), name="conversations")
     return app
 
 

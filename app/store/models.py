@@ -230,3 +230,47 @@ class SpendRow(Base):
     requests: Mapped[int] = mapped_column(BigInteger, default=0)
     input_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
     output_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+# --- stored conversations: app/store/conversations.py
+
+
+class ConversationRow(Base):
+    """A conversation a key keeps on the server (OpenAI's Conversations API, and the history
+    Rafale's chat routes send when a request names it). `updated_at` moves with every item
+    added: retention (CONVERSATION_RETENTION_DAYS) counts from the last use, not the first."""
+
+    __tablename__ = "conversations"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(128))
+    metadata_json: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[int] = mapped_column(BigInteger)
+    # The next item's position: kept on the row, so an append reads and bumps it under the
+    # row's lock (PostgreSQL) or the write lock (SQLite) and positions never collide.
+    next_position: Mapped[int] = mapped_column(Integer, default=0)
+
+    __table_args__ = (Index("ix_conversations_owner_id", "owner", "id"),
+                      Index("ix_conversations_updated", "updated_at"))
+
+
+class ConversationItemRow(Base):
+    """One item of a conversation (a message, or another Responses item kept as it came), in
+    `position` order. `turn` is the chat task that wrote it: a redelivered task finds its
+    turn already stored and replaces the answer instead of adding a second one."""
+
+    __tablename__ = "conversation_items"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    conversation_id: Mapped[str] = mapped_column(String(64))
+    position: Mapped[int] = mapped_column(Integer)
+    type: Mapped[str] = mapped_column(String(64))
+    role: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    item_json: Mapped[str] = mapped_column(Text)  # the item as OpenAI shows it, without its id
+    turn: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+
+    __table_args__ = (Index("ux_conversation_items_position", "conversation_id", "position",
+                            unique=True),
+                      Index("ix_conversation_items_turn", "conversation_id", "turn"))

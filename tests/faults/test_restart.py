@@ -22,7 +22,7 @@ import pytest
 from app.providers.base import ChatParams
 from app.providers.mock import mock_tokens
 from app.settings import Settings
-from tests.harness import ROOT, delete_topology, free_port
+from tests.harness import BROKER, ROOT, delete_topology, free_port
 from tests.sse import SSE, iter_sse
 
 # What a checkout of one's own leaves out: the files a running instance writes.
@@ -95,6 +95,8 @@ async def checkout(tmp_path: Path, namespace: str) -> AsyncIterator[Checkout]:
     env.update(PORT=str(port), RAFALE_NAMESPACE=f"{namespace}.run{port}", TMPDIR=str(tmp_path /
                "tmp"), WORKER_METRICS_PORT="0", LLM_WORKERS="1", SHUTDOWN_GRACE="10",
                MOCK_TOKENS=str(TOKENS), MOCK_DELAY="0.1", PYTHONUNBUFFERED="1")
+    # The broker this run's tests use, wherever the runner points them.
+    env.update({k: v for k, v in os.environ.items() if k in ("RABBITMQ_URL", "RABBIT_MQ")})
     co = Checkout(root, env, port)
     try:
         yield co
@@ -102,7 +104,8 @@ async def checkout(tmp_path: Path, namespace: str) -> AsyncIterator[Checkout]:
         await co.finish_running()
         stopped = co.run("stop")
         assert stopped.returncode == 0, stopped.stdout + stopped.stderr
-        await delete_topology(env["RAFALE_NAMESPACE"], [f"llm_tasks.{n}" for n in range(16)])
+        await delete_topology(env["RAFALE_NAMESPACE"], [f"llm_tasks.{n}" for n in range(16)],
+                              env.get("RABBITMQ_URL") or env.get("RABBIT_MQ") or BROKER)
 
 
 def start(co: Checkout) -> None:
@@ -158,6 +161,8 @@ async def test_restart_ends_queued_streams_cleanly_and_lets_direct_ones_finish(
         await until("both streams under way", lambda: len(queued) >= 3 and len(direct) >= 3)
         began = time.monotonic()
         restart = await checkout.start_run("restart")
+        polls: list[str] = []
+        polling = asyncio.create_task(poll_health(checkout, restart, polls))
         await asyncio.wait_for(reading, 30)  # ends, not cut: read_all would raise
         drained_after = time.monotonic() - began
         assert queued[-1].event == "chunk", "the queued stream should end early, before done"
@@ -165,6 +170,10 @@ async def test_restart_ends_queued_streams_cleanly_and_lets_direct_ones_finish(
         out, err = await asyncio.wait_for(restart.communicate(), 120)
         restarted_after = time.monotonic() - began
         assert restart.returncode == 0, (out + err).decode()
+        await polling
+        # The new processes listened before the old ones stopped: no connection was refused.
+        refused = [p for p in polls if p != "ok"]
+        assert polls and not refused, f"{len(refused)} of {len(polls)} polls failed: {refused[:5]}"
         # The direct answer, in flight when the restart began, finished whole.
         assert direct[-1].event == "done" and seqs(direct) == list(range(TOKENS + 1))
         # The queued one resumes on the new processes after the last id, to `done`.
@@ -180,7 +189,35 @@ async def test_restart_ends_queued_streams_cleanly_and_lets_direct_ones_finish(
     # The stopped run's metrics directory is gone; the new run has one.
     assert len(checkout.metrics_dirs()) == 1
     print(f"queued stream ended {drained_after:.1f}s after the restart began; "
-          f"restart took {restarted_after:.1f}s", file=sys.stderr)
+          f"restart took {restarted_after:.1f}s; {len(polls)} health polls, none refused",
+          file=sys.stderr)
+
+
+async def poll_health(co: Checkout, restart: asyncio.subprocess.Process,
+                      polls: list[str]) -> None:
+    """GET /health on a new connection each time, until the restart is over."""
+    async with httpx.AsyncClient(base_url=co.url, timeout=10) as client:
+        while restart.returncode is None:
+            try:
+                r = await client.get("/health", headers={"connection": "close"})
+                polls.append("ok" if r.status_code == 200 else f"HTTP {r.status_code}")
+            except httpx.TransportError as exc:
+                polls.append(repr(exc))
+            await asyncio.sleep(0.05)
+
+
+async def test_a_restart_that_cannot_start_leaves_the_running_instance_serving(
+        checkout: Checkout) -> None:
+    start(checkout)
+    pid = (checkout.root / ".run" / "rafale.pid").read_text()
+    checkout.env["LLM_WORKERS"] = "0"  # the new processes' settings check refuses it
+    r = checkout.run("restart")
+    del checkout.env["LLM_WORKERS"]
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "still serves" in r.stderr and "LLM_WORKERS" in r.stderr.upper(), r.stderr
+    assert (checkout.root / ".run" / "rafale.pid").read_text() == pid
+    async with httpx.AsyncClient(base_url=checkout.url, timeout=10) as client:
+        assert (await client.get("/health")).status_code == 200
 
 
 async def test_rafale_chat_resumes_a_queued_answer_across_run_sh_restart(

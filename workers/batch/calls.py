@@ -95,7 +95,13 @@ def _request(endpoint: str, body: dict[str, Any]) -> LineRequest:
         return validated(TranslateRequest, body)
     if endpoint == "/v1/embeddings":
         return validated(EmbeddingRequest, body)
-    return validated(CompletionRequest, body)
+    request = validated(CompletionRequest, body)
+    if request.conversation_id is not None:
+        # Lines run in any order and at once: turns of one conversation cannot.
+        raise InvalidRequest("conversation_id is not supported in a batch: each line runs on "
+                             "its own, in no set order", param="conversation_id",
+                             code="invalid_value")
+    return request
 
 
 def _ended(exc: RafaleError) -> bool:

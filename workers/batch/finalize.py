@@ -5,7 +5,7 @@ nothing of it runs any more. Any number of workers may try at once: the claim in
 lets one write files, and only a finalizer that still holds it at the end links its files to
 the batch (files.py). The sweep, run by every worker now and then, expires batches whose
 window passed, takes over finalizations whose finalizer died, and drops what outlived its
-retention."""
+retention, and conversations unused past theirs."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import uuid
 
 from app.errors import StoreUnavailable
 from app.settings import Settings
-from app.store import Store, batches, cache
+from app.store import Store, batches, cache, conversations
 from app.store.batches import STALE_FINALIZER
 from app.store.files import purge_expired, purge_file
 from app.store.models import BatchRow
@@ -99,5 +99,6 @@ class Finalizer:
             await self.finalize(batch_id)
         await purge_expired(self.store)
         await batches.prune(self.store, self.settings.batch_retention_days)
+        await conversations.prune(self.store, self.settings.conversation_retention_days)
         await cache.forget_expired(self.store, self.settings.response_cache_ttl,
                                    self.settings.provider_total_timeout)
