@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -59,15 +59,19 @@ class CreateBatch(BaseModel):
         return v
 
 
-async def start_batch(svc: Services, who: Caller, body: CreateBatch, *,
-                      request_id: str) -> tuple[dict[str, Any], dict[str, str]]:
-    """Record the batch and queue its planning; the batch object and the x-ratelimit-* values."""
+async def start_batch(svc: Services, who: Caller, body: CreateBatch, *, request_id: str,
+                      admitted: Callable[[dict[str, str]], None] | None = None
+                      ) -> dict[str, Any]:
+    """Record the batch and queue its planning; the batch object. `admitted` is given the
+    x-ratelimit-* values once the request counts."""
     if body.endpoint not in ENDPOINTS:
         listed = ", ".join(f"'{e}'" for e in ENDPOINTS)
         raise InvalidRequest(f"Invalid value: '{body.endpoint}'. Supported values are: {listed}.",
                              param="endpoint", code="invalid_value")
     seconds = window_seconds(body.completion_window, svc.settings.batch_completion_windows)
     headers = await svc.limiter.admit(who.owner)  # one request; its lines count as they run
+    if admitted is not None:
+        admitted(headers)
     row = await batches.create_batch(svc.store, owner=who.owner, endpoint=body.endpoint,
                                      input_file_id=body.input_file_id,
                                      completion_window=body.completion_window,
@@ -82,7 +86,7 @@ async def start_batch(svc: Services, who: Caller, body: CreateBatch, *,
     except BaseException:
         await batches.delete_batch(svc.store, row.id)  # never leave a batch nobody will plan
         raise
-    return await svc.counts.describe(row), headers
+    return await svc.counts.describe(row)
 
 
 async def cancel(svc: Services, who: Caller, batch_id: str, *, request_id: str) -> dict[str, Any]:

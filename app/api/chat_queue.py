@@ -10,9 +10,10 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import Callable
 from typing import TYPE_CHECKING, NamedTuple
 
-from app.api.admission import chat_tokens
+from app.api.admission import chat_tokens, rate_headers_of
 from app.api.services import Caller, Services
 from app.schemas import ChatBody, Task, TaskConversation
 
@@ -28,24 +29,25 @@ class Queued(NamedTuple):
 async def enqueue_chat(request: Request, svc: Services, who: Caller, model: str, body: ChatBody,
                        *, n: int = 1, conversation: TaskConversation | None = None) -> Queued:
     """`queue_chat` for an HTTP request: its rate headers go on the answer."""
-    queued, request.state.rate_headers = await queue_chat(
-        svc, who, model, body, request_id=request.state.request_id, n=n,
-        conversation=conversation)
-    return queued
+    return await queue_chat(svc, who, model, body, request_id=request.state.request_id, n=n,
+                            conversation=conversation, admitted=rate_headers_of(request))
 
 
 async def queue_chat(svc: Services, who: Caller, model: str, body: ChatBody, *,
                      request_id: str, n: int = 1, within: float | None = None,
-                     conversation: TaskConversation | None = None
-                     ) -> tuple[Queued, dict[str, str]]:
+                     conversation: TaskConversation | None = None,
+                     admitted: Callable[[dict[str, str]], None] | None = None) -> Queued:
     """Validate the model, count the request against its key's limits, declare the session,
     publish the task. `within`: seconds the caller waits for the answer (a gRPC deadline),
-    which bounds the task's own deadline. Returns the session and the x-ratelimit-* values."""
+    which bounds the task's own deadline. `admitted` is given the x-ratelimit-* values as soon
+    as the request counts."""
     svc.registry.split(model)  # an unknown or unconfigured model fails here, not in a worker
     session_id = uuid.uuid4().hex
     queue = svc.broker.topology.session_queue(who.tag, session_id)
     tokens = chat_tokens(body.messages, body.max_tokens, n)
     headers = await svc.limiter.admit(who.owner, session_id=session_id, tokens=tokens)
+    if admitted is not None:
+        admitted(headers)
     ttl = svc.settings.session_ttl if within is None else min(within, svc.settings.session_ttl)
     try:
         queued = await _publish(svc, who, model, body, request_id, session_id, queue, tokens,
@@ -55,7 +57,7 @@ async def queue_chat(svc: Services, who: Caller, model: str, body: ChatBody, *,
         # mid-publish cancels this request, not the release).
         await asyncio.shield(svc.limiter.release([session_id]))
         raise
-    return queued, headers
+    return queued
 
 
 async def _publish(svc: Services, who: Caller, model: str, body: ChatBody, request_id: str,

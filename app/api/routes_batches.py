@@ -10,6 +10,7 @@ import orjson
 from fastapi import APIRouter, Query, Request
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
+from app.api.admission import rate_headers_of
 from app.api.batch_ops import CreateBatch, cancel, start_batch, watch
 from app.api.deps import Svc, Who
 from app.api.streaming import event_stream
@@ -20,9 +21,8 @@ router = APIRouter(prefix="/v1")
 
 @router.post("/batches")
 async def create_batch(body: CreateBatch, request: Request, svc: Svc, who: Who) -> dict[str, Any]:
-    batch, request.state.rate_headers = await start_batch(
-        svc, who, body, request_id=request.state.request_id)
-    return batch
+    return await start_batch(svc, who, body, request_id=request.state.request_id,
+                             admitted=rate_headers_of(request))
 
 
 @router.get("/batches/{batch_id}")

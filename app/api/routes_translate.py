@@ -6,6 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
+from app.api.admission import rate_headers_of
 from app.api.deps import Svc, Who
 from app.api.translation import translate as run_translation
 from app.schemas import TranslateRequest
@@ -16,6 +17,6 @@ router = APIRouter(prefix="/v1")
 @router.post("/translate")
 async def translate(body: TranslateRequest, request: Request, svc: Svc,
                     who: Who) -> dict[str, Any]:
-    translations, request.state.rate_headers = await run_translation(
-        svc, who, body, request_id=request.state.request_id)
+    translations = await run_translation(svc, who, body, request_id=request.state.request_id,
+                                         admitted=rate_headers_of(request))
     return {"translations": translations}

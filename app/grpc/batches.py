@@ -79,7 +79,7 @@ class BatchRpcs:
         if request.lines:
             inline = body.input_file_id = await _lines_file(self.svc, call, list(request.lines))
         try:
-            batch, _ = await start_batch(self.svc, call.who, body, request_id=call.request_id)
+            batch = await start_batch(self.svc, call.who, body, request_id=call.request_id)
         except BaseException:
             if inline is not None:
                 await asyncio.shield(purge_file(self.svc.store, inline))

@@ -40,8 +40,8 @@ class ChatRpcs:
 
     async def _enqueue(self, call: Call, chat: ChatRequest) -> tuple[str, Queued]:
         model = chat.model or self.svc.registry.default_model
-        queued, _ = await queue_chat(self.svc, call.who, model, convert.chat_body(chat),
-                                     request_id=call.request_id, within=call.time_left())
+        queued = await queue_chat(self.svc, call.who, model, convert.chat_body(chat),
+                                  request_id=call.request_id, within=call.time_left())
         return model, queued
 
     async def _relay(self, sub: Subscription) -> AsyncIterator[pb.ChatEvent]:

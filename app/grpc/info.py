@@ -28,8 +28,8 @@ class InfoRpcs:
     @unary
     async def Translate(self, request: pb.TranslateRequest,
                         call: Call) -> pb.TranslateResponse:
-        translations, _ = await translate(self.svc, call.who, convert.translate_request(request),
-                                          request_id=call.request_id)
+        translations = await translate(self.svc, call.who, convert.translate_request(request),
+                                       request_id=call.request_id)
         return pb.TranslateResponse(translations=[
             pb.Translation(detected_source_language=t.get("detected_source_language") or "",
                            text=t.get("text") or "") for t in translations])
