@@ -93,6 +93,8 @@ class ChatBody(BaseModel):
     extra: dict[str, Any] = Field(default_factory=dict)
     # A legacy completion's prompts (`/v1/completions`); None for a chat.
     prompt: list[str] | None = None
+    # A Responses API request passed through to a provider that speaks it (see ChatParams).
+    responses: dict[str, Any] | None = None
 
 
 class CompletionMessage(BaseModel):
@@ -316,6 +318,15 @@ class TaskConversation(BaseModel):
     add: list[dict[str, str]]
 
 
+class ResponseJob(BaseModel):
+    """A chat task that answers a stored Responses API response: its worker records the
+    response's progress and writes its final output (workers/responses.py)."""
+
+    id: str
+    # Made even when nobody reads its session (until cancelled): the store is its reader.
+    background: bool = False
+
+
 class TaskBase(BaseModel):
     """What every task on a lane carries, whatever it asks the provider for."""
 
@@ -337,6 +348,7 @@ class Task(TaskBase):
     kind: Literal["chat"] = "chat"
     body: ChatBody
     conversation: TaskConversation | None = None
+    response: ResponseJob | None = None  # set when the chat answers a stored response
 
 
 class EmbedTask(TaskBase):

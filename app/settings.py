@@ -25,6 +25,10 @@ class Endpoint(BaseModel):
     base_url: str = Field(pattern=r"^https?://")
     api_key: str = Field("", repr=False)
     models: str = ""  # comma-separated, for GET /v1/models
+    # The server speaks OpenAI's Responses API itself: `/v1/responses` requests are passed
+    # to its `/responses` (Rafale still keeps their state); otherwise they are translated
+    # onto chat completions, which every OpenAI-compatible server has.
+    responses: bool = False
 
 
 class Settings(BaseSettings):

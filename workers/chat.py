@@ -22,6 +22,7 @@ from app.store import Store, conversations
 from app.usage import Meter
 from app.usage import Outcome as UsageOutcome
 from app.usage_recorder import UsageRecorder
+from workers.responses import ResponseRecorder
 from workers.stream import SessionStream
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,7 @@ async def run_chat(
     usage: UsageRecorder | None = None,
     confirm_timeout: float = 5.0,
     store: Store | None = None,
+    recorder: ResponseRecorder | None = None,
 ) -> ChatOutcome:
     """Stream the answer to `task.reply_to`. Returns once the final event is confirmed (or the
     session turned out to be gone), with the outcome: done | error | gone | expired. Never
@@ -61,7 +63,7 @@ async def run_chat(
     outcome: ChatOutcome | None = None
     try:
         outcome = await _answer(task, attempt, channel, registry, policy, flush_interval,
-                                metrics, persistent, meter, confirm_timeout, store)
+                                metrics, persistent, meter, confirm_timeout, store, recorder)
         return outcome
     finally:
         if usage is not None and meter.provider:
@@ -74,7 +76,8 @@ async def run_chat(
 async def _answer(task: Task, attempt: int, channel: aiormq.abc.AbstractChannel,
                   registry: Registry, policy: CallPolicy, flush_interval: float,
                   metrics: Metrics | None, persistent: bool, meter: Meter,
-                  confirm_timeout: float, store: Store | None) -> ChatOutcome:
+                  confirm_timeout: float, store: Store | None,
+                  recorder: ResponseRecorder | None) -> ChatOutcome:
     out = SessionStream(channel, task.reply_to, task_id=task.task_id, attempt=attempt,
                         flush_interval=flush_interval, persistent=persistent)
     # Every line names the task and the HTTP request that created it (x-request-id).
@@ -83,6 +86,8 @@ async def _answer(task: Task, attempt: int, channel: aiormq.abc.AbstractChannel,
     end = loop.time() + policy.total
 
     async def finish(event: events.Event) -> bool:
+        if recorder is not None:  # a stored response: its end is written before it is sent
+            event = await recorder.settle(event)
         # Bounded: a broker memory alarm blocks publishers, and a handler parked here until
         # it ends would keep its task unacked until the consumer timeout redelivers it (a
         # second generation). The events are written and follow once the alarm clears.
@@ -102,7 +107,8 @@ async def _answer(task: Task, attempt: int, channel: aiormq.abc.AbstractChannel,
                                      code="task_expired").as_event())
             return "expired"
         try:
-            ending = await _generate(task, out, registry, policy, metrics, tlog, meter)
+            ending = await _generate(task, out, registry, policy, metrics, tlog, meter,
+                                     recorder)
             if ending is not None and task.conversation is not None:
                 await _keep_turn(task, store, ending)
         except RafaleError as exc:
@@ -119,6 +125,8 @@ async def _answer(task: Task, attempt: int, channel: aiormq.abc.AbstractChannel,
                                      code="internal_error").as_event())
             return "error"
         if ending is None:
+            if recorder is not None:
+                await recorder.gone()
             return "gone"
         if not await finish(ending.done_event(task.model)):
             tlog.info("finished but nobody was listening")
@@ -143,29 +151,39 @@ async def _keep_turn(task: Task, store: Store | None, ending: Ending) -> None:
 
 
 async def _generate(task: Task, out: SessionStream, registry: Registry, policy: CallPolicy,
-                    metrics: Metrics | None, tlog: TaskLog, meter: Meter) -> Ending | None:
+                    metrics: Metrics | None, tlog: TaskLog, meter: Meter,
+                    recorder: ResponseRecorder | None = None) -> Ending | None:
     """Feed the provider's deltas to `out`; how the answer ended, or None when the session
     went away mid-answer (the provider call is stopped then). The call has `policy.total`
     from now, not what is left of `task.deadline`: that deadline bounds the wait in the queue,
     and while a client reads, its session stays (an unread one expires, which stops this)."""
     ending = Ending()
+    if recorder is not None:
+        await recorder.started()
     provider_name, model = registry.split(task.model)
     meter.start(provider_name, model)
     params = ChatParams(model, task.body.messages, task.body.temperature, task.body.max_tokens,
-                        task.body.extra, prompt=task.body.prompt)
+                        task.body.extra, prompt=task.body.prompt,
+                        responses=task.body.responses)
     stream = stream_with_retries(
         registry.get(provider_name), params, policy,
         label=f"task {task.task_id} [{task.request_id}]", metrics=metrics,
     )
+    unread = False  # a background response whose session went: made for the store only
     async with aclosing(stream):
         async for delta in stream:
-            if delta.visible:
+            if delta.visible and not unread:
                 out.add(delta)
             ending.see(delta)
             meter.see(delta)
-            if out.gone:
-                tlog.info("session gone; stopping the provider call")
-                return None
+            if recorder is not None:
+                recorder.see(delta)
+            if out.gone and not unread:
+                if recorder is None or not await recorder.outlives_session():
+                    tlog.info("session gone; stopping the provider call")
+                    return None
+                tlog.info("session gone; the background response goes on for the store")
+                unread = True
             if out.broken is not None:
                 raise out.broken
     return ending

@@ -30,6 +30,7 @@ from workers.batch.runner import BatchRunner
 from workers.chat import ChatOutcome, run_chat
 from workers.embed import run_embed
 from workers.isolation import Delivery
+from workers.responses import ResponseRecorder
 from workers.stream import SessionStream
 from workers.tasks import ChatTasks
 
@@ -113,10 +114,12 @@ class Worker:
             return await run_embed(task, attempt, channel, self.embeddings, self.policy,
                                    persistent=s.session_events_persistent,
                                    confirm_timeout=s.publish_timeout)
+        recorder = None if task.response is None else ResponseRecorder(self.store, task.response)
         return await run_chat(task, attempt, channel, self.registry, self.policy,
                               s.stream_flush_interval, self.metrics,
                               s.session_events_persistent, usage=self.usage,
-                              confirm_timeout=s.publish_timeout, store=self.store)
+                              confirm_timeout=s.publish_timeout, store=self.store,
+                              recorder=recorder)
 
     async def _on_dead_task(self, message: AbstractIncomingMessage) -> None:
         """A task was parked after killing workers: tell its client instead of letting it wait."""

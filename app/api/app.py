@@ -22,6 +22,7 @@ from app.api.routes_files import body_limits
 from app.api.routes_files import router as files_router
 from app.api.routes_openai import router as openai_router
 from app.api.routes_ops import router as ops_router
+from app.api.routes_responses import router as responses_router
 from app.api.routes_translate import router as translate_router
 from app.api.routes_usage import router as usage_router
 from app.api.routes_web import router as web_router
@@ -73,9 +74,9 @@ def _assemble(app: FastAPI, settings: Settings, keys: KeyRing | None, metrics: M
     """The routes, the error handlers and the layers in front of them."""
     errors.install(app)
     routes_docs.install(app)
-    for router in (chat_router, ops_router, openai_router, translate_router, usage_router,
-                   files_router, batches_router, embeddings_router, completions_router,
-                   conversations_router, web_router):
+    for router in (chat_router, ops_router, openai_router, responses_router, translate_router,
+                   usage_router, files_router, batches_router, embeddings_router,
+                   completions_router, conversations_router, web_router):
         app.include_router(router)
     middleware.install(app, max_body_bytes=settings.max_body_bytes,
                        body_limits=body_limits(settings),

@@ -33,6 +33,9 @@ class ChatParams:
     # A legacy completion (`/v1/completions`): these prompts go to the provider as they are,
     # and `messages` holds them as user messages only for metering and the mock.
     prompt: list[str] | None = None
+    # A Responses API request to pass as it is (to a server that speaks it), instead of
+    # `messages` and `extra` as a chat completion.
+    responses: dict[str, Any] | None = None
 
 
 @dataclass(slots=True)

@@ -30,6 +30,7 @@ from app.providers.base import (
     refused_connection,
     scrub,
 )
+from app.providers.responses_api import stream_responses
 from app.vectors import is_finite_vector, pack
 
 # What `chat.completions.create` accepts by name, read once from the SDK itself.
@@ -148,6 +149,10 @@ class OpenAICompatProvider:
         # The SDK builds the request and maps HTTP errors; the SSE body is parsed here with
         # orjson instead of one pydantic model per chunk, which measured 4x cheaper per stream
         # (bench/README: 3.4 -> 0.8 ms CPU for 20 chunks, with the aiohttp transport).
+        if params.responses is not None:
+            async for piece in self._responses(params):
+                yield piece
+            return
         finishes: dict[int, str] = {}
         usage: dict[str, Any] | None = None
         ended = False  # `[DONE]` came: the provider closed the stream on purpose
@@ -194,6 +199,16 @@ class OpenAICompatProvider:
             if index:
                 yield Delta(finish_reason=reason, index=index)
         yield Delta(finish_reason=finishes.get(0, "stop"), usage=usage)
+
+    async def _responses(self, params: ChatParams) -> AsyncIterator[Delta]:
+        """A Responses API request passed to a server that speaks it."""
+        try:
+            async for piece in stream_responses(self.client, self.name, params):
+                yield piece
+        except ProviderError:
+            raise
+        except Exception as exc:
+            raise map_error(self.name, exc, self.client.api_key) from None
 
     async def embed(self, params: EmbedParams) -> Embedded:
         """`POST {base}/embeddings`, floats asked for (every OpenAI-compatible server has

@@ -26,6 +26,7 @@ class Spec:
     models: tuple[str, ...] = ()  # what GET /v1/models lists; other names still route
     missing: str = ""  # the setting that would configure it; empty when configured
     embeddings: bool = True  # whether it has `/embeddings` (DeepSeek and DeepL do not)
+    responses: bool = False  # it speaks the Responses API (ENDPOINTS__<NAME>__RESPONSES)
 
 
 def _names(csv: str) -> tuple[str, ...]:
@@ -46,7 +47,8 @@ def specs(s: Settings) -> dict[str, Spec]:
         "mock": Spec("mock", "mock", models=("echo", "embed")),
     }
     for name, ep in s.endpoints.items():
-        out[name] = Spec(name, "openai", ep.base_url, ep.api_key, _names(ep.models))
+        out[name] = Spec(name, "openai", ep.base_url, ep.api_key, _names(ep.models),
+                         responses=ep.responses)
     return out
 
 
@@ -139,6 +141,10 @@ class Registry:
         """(model id, owner) for every model this deployment lists."""
         return [(f"{name}/{m}", name) for name in self.configured()
                 for m in self.specs[name].models]
+
+    def speaks_responses(self, model: str) -> bool:
+        """Whether `model`'s provider takes Responses API requests as they are."""
+        return self.specs[self.split(model)[0]].responses
 
     def get(self, name: str) -> Provider:
         provider = self._providers.get(name)

@@ -274,3 +274,33 @@ class ConversationItemRow(Base):
     __table_args__ = (Index("ux_conversation_items_position", "conversation_id", "position",
                             unique=True),
                       Index("ix_conversation_items_turn", "conversation_id", "turn"))
+
+
+class ResponseRow(Base):
+    """A stored Responses API response (`store: true`), owned by the key that made it.
+
+    Added to an existing database by create_all (a new table, nothing else changes), so the
+    schema version stays: a release without this table runs on a database that has it."""
+
+    __tablename__ = "responses"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    # queued | in_progress | completed | incomplete | failed | cancelled
+    status: Mapped[str] = mapped_column(String(16))
+    # The session queue's id: where the answer streams while it is made (and a cancel ends).
+    session_id: Mapped[str] = mapped_column(String(64))
+    # The response object's fixed part (id, model, the echoed parameters).
+    base_json: Mapped[str] = mapped_column(Text)
+    input_json: Mapped[str] = mapped_column(Text)  # this response's own input items
+    # The chat messages before this response's answer (earlier turns + this input, without
+    # `instructions`, which OpenAI does not carry over a previous_response_id chain).
+    messages_json: Mapped[str] = mapped_column(Text)
+    output_json: Mapped[str | None] = mapped_column(Text, nullable=True)
+    usage_json: Mapped[str | None] = mapped_column(Text, nullable=True)
+    error_json: Mapped[str | None] = mapped_column(Text, nullable=True)
+    incomplete_json: Mapped[str | None] = mapped_column(Text, nullable=True)
+    completed_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+
+    __table_args__ = (Index("ix_responses_owner_id", "owner", "id"),)

@@ -137,6 +137,7 @@ class FakeOpenAI:
     async def start(self, port: int = 0) -> None:
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self.chat)
+        app.router.add_post("/v1/responses", self.responses)
         app.router.add_post("/v1/embeddings", self.embeddings)
         app.router.add_post("/v1/completions", self.legacy)
         self.runner = web.AppRunner(app, access_log=None, handler_cancellation=True,
@@ -250,6 +251,33 @@ class FakeOpenAI:
             raise
         return resp
 
+
+    async def responses(self, request: web.Request) -> web.StreamResponse:
+        """OpenAI's Responses API, streamed: `ok-<n>` models' tokens as text deltas (for a
+        gateway that passes requests through to a server that speaks it)."""
+        body = await request.json()
+        model = body["model"]
+        prompt = next((i["content"] for i in reversed(body.get("input") or [])
+                       if i.get("role") == "user" and isinstance(i.get("content"), str)), "")
+        call = Call(model, prompt, body, auth=request.headers.get("Authorization", ""))
+        self.calls.append(call)
+        resp = web.StreamResponse(headers={"content-type": "text/event-stream"})
+        await resp.prepare(request)
+        rid, tokens = "resp_fake", tokens_for(model, prompt)
+        shell = {"id": rid, "object": "response", "model": model, "output": []}
+        await resp.write(_typed({"type": "response.created",
+                                 "response": {**shell, "status": "in_progress"}}))
+        await resp.write(_typed({"type": "response.output_item.added", "output_index": 0,
+                                 "item": {"type": "message", "id": "msg_fake", "content": []}}))
+        for tok in tokens:
+            await resp.write(_typed({"type": "response.output_text.delta", "output_index": 0,
+                                     "item_id": "msg_fake", "content_index": 0, "delta": tok}))
+        usage = {"input_tokens": len(prompt.split()), "output_tokens": len(tokens),
+                 "total_tokens": len(prompt.split()) + len(tokens)}
+        await resp.write(_typed({"type": "response.completed", "response": {
+            **shell, "status": "completed", "usage": usage}}))
+        call.finished = time.monotonic()
+        return resp
 
     async def embeddings(self, request: web.Request) -> web.Response:
         body = await request.json()
@@ -368,6 +396,11 @@ class FakeOpenAI:
         await resp.write(_sse(_chunk(body["model"], None, finish="tool_calls")))
         await resp.write(b"data: [DONE]\n\n")
         return resp
+
+
+def _typed(obj: dict[str, Any]) -> bytes:
+    """A Responses API event: `event:` is its type."""
+    return f"event: {obj['type']}\ndata: {json.dumps(obj)}\n\n".encode()
 
 
 def _sse(obj: dict[str, Any]) -> bytes:

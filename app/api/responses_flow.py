@@ -1,0 +1,226 @@
+"""Making a response: the request translated, the history assembled, the row stored, the task
+queued; then its answer read, whole or as OpenAI's stream events. The routes
+(app/api/routes_responses.py) stay thin.
+
+`history` and `store_input` are the two places a conversation store joins in later: the
+first says which turns come before the new input, the second keeps the response."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from contextlib import aclosing
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from fastapi import Request
+from sse_starlette import ServerSentEvent
+
+from app.api.chat_queue import enqueue_chat
+from app.api.services import Caller, Services
+from app.errors import InvalidRequest, RafaleError
+from app.responses.items import from_messages, normalized, to_messages
+from app.responses.output import base_object, response_object
+from app.responses.request import ResponseRequest
+from app.responses.stream import Translator
+from app.schemas import ChatBody, ResponseJob
+from app.store import new_id
+from app.store import responses as stored
+from app.subscription import Relayed
+
+__all__ = ["Created", "create", "live", "replay", "response_object", "whole"]
+
+POLL = 0.5  # seconds between looks at a stored response whose session is gone
+
+
+@dataclass(slots=True)
+class Created:
+    base: dict[str, Any]
+    queue: str  # the session queue the answer streams on
+
+
+async def history(svc: Services, who: Caller, body: ResponseRequest) -> list[dict[str, Any]]:
+    """The chat messages before this response's input: a previous response's whole exchange
+    (its own history, its input, its output), or nothing."""
+    if body.previous_response_id is None:
+        return []
+    prev = await stored.get(svc.store, who.owner, body.previous_response_id)
+    if prev.status != "completed":
+        raise InvalidRequest(f"Previous response '{prev.id}' is {prev.status}, not completed",
+                             param="previous_response_id", code="invalid_value")
+    return prev.messages + to_messages(prev.output)
+
+
+async def store_input(svc: Services, who: Caller, base: dict[str, Any], session_id: str,
+                      items: list[dict[str, Any]], messages: list[dict[str, Any]]) -> None:
+    """Keep the response (its output is written by the worker that answers it)."""
+    await stored.create(svc.store, who.owner, base=base, session_id=session_id,
+                        status="queued" if base["background"] else "in_progress",
+                        input_items=items, messages=messages)
+
+
+def _params(body: ResponseRequest) -> dict[str, Any]:
+    """What the response object echoes of its request."""
+    params = body.model_dump(include={"instructions", "max_output_tokens", "metadata",
+                                      "parallel_tool_calls", "previous_response_id", "store",
+                                      "background", "temperature", "top_p", "tool_choice",
+                                      "user"}, exclude_none=True)
+    if body.tools:
+        params["tools"] = [t.model_dump(exclude_none=True) for t in body.tools]
+    if body.text is not None:
+        params["text"] = body.text.model_dump(by_alias=True, exclude_none=True)
+    return params
+
+
+async def create(request: Request, svc: Services, who: Caller,
+                 body: ResponseRequest) -> Created:
+    body.check()
+    items = normalized(body.input_items())
+    extra = body.chat_extra()
+    messages = await history(svc, who, body) + to_messages(items)
+    rid = new_id("resp_")
+    base = base_object(rid, int(time.time()), body.model, _params(body))
+    chat = ChatBody(messages=([{"role": "system", "content": body.instructions}]
+                              if body.instructions else []) + messages,
+                    temperature=body.temperature, max_tokens=body.max_output_tokens,
+                    extra=extra)
+    session_id = uuid.uuid4().hex
+    if svc.registry.speaks_responses(body.model):  # an unknown model: 404 before it is stored
+        chat.responses = _passed(body, messages)
+    if body.store:
+        await store_input(svc, who, base, session_id, items, messages)
+    try:
+        queued = await enqueue_chat(request, svc, who, body.model, chat, session_id=session_id,
+                                    response=(ResponseJob(id=rid, background=body.background)
+                                              if body.store else None))
+    except BaseException:
+        if body.store:  # never queued: no response to keep
+            await asyncio.shield(stored.purge(svc.store, rid))
+        raise
+    return Created(base, queued.queue)
+
+
+def _passed(body: ResponseRequest, messages: list[dict[str, Any]]) -> dict[str, Any]:
+    """The request for a server that speaks the Responses API: as the client sent it, with
+    every earlier turn in `input` (the server keeps no state of Rafale's responses)."""
+    passed = body.model_dump(include={"instructions", "temperature", "top_p",
+                                      "max_output_tokens", "tool_choice",
+                                      "parallel_tool_calls"}, exclude_none=True)
+    if body.tools:
+        passed["tools"] = [t.model_dump(exclude_none=True) for t in body.tools]
+    if body.text is not None:
+        passed["text"] = body.text.model_dump(by_alias=True, exclude_none=True)
+    return {**passed, "input": from_messages(messages)}
+
+
+async def whole(base: dict[str, Any], events: AsyncIterator[Relayed]) -> dict[str, Any]:
+    """The finished response object from a session's events (read to their end, which is
+    when the relay deletes the session); a failure is raised as the error it was."""
+    tr = Translator(base, live=False)
+    failure: RafaleError | None = None
+    async for relayed in events:
+        if relayed.event["type"] == "error":
+            failure = RafaleError.from_event(relayed.event)
+        tr.feed(relayed.event)
+    if failure is not None:
+        raise failure
+    if tr.final is None:
+        err = RafaleError("the answer was interrupted (the broker connection dropped); retry",
+                          code="stream_interrupted", retry_after=1)
+        err.status = 503
+        raise err
+    return tr.final
+
+
+def sse(event: dict[str, Any]) -> ServerSentEvent:
+    # OpenAI's stream: the `event:` line is the type; no `id:` lines and no `[DONE]`.
+    return ServerSentEvent(data=orjson.dumps(event).decode(), event=event["type"])
+
+
+Finished = Callable[[], Awaitable[stored.StoredResponse]]
+
+
+async def live(base: dict[str, Any], events: AsyncGenerator[Relayed, None], after: int = -1,
+               finished: Finished | None = None) -> AsyncGenerator[ServerSentEvent, None]:
+    """A session's events as OpenAI's stream, from after sequence number `after`. Ends
+    without a terminal event when the session was handed to another reader or this process
+    stops: the client resumes with `starting_after`. With `finished` (a stored response),
+    a session that vanishes under the reader (cancelled, or the worker went on without it)
+    is finished from the store, numbered on."""
+    tr = Translator(base)
+    for ev in tr.start():
+        if ev["sequence_number"] > after:
+            yield sse(ev)
+    async with aclosing(events) as evs:
+        async for relayed in evs:
+            made = (_catch_up(tr, await finished()) if relayed.sse_id == "gone"
+                    and finished is not None else tr.feed(relayed.event))
+            for ev in made:
+                if ev["sequence_number"] > after:
+                    yield sse(ev)
+
+
+async def when_finished(svc: Services, who: Caller, rid: str) -> stored.StoredResponse:
+    """The stored response once the worker has finished it (or the most it can wait)."""
+    deadline = time.monotonic() + svc.settings.session_ttl + svc.policy.total
+    resp = await stored.get(svc.store, who.owner, rid)
+    while not resp.finished and time.monotonic() < deadline:
+        await asyncio.sleep(POLL)
+        resp = await stored.get(svc.store, who.owner, rid)
+    return resp
+
+
+async def replay(svc: Services, who: Caller, rid: str,
+                 after: int) -> AsyncGenerator[ServerSentEvent, None]:
+    """A stored response's stream once its session is gone: waits for the worker to finish
+    it, then its output as one delta per item. Numbered afresh (the live stream's numbers
+    went with the session), so its terminal event is always sent."""
+    resp = await when_finished(svc, who, rid)
+    tr = Translator(resp.base)
+    out = tr.start() + _catch_up(tr, resp)
+    for i, ev in enumerate(out):
+        if ev["sequence_number"] > after or i == len(out) - 1:
+            yield sse(ev)
+
+
+def _catch_up(tr: Translator, resp: stored.StoredResponse) -> list[dict[str, Any]]:
+    """The events from what `tr` has sent to the stored response's end: its output fed as
+    a new attempt (what was sent already is not sent again), then its end, carrying the
+    stored response object itself."""
+    out = tr.feed({"type": "reset", "seq": 0, "attempt": 1, "message": "from the store"})
+    for item in resp.output:
+        out.extend(tr.feed(_as_chunk(item)))
+    if resp.status in ("completed", "incomplete"):
+        out.extend(tr.feed({"type": "done", "seq": 0, "attempt": 1, "usage": None,
+                            "model": resp.base["model"],
+                            "finish_reason": "length" if resp.status == "incomplete"
+                            else "stop"}))
+    else:  # failed or cancelled, or not finished in time
+        err = resp.final.error or {"code": f"response_{resp.status}",
+                                   "message": f"the response is {resp.status}"}
+        out.extend(tr.feed({"type": "error", "seq": 0, "attempt": 1, "message": err["message"],
+                            "code": err["code"], "param": None, "error_type": "server_error",
+                            "status": 500, "retry_after": None}))
+    # The stored object, unless the stream failed where the store completed (what was sent
+    # differs from the stored answer: see app/responses/stream.py).
+    diverged = (bool(out) and out[-1]["type"] == "response.failed"
+                and resp.status in ("completed", "incomplete"))
+    if out and "response" in out[-1] and not diverged:
+        out[-1]["response"] = resp.to_object()
+    return out
+
+
+def _as_chunk(item: dict[str, Any]) -> Any:
+    ev: dict[str, Any] = {"type": "chunk", "seq": 0, "attempt": 1, "content": ""}
+    if item["type"] == "message":
+        ev["content"] = "".join(p.get("text", "") for p in item["content"])
+    elif item["type"] == "reasoning":
+        ev["reasoning"] = "".join(p.get("text", "") for p in item.get("content") or ())
+    elif item["type"] == "function_call":
+        ev["tool_calls"] = [{"index": int(item["id"].rsplit("_", 1)[-1]), "id": item["call_id"],
+                             "type": "function", "function": {"name": item["name"],
+                                                              "arguments": item["arguments"]}}]
+    return ev

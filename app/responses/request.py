@@ -1,0 +1,132 @@
+"""`POST /v1/responses`: the body, and its translation onto a chat completion.
+
+What Rafale does not translate (built-in tools, images by file id, item references) is a 400
+that names it, never silently dropped."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from app.bounds import MaxTokens, ModelName
+from app.errors import InvalidRequest
+
+MAX_INPUT_ITEMS = 2048  # items in one `input` (the body's byte limit bounds their size)
+MAX_TOOLS = 128  # as OpenAI
+
+
+class FunctionTool(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["function"]
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+class TextFormat(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    type: Literal["text", "json_object", "json_schema"]
+    name: str | None = Field(None, max_length=64)
+    schema_: dict[str, Any] | None = Field(None, alias="schema")
+    description: str | None = None
+    strict: bool | None = None
+
+
+class TextConfig(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    format: TextFormat | None = None
+
+
+class ResponseRequest(BaseModel):
+    """Body of `POST /v1/responses`."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    model: ModelName
+    input: str | list[dict[str, Any]] = Field(min_length=1, max_length=MAX_INPUT_ITEMS)
+    instructions: str | None = None
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, ge=0, le=1)
+    max_output_tokens: MaxTokens | None = None
+    tools: list[FunctionTool] | None = Field(None, max_length=MAX_TOOLS)
+    tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
+    text: TextConfig | None = None
+    metadata: dict[str, str] | None = Field(None, max_length=16)
+    store: bool = True
+    previous_response_id: str | None = Field(None, max_length=64)
+    conversation: str | dict[str, Any] | None = None
+    stream: bool = False
+    background: bool = False
+    user: str | None = Field(None, max_length=256)
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata_bounds(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        for k, v in (value or {}).items():
+            if len(k) > 64 or len(v) > 512:
+                raise ValueError("metadata keys are at most 64 characters, values 512")
+        return value
+
+    def check(self) -> None:
+        """What the schema alone cannot say."""
+        if self.conversation is not None:
+            raise InvalidRequest("conversation is not supported yet; use previous_response_id",
+                                 param="conversation", code="unsupported_parameter")
+        if self.background and not self.store:
+            raise InvalidRequest("background mode needs store=true (the result is kept to be "
+                                 "retrieved)", param="background", code="invalid_value")
+        if self.conversation is None and self.previous_response_id is not None \
+                and not self.previous_response_id.startswith("resp_"):
+            raise InvalidRequest("previous_response_id is not a response id",
+                                 param="previous_response_id", code="invalid_value")
+
+    def input_items(self) -> list[dict[str, Any]]:
+        """`input` as a list of items (a string is one user message)."""
+        if isinstance(self.input, str):
+            return [{"type": "message", "role": "user", "content": self.input}]
+        return list(self.input)
+
+    def chat_extra(self) -> dict[str, Any]:
+        """The chat-completion parameters besides messages, temperature and max tokens."""
+        extra: dict[str, Any] = {}
+        if self.tools:
+            extra["tools"] = [{"type": "function", "function": t.model_dump(
+                exclude={"type"}, exclude_none=True)} for t in self.tools]
+        if self.tool_choice is not None:
+            extra["tool_choice"] = _tool_choice(self.tool_choice)
+        if self.parallel_tool_calls is not None and self.tools:
+            extra["parallel_tool_calls"] = self.parallel_tool_calls
+        if self.top_p is not None:
+            extra["top_p"] = self.top_p
+        fmt = self.text.format if self.text else None
+        if fmt is not None and fmt.type == "json_object":
+            extra["response_format"] = {"type": "json_object"}
+        elif fmt is not None and fmt.type == "json_schema":
+            if not fmt.name or fmt.schema_ is None:
+                raise InvalidRequest("text.format json_schema needs a name and a schema",
+                                     param="text.format", code="missing_required_parameter")
+            spec = {"name": fmt.name, "schema": fmt.schema_, "description": fmt.description,
+                    "strict": fmt.strict}
+            extra["response_format"] = {"type": "json_schema", "json_schema": {
+                k: v for k, v in spec.items() if v is not None}}
+        if self.user:
+            extra["user"] = self.user
+        return extra
+
+
+def _tool_choice(choice: str | dict[str, Any]) -> Any:
+    if isinstance(choice, str):
+        if choice not in ("auto", "none", "required"):
+            raise InvalidRequest("tool_choice is auto, none, required or a function",
+                                 param="tool_choice", code="invalid_value")
+        return choice
+    if choice.get("type") == "function" and isinstance(choice.get("name"), str):
+        return {"type": "function", "function": {"name": choice["name"]}}
+    raise InvalidRequest("tool_choice: only function tools are supported", param="tool_choice",
+                         code="invalid_value")
