@@ -24,7 +24,7 @@ RUN pip install --no-deps . && chmod +x entrypoint.sh \
 ENV DATA_DIR=/app/data
 VOLUME ["/app/data"]
 USER rafale
-EXPOSE 8007
+EXPOSE 8007 50051
 HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
   CMD python -c "import os,urllib.request; urllib.request.urlopen(f'http://127.0.0.1:{os.environ.get(\"PORT\",\"8007\")}/health', timeout=2)" || exit 1
 STOPSIGNAL SIGTERM

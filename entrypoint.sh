@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Run one Rafale role: api | worker | all (API plus the worker fleet in one container/host).
+# Run one Rafale role: api | grpc | worker | all (the API, the gRPC server and the worker fleet
+# in one container/host).
 set -euo pipefail
 
 role="${1:-all}"
@@ -39,6 +40,11 @@ api() {
   exit "$code"
 }
 
+grpc() {
+  # The gRPC door (app/grpc/): the same fleet, keys and store as the API, on GRPC_PORT.
+  exec "$PY" -m app.grpc
+}
+
 worker() {
   # The supervisor spawns LLM_WORKERS processes, restarts crashed ones and drains on SIGTERM.
   exec "$PY" -m workers
@@ -46,26 +52,29 @@ worker() {
 
 case "$role" in
   api) api ;;
+  grpc) grpc ;;
   worker) worker ;;
   all)
     (api) &
     api_pid=$!
+    (grpc) &
+    grpc_pid=$!
     (worker) &
     worker_pid=$!
     stop() {
-      kill -TERM "$api_pid" "$worker_pid" 2>/dev/null || true
+      kill -TERM "$api_pid" "$grpc_pid" "$worker_pid" 2>/dev/null || true
     }
     trap stop TERM INT
-    # Whichever exits first (or a signal) stops the other; keep the first exit code.
+    # Whichever exits first (or a signal) stops the others; keep the first exit code.
     set +e
-    wait -n "$api_pid" "$worker_pid"
+    wait -n "$api_pid" "$grpc_pid" "$worker_pid"
     code=$?
     stop
-    wait "$api_pid" "$worker_pid" 2>/dev/null
+    wait "$api_pid" "$grpc_pid" "$worker_pid" 2>/dev/null
     exit "$code"
     ;;
   *)
-    echo "usage: $0 [api|worker|all]" >&2
+    echo "usage: $0 [api|grpc|worker|all]" >&2
     exit 2
     ;;
 esac

@@ -169,12 +169,13 @@ running_pid() {
 # No key configured and no explicit RAFALE_OPEN: run open, but for this machine only.
 local_open_default() {
   if [ -z "${RAFALE_API_KEYS:-}" ] && [ -z "${RAFALE_API_KEYS_FILE:-}" ] && [ -z "${RAFALE_OPEN:-}" ]; then
-    export RAFALE_OPEN=true HOST=127.0.0.1
+    export RAFALE_OPEN=true HOST=127.0.0.1 GRPC_HOST=127.0.0.1
     say "no API key configured: serving this machine only (127.0.0.1), open (RAFALE_OPEN=true)"
     cat <<MSG
     To share it, give keys of 20+ characters in .env, then ./run.sh restart:
       RAFALE_API_KEYS=alice:$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
-    and HOST=0.0.0.0 to listen beyond this machine (see "Running it in front of people").
+    and HOST=0.0.0.0 GRPC_HOST=0.0.0.0 to listen beyond this machine (see "Running it in
+    front of people").
 MSG
   fi
 }
@@ -195,7 +196,7 @@ log_offset() {
   echo $(( $(if [ -f "$LOG_DIR/rafale.log" ]; then wc -c <"$LOG_DIR/rafale.log"; else echo 0; fi) + 1 ))
 }
 
-# entrypoint.sh all (API + worker fleet) in the background, in a session of its own; sets LAUNCHED.
+# entrypoint.sh all (API + gRPC + worker fleet) in the background, in a session of its own; sets LAUNCHED.
 launch() {
   PATH="$VENV/bin:$PATH" PYTHON="$PY" setsid nohup ./entrypoint.sh all >>"$LOG_DIR/rafale.log" 2>&1 &
   LAUNCHED=$!
@@ -208,6 +209,7 @@ Rafale is up.
   chat page:   http://127.0.0.1:$PORT/
   API docs:    http://127.0.0.1:$PORT/docs
   health:      http://127.0.0.1:$PORT/health/full
+  gRPC:        127.0.0.1:${GRPC_PORT:-50051} (rafale.v1.Rafale; reflection on: grpcurl -plaintext 127.0.0.1:${GRPC_PORT:-50051} list)
   try it:      scripts/chat_async.sh "Hello, Rafale"
                ./run.sh cli chat "Hello, Rafale"   (the rafale command: .venv/bin/rafale)
   stop it:     ./run.sh stop
@@ -222,7 +224,7 @@ cmd_start() {
   prepare_start
   local from
   from="$(log_offset)"
-  say "starting Rafale on ${HOST:-0.0.0.0}:$PORT (log: logs/rafale.log)"
+  say "starting Rafale on ${HOST:-0.0.0.0}:$PORT, gRPC on ${GRPC_HOST:-0.0.0.0}:${GRPC_PORT:-50051} (log: logs/rafale.log)"
   launch
   echo "$LAUNCHED" >"$PID_FILE"
   if ! wait_until_up; then

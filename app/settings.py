@@ -67,6 +67,18 @@ class Settings(BaseSettings):
     stream_resume_grace: float = Field(30.0, ge=0)
     stream_send_timeout: PositiveFloat = 30.0
 
+    # --- gRPC front end (app/grpc/, role `grpc`)
+    grpc_host: str = "0.0.0.0"
+    grpc_port: int = Field(50051, ge=1, le=65535)
+    # Largest request or response message, in bytes (gRPC's own default is 4 MiB).
+    grpc_max_message_bytes: int = Field(4 * 1024 * 1024, ge=1024, le=2**31 - 1)
+    # RPCs served at once; past it a new call is refused with RESOURCE_EXHAUSTED.
+    grpc_max_concurrent_rpcs: int = Field(1024, ge=1, le=1_000_000)
+    # TLS when both are set (PEM files); plaintext otherwise.
+    grpc_tls_cert: str = ""
+    grpc_tls_key: str = ""
+    grpc_reflection: bool = True
+
     # --- workers
     llm_workers: int = Field(2, ge=1, le=256)
     worker_concurrency: int = Field(64, ge=1, le=10_000)
@@ -206,6 +218,13 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _check_grpc_tls(self) -> Settings:
+        if bool(self.grpc_tls_cert) != bool(self.grpc_tls_key):
+            raise ValueError("GRPC_TLS_CERT and GRPC_TLS_KEY go together: set both for TLS, "
+                             "or neither for plaintext")
+        return self
+
+    @model_validator(mode="after")
     def _check_prices(self) -> Settings:
         load_prices(self.model_prices_file)  # fail at start if bad, naming MODEL_PRICES_FILE
         return self
@@ -317,7 +336,7 @@ def get_settings() -> Settings:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m app.settings [api|worker|all]`: validate the configuration before a process
+    """`python -m app.settings [api|grpc|worker|all]`: validate the configuration before a process
     starts; for a role that runs the API (`api`, `all`), also that it may start (keys, or
     RAFALE_OPEN)."""
     role = (sys.argv[1:] if argv is None else argv)[:1]
@@ -326,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValidationError as exc:
         print(describe_error(exc), file=sys.stderr)
         return 2
-    refusal = settings.api_refusal() if role and role[0] in ("api", "all") else None
+    refusal = settings.api_refusal() if role and role[0] in ("api", "grpc", "all") else None
     if refusal:
         print(refusal, file=sys.stderr)
         return 2

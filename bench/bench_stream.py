@@ -145,12 +145,15 @@ def _worker(kind: str, args: tuple[Any, ...], q: Any) -> None:
     q.put(asyncio.run(fn(*args)))  # type: ignore[operator]
 
 
-def run_clients(kind: str, procs: int, n: int, concurrency: int, *extra: Any) -> tuple[list, float]:
-    """Split the load over `procs` client processes; returns (results, wall seconds)."""
-    ctx = mp.get_context("fork")
+def run_clients(kind: str, procs: int, n: int, concurrency: int, *extra: Any,
+                start: str = "fork", target: Any = None) -> tuple[list, float]:
+    """Split the load over `procs` client processes; returns (results, wall seconds).
+    `target(kind, args, queue)` runs in each (default: this module's HTTP clients)."""
+    ctx = mp.get_context(start)
     q = ctx.Queue()
     per_n, per_c = n // procs, max(1, concurrency // procs)
-    ps = [ctx.Process(target=_worker, args=(kind, (*extra[:1], per_n, per_c, *extra[1:]), q))
+    ps = [ctx.Process(target=target or _worker,
+                      args=(kind, (*extra[:1], per_n, per_c, *extra[1:]), q))
           for _ in range(procs)]
     t = time.perf_counter()
     for p in ps:

@@ -72,14 +72,27 @@ class Stack:
         run = self.env["RAFALE_NAMESPACE"].removesuffix(f".{self.name}")
         return ARTIFACTS / run / f"{self.name}-{role}.log"
 
-    def _spawn(self, role: str, args: list[str]) -> None:
+    def _spawn(self, role: str, args: list[str], env: dict[str, str] | None = None) -> None:
+        """Run `args` (python's, unless they start with a script: `./entrypoint.sh`)."""
         path = self.log_path(role)
         path.parent.mkdir(parents=True, exist_ok=True)
         log = open(path, "ab")
+        cmd = args if args[0].startswith("./") else [sys.executable, *args]
         self.procs[role] = subprocess.Popen(
-            [sys.executable, *args], cwd=ROOT, env=self.env, stdout=log, stderr=log,
-            start_new_session=True,
+            cmd, cwd=ROOT, env=env or self.env, stdout=log, stderr=log, start_new_session=True,
         )
+
+    def start_grpc(self, role: str = "grpc", *, entrypoint: bool = False,
+                   **overrides: Any) -> int:
+        """A gRPC server (`python -m app.grpc`, or `./entrypoint.sh grpc`) on this stack's
+        broker, store and keys, on a free port of its own (returned); `overrides`: settings for
+        this server only (a broker URL through a proxy, TLS files, ...)."""
+        port = free_port()
+        env = {**self.env, "GRPC_HOST": "127.0.0.1", "GRPC_PORT": str(port),
+               "PYTHON": sys.executable, **{k.upper(): str(v) for k, v in overrides.items()}}
+        self._spawn(role, ["./entrypoint.sh", "grpc"] if entrypoint else ["-m", "app.grpc"],
+                    env)
+        return port
 
     def start_api(self, workers: int = 1, *, access_log: bool = False) -> None:
         self.api_workers = workers

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -13,6 +12,7 @@ from starlette.types import ASGIApp
 
 from app.api import errors, middleware, routes_docs
 from app.api.json_body import no_lone_surrogates
+from app.api.lifecycle import open_services
 from app.api.routes_batches import router as batches_router
 from app.api.routes_chat import router as chat_router
 from app.api.routes_completions import router as completions_router
@@ -26,21 +26,10 @@ from app.api.routes_responses import router as responses_router
 from app.api.routes_translate import router as translate_router
 from app.api.routes_usage import router as usage_router
 from app.api.routes_web import router as web_router
-from app.api.services import Services
 from app.auth import KeyRing
-from app.broker import Broker, session_of
-from app.fleet import Fleet
-from app.generation import CallPolicy
-from app.limits import Limiter, counters
 from app.logs import redact_access_log, setup_logging
 from app.metrics import Metrics
-from app.pricing import load_prices
-from app.providers.registry import Registry
-from app.relay import Relay
 from app.settings import Settings, get_settings
-from app.store import Store, database_url
-from app.store import usage as usage_store
-from app.store.batches import LiveCounts
 
 log = logging.getLogger(__name__)
 
@@ -69,40 +58,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             # multi-process supervisor.
             log.error(refusal)
             raise RuntimeError(refusal)
-        broker = Broker(settings, "api")
-        fleet = Fleet(broker)
-        broker.on_ready(fleet.start)
-        registry = Registry(settings)
-        store = Store(database_url(settings.database_url, settings.data_dir),
-                      settings.database_pool_size, settings.database_max_overflow)
-        limiter = Limiter(settings, keys, counters(settings, store),
-                          spend_of=lambda key: usage_store.month_spend(store, key))
-        relay = Relay(broker, on_ended=lambda queue: limiter.release([session_of(queue)]))
-        broker.on_ready(relay.start)
-        # In the background: chat needs no database, and routes that do answer 503 meanwhile.
-        store_ready = asyncio.create_task(store.start_when_reachable(), name="store-start")
-        purging = asyncio.create_task(limiter.purge_forever(), name="session-purge")
-        # What this process calls itself (/chat, /v1/translate); workers record the rest.
-        usage = usage_store.recorder(store, load_prices(settings.model_prices_file), metrics,
-                                     settle=limiter.settle)
-        app.state.services = Services(settings, broker, relay, registry, fleet,
-                                      CallPolicy.from_settings(settings), metrics, store,
-                                      LiveCounts(store), usage, limiter)
-        _log_access(keys)
-        if registry.default_model.startswith("mock/"):
-            log.warning("no provider key is set: answering with the offline mock provider")
-        broker.start()
-        try:
+        async with open_services(settings, metrics) as services:
+            app.state.services = services
+            _log_access(keys)
             yield
-        finally:
-            store_ready.cancel()
-            purging.cancel()
-            await relay.close()
-            await registry.aclose()
-            await broker.close()
-            await usage.close()
-            await limiter.counts.close()
-            await store.close()
 
     # /docs is routes_docs's: FastAPI's own docs pages load their files from public CDNs.
     app = _Api(title="Rafale", version="0.1.0", lifespan=lifespan, docs_url=None,

@@ -175,15 +175,22 @@ class ApiKeys:
         key = presented_key(scope.get("query_string", b""), scope["headers"])
         if isinstance(key, Unauthorized):
             return key  # no key was tried: nothing to slow down
-        client = client_key(scope)
-        wait = self.throttle.blocked_for(client)
-        if wait is not None:
-            return TooManyAuthFailures("Too many failed authentications from this address; "
-                                       "retry later", retry_after=wait)
-        owner = keys.owner(key)
-        if owner is None:
-            delay = self.throttle.failed(client, time.monotonic())
-            if delay:
-                await asyncio.sleep(delay)
-            return Unauthorized("Incorrect API key provided")
-        return owner
+        return await check_key(keys, self.throttle, key, client_key(scope))
+
+
+async def check_key(keys: KeyRing, throttle: FailureThrottle, key: str,
+                    client: str) -> str | Unauthorized | TooManyAuthFailures:
+    """The key's name, or the refusal for a wrong key (slowed, per `client` address, by
+    `throttle`) or for an address that failed too often. No transport here: the gRPC door
+    (app/grpc/auth.py) checks keys with it too."""
+    wait = throttle.blocked_for(client)
+    if wait is not None:
+        return TooManyAuthFailures("Too many failed authentications from this address; "
+                                   "retry later", retry_after=wait)
+    owner = keys.owner(key)
+    if owner is None:
+        delay = throttle.failed(client, time.monotonic())
+        if delay:
+            await asyncio.sleep(delay)
+        return Unauthorized("Incorrect API key provided")
+    return owner

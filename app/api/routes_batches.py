@@ -3,91 +3,26 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import re
 from collections.abc import AsyncGenerator
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Query, Request
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from app import batch_states, control
-from app.api.admission import admit
+from app.api.admission import rate_headers_of
+from app.api.batch_ops import CreateBatch, cancel, start_batch, watch
 from app.api.deps import Svc, Who
 from app.api.streaming import event_stream
-from app.errors import InvalidRequest
-from app.schemas import BatchTask
 from app.store import batches
 
 router = APIRouter(prefix="/v1")
 
-ENDPOINTS = ("/v1/chat/completions", "/v1/embeddings", "/v1/translate")
-_WINDOW = re.compile(r"^(\d+)([smhd])$")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-EVENTS_POLL = 0.5  # seconds between looks at a batch for /events
-
-
-def window_seconds(window: str, allowed: str) -> float:
-    """`24h` always, plus what BATCH_COMPLETION_WINDOWS lists; anything else is a 400."""
-    extra = [w.strip() for w in allowed.split(",") if w.strip()]
-    m = _WINDOW.match(window)
-    if window not in ("24h", *extra) or m is None:
-        listed = ", ".join(f"'{w}'" for w in ("24h", *extra))
-        raise InvalidRequest(f"Invalid value: '{window}'. Supported values are: {listed}.",
-                             param="completion_window", code="invalid_value")
-    return int(m.group(1)) * _UNITS[m.group(2)]
-
-
-class ExpiresAfter(BaseModel):
-    """When the result files expire: `seconds` after they are created."""
-
-    anchor: Literal["created_at"]
-    seconds: int = Field(ge=3600, le=2_592_000)
-
-
-class CreateBatch(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    input_file_id: str = Field(min_length=1, max_length=64)
-    endpoint: str
-    completion_window: str
-    metadata: dict[str, str] | None = None
-    output_expires_after: ExpiresAfter | None = None
-
-    @field_validator("metadata")
-    @classmethod
-    def _small(cls, v: dict[str, str] | None) -> dict[str, str] | None:
-        if v is not None and (len(v) > 16 or any(len(k) > 64 or len(x) > 512
-                                                 for k, x in v.items())):
-            raise ValueError("at most 16 pairs, keys up to 64 and values up to 512 characters")
-        return v
-
 
 @router.post("/batches")
 async def create_batch(body: CreateBatch, request: Request, svc: Svc, who: Who) -> dict[str, Any]:
-    if body.endpoint not in ENDPOINTS:
-        listed = ", ".join(f"'{e}'" for e in ENDPOINTS)
-        raise InvalidRequest(f"Invalid value: '{body.endpoint}'. Supported values are: {listed}.",
-                             param="endpoint", code="invalid_value")
-    seconds = window_seconds(body.completion_window, svc.settings.batch_completion_windows)
-    await admit(request, svc, who)  # one request; its lines count tokens as they run
-    row = await batches.create_batch(svc.store, owner=who.owner, endpoint=body.endpoint,
-                                     input_file_id=body.input_file_id,
-                                     completion_window=body.completion_window,
-                                     window_seconds=seconds, metadata=body.metadata,
-                                     output_expires_after=(body.output_expires_after.seconds
-                                                           if body.output_expires_after else None))
-    task = BatchTask(kind="batch_plan", batch_id=row.id, endpoint=row.endpoint,
-                     created=row.created_at, request_id=request.state.request_id)
-    try:
-        await svc.broker.publish([(f"{row.id}.plan", task.model_dump_json().encode())],
-                                 routing_key=svc.broker.topology.batch)
-    except BaseException:
-        await batches.delete_batch(svc.store, row.id)  # never leave a batch nobody will plan
-        raise
-    return await svc.counts.describe(row)
+    return await start_batch(svc, who, body, request_id=request.state.request_id,
+                             admitted=rate_headers_of(request))
 
 
 @router.get("/batches/{batch_id}")
@@ -109,16 +44,7 @@ async def list_batches(
 
 @router.post("/batches/{batch_id}/cancel")
 async def cancel_batch(batch_id: str, request: Request, svc: Svc, who: Who) -> dict[str, Any]:
-    row, changed = await batches.request_cancel(svc.store, who.owner, batch_id)
-    if changed:
-        # Running lines stop within moments (every worker hears it); whoever sees nothing
-        # left running writes the files, and this task makes sure somebody looks.
-        await control.publish(svc.broker, control.stop_message(batch_id, "cancelled"))
-        task = BatchTask(kind="batch_finalize", batch_id=batch_id,
-                         request_id=request.state.request_id)
-        await svc.broker.publish([(f"{batch_id}.finalize", task.model_dump_json().encode())],
-                                 routing_key=svc.broker.topology.batch)
-    return await svc.counts.describe(row)
+    return await cancel(svc, who, batch_id, request_id=request.state.request_id)
 
 
 @router.get("/batches/{batch_id}/events")
@@ -129,16 +55,7 @@ async def batch_events(batch_id: str, svc: Svc, who: Who) -> EventSourceResponse
     stopping = asyncio.Event()  # the process stops: end here, the client asks the next one
 
     async def events() -> AsyncGenerator[ServerSentEvent, None]:
-        last: tuple[Any, ...] | None = None
-        while not stopping.is_set():
-            batch = await svc.counts.describe(await batches.load(svc.store, batch_id))
-            key = (batch["status"], tuple(batch["request_counts"].values()))
-            if key != last:
-                last = key
-                yield ServerSentEvent(data=orjson.dumps(batch).decode(), event="batch")
-            if batch["status"] in batch_states.TERMINAL:
-                return
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stopping.wait(), EVENTS_POLL)
+        async for batch in watch(svc, batch_id, stopping):
+            yield ServerSentEvent(data=orjson.dumps(batch).decode(), event="batch")
 
     return event_stream(svc, events(), drain=stopping.set)

@@ -20,10 +20,10 @@ from prometheus_client.metrics_core import Metric
 from app import events
 from app.api.chat_queue import enqueue_chat
 from app.api.deps import Svc, Who
-from app.api.services import Caller, Services
+from app.api.services import Services
+from app.api.stats import live_sessions, queue_infos, require_admin, stats_figures
 from app.bounds import MODEL_NAME_MAX
-from app.broker import QueueInfo, sum_lanes
-from app.errors import AdminOnly, BrokerUnavailable, RafaleError, StoreUnavailable
+from app.errors import BrokerUnavailable, RafaleError, StoreUnavailable
 from app.metrics import CONTENT_TYPE
 from app.schemas import ChatBody
 
@@ -34,12 +34,6 @@ log = logging.getLogger(__name__)
 @router.get("/health")
 async def health() -> dict[str, str]:
     return {"status": "ok"}
-
-
-def require_admin(who: Caller, what: str) -> None:
-    if not who.admin:
-        raise AdminOnly(f"{what} is operator detail, for keys named in RAFALE_ADMIN_KEYS; "
-                        "this key is not one of them")
 
 
 @router.get("/health/full")
@@ -91,70 +85,10 @@ async def health_full(svc: Svc, who: Who) -> JSONResponse:
                         status_code=code)
 
 
-async def _queue_infos(svc: Services, *, quiet: bool
-                       ) -> tuple[dict[str, QueueInfo | None], list[QueueInfo | None]]:
-    """The queues /stats and /metrics report, by name (`llm_tasks`: every lane as one), and
-    each lane's own; `quiet`: a broker error reads as None (a scrape still gets the rest)
-    instead of a 503."""
-    broker = svc.broker
-    t = broker.topology
-    out: dict[str, QueueInfo | None] = {}
-    lanes: list[QueueInfo | None] = [None] * len(t.lanes)
-    try:
-        lanes = [await broker.queue_info(lane) for lane in t.lanes]
-    except BrokerUnavailable:
-        if not quiet:
-            raise
-    out["llm_tasks"] = sum_lanes(lanes)
-    for label, name in (("llm_batch", t.batch), ("llm_tasks.dead", t.dead),
-                        ("llm_tasks.quarantine", t.quarantine)):
-        try:
-            out[label] = await broker.queue_info(name)
-        except BrokerUnavailable:
-            if not quiet:
-                raise
-            out[label] = None
-    return out, lanes
-
-
 @router.get("/stats")
 async def stats(svc: Svc, who: Who) -> dict[str, Any]:
     require_admin(who, "/stats")
-    q, lanes = await _queue_infos(svc, quiet=False)
-    tasks, batch, dead = q["llm_tasks"], q["llm_batch"], q["llm_tasks.dead"]
-    suspects = q["llm_tasks.quarantine"]
-    workers = svc.fleet.alive()
-    in_flight, capacity = svc.fleet.load()
-    return {
-        "queues": {
-            "llm_tasks": {"pending": tasks.messages if tasks else None,
-                          "consumers": tasks.consumers if tasks else 0},
-            "llm_batch": {"pending": batch.messages if batch else None,
-                          "consumers": batch.consumers if batch else 0},
-            "llm_tasks.dead": {"dead_lettered": dead.messages if dead else None},
-            # Tasks whose workers died with them, waiting to run alone (workers/isolation.py).
-            "llm_tasks.quarantine": {"pending": suspects.messages if suspects else None},
-        },
-        # `llm_tasks` above is these added up: one lane per hash of an API key.
-        "lanes": [{"lane": n, "pending": info.messages if info else None,
-                   "consumers": info.consumers if info else 0}
-                  for n, info in enumerate(lanes)],
-        "in_flight": in_flight,
-        "capacity": capacity,
-        "workers": workers,
-        # Live sessions of all keys against MAX_SESSIONS (None: not counted, or the counters
-        # cannot be read right now).
-        "sessions": {"live": await _live_sessions(svc), "max": svc.settings.max_sessions},
-    }
-
-
-async def _live_sessions(svc: Services) -> int | None:
-    if not svc.limiter.counts_sessions:
-        return None
-    try:
-        return await svc.limiter.counts.live_sessions(time.time())
-    except StoreUnavailable:
-        return None
+    return await stats_figures(svc)
 
 
 async def _live_metrics(svc: Services) -> list[Metric]:
@@ -163,7 +97,7 @@ async def _live_metrics(svc: Services) -> list[Metric]:
                                  labels=["queue"])
     consumers = GaugeMetricFamily("rafale_queue_consumers", "Consumers of a queue",
                                   labels=["queue"])
-    queues, lanes = await _queue_infos(svc, quiet=True)
+    queues, lanes = await queue_infos(svc, quiet=True)
     for label, info in queues.items():
         if info is not None:
             messages.add_metric([label], info.messages)
@@ -186,7 +120,7 @@ async def _live_metrics(svc: Services) -> list[Metric]:
         GaugeMetricFamily("rafale_workers_capacity", "Concurrent tasks the fleet can take",
                           value=capacity),
     ]
-    live = await _live_sessions(svc)
+    live = await live_sessions(svc)
     if live is not None:
         fleet.append(GaugeMetricFamily("rafale_sessions_live",
                                        "Sessions of all keys counted against MAX_SESSIONS",

@@ -13,6 +13,7 @@ import typer
 from app.cli import batch, conversations
 from app.cli.chat import chat
 from app.cli.common import DEFAULT_BASE_URL, Config
+from app.cli.grpc_chat import grpc_chat
 from app.cli.info import health, models
 from app.cli.usage import usage
 
@@ -57,6 +58,7 @@ def command_tree() -> typer.Typer:
                       pretty_exceptions_show_locals=False)
     app.callback()(root)
     app.command()(chat)
+    app.command("grpc-chat")(grpc_chat)
     app.command()(models)
     app.command()(health)
     app.command()(usage)

@@ -1,4 +1,5 @@
-"""docker-compose.yml stays closed: only the proxy is published, the broker and the database
+"""docker-compose.yml stays closed: only the proxy (and the gRPC door, which takes keys) is
+published, the broker and the database
 have passwords of their own from .env (compose refuses to start without them), the API never
 runs open. Read as compose would after interpolating `${VAR}`, `${VAR:-default}` and
 `${VAR:?message}` (no Docker needed)."""
@@ -48,10 +49,13 @@ def test_compose_refuses_to_start_without_each_password(name: str) -> None:
         compose({k: v for k, v in DOTENV.items() if k != name})
 
 
-def test_only_the_proxy_is_published_on_every_interface() -> None:
+def test_only_the_proxy_and_the_grpc_door_are_published_on_every_interface() -> None:
     services = compose(DOTENV)["services"]
     published = {name: s.get("ports", []) for name, s in services.items() if s.get("ports")}
-    assert published == {"nginx": ["8007:8080"], "rabbitmq": ["127.0.0.1:15672:15672"]}
+    assert published == {"nginx": ["8007:8080"], "grpc": ["50051:50051"],
+                         "rabbitmq": ["127.0.0.1:15672:15672"]}
+    # The gRPC door has no proxy in front: it takes keys itself, and never runs open.
+    assert services["grpc"]["environment"]["RAFALE_OPEN"] == "false"
     assert "ports" not in services["api"] and "ports" not in services["worker"]
 
 

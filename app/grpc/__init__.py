@@ -1,0 +1,1 @@
+"""The gRPC front door (rafale.v1.Rafale): the only package that imports grpc."""

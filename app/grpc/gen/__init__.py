@@ -1,0 +1,1 @@
+"""Code generated from app/grpc/rafale.proto by `python -m app.grpc.codegen`: do not edit."""
