@@ -254,7 +254,7 @@ cmd_restart() {
   if ! wait_new_api "$LAUNCHED" "$from"; then
     tail -c "+$from" "$LOG_DIR/rafale.log" | tail -n 30 >&2
     stop_pid "$LAUNCHED" quietly
-    if tail -c "+$from" "$LOG_DIR/rafale.log" | grep -q "cannot listen on .*Address already in use"; then
+    if tail -c "+$from" "$LOG_DIR/rafale.log" | grep -q "cannot listen on .*Address already in use\|Failed to bind"; then
       say "the running instance does not share its port: stopping it first"
       cmd_stop
       cmd_start
@@ -270,13 +270,14 @@ cmd_restart() {
   up_message
 }
 
-# Until every API process of the instance `pid` logged its start (its log lines begin at byte
-# `from`): /health cannot tell, the old processes answer it on the same port.
+# Until every API process and the gRPC door of the instance `pid` logged their start (its log
+# lines begin at byte `from`): /health cannot tell, the old processes answer on the same ports.
 wait_new_api() {
-  local pid="$1" from="$2" want="${UVICORN_WORKERS:-2}" n
+  local pid="$1" from="$2" want="${UVICORN_WORKERS:-2}" n grpc
   for _ in $(seq 1 60); do
     n="$(tail -c "+$from" "$LOG_DIR/rafale.log" | grep -c "Application startup complete" || true)"
-    [ "$n" -ge "$want" ] && return 0
+    grpc="$(tail -c "+$from" "$LOG_DIR/rafale.log" | grep -c "gRPC serving rafale.v1.Rafale" || true)"
+    [ "$n" -ge "$want" ] && [ "$grpc" -ge 1 ] && return 0
     if ! kill -0 "$pid" 2>/dev/null; then
       echo "the new processes exited during start; the log (logs/rafale.log) says:" >&2
       return 1

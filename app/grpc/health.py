@@ -28,10 +28,13 @@ class BrokerHealth:
         for name in ("", SERVICE):
             await self.servicer.set(name, status)
 
+    async def refresh(self) -> None:
+        await self._set(self._connected())
+
     async def run(self) -> None:
         """Follow the broker connection until cancelled."""
         while True:
-            await self._set(self._connected())
+            await self.refresh()
             await asyncio.sleep(POLL)
 
     async def stopping(self) -> None:

@@ -25,6 +25,7 @@ from app.settings import Settings
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = rafale_pb2.DESCRIPTOR.services_by_name["Rafale"].full_name
+READY_WAIT = 10.0  # seconds a starting server waits for the broker before it listens anyway
 
 
 def build(settings: Settings, svc: Services) -> tuple[grpc.aio.Server, RafaleServicer,
@@ -37,7 +38,10 @@ def build(settings: Settings, svc: Services) -> tuple[grpc.aio.Server, RafaleSer
                  # Idle streams (a chat waiting in the queue) must not be cut by proxies.
                  ("grpc.keepalive_time_ms", 30_000),
                  ("grpc.keepalive_permit_without_calls", 1),
-                 ("grpc.http2.min_ping_interval_without_data_ms", 10_000)])
+                 ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+                 # grpcio's default, said here because `./run.sh restart` relies on it: the
+                 # new server listens beside the old one, which then drains (app/serve.py).
+                 ("grpc.so_reuseport", 1)])
     servicer = RafaleServicer(svc, GrpcAuth(settings.key_ring()))
     rafale_pb2_grpc.add_RafaleServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
     checks = BrokerHealth(lambda: svc.broker.connected)
@@ -69,6 +73,13 @@ async def serve(settings: Settings) -> None:
     metrics = Metrics()
     async with open_services(settings, metrics, role="grpc") as svc:
         server, servicer, checks = build(settings, svc)
+        # Listen once the broker is there (bounded: a broker that is down must not keep the
+        # door from answering health checks): a restart's new server never takes a call it
+        # can only refuse while the old one could still serve it.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(READY_WAIT):
+                await svc.broker.wait_ready()
+        await checks.refresh()
         port = listen(server, settings)
         await server.start()
         log.info("gRPC serving rafale.v1.Rafale on %s:%d (%s, reflection %s)",
@@ -83,9 +94,13 @@ async def serve(settings: Settings) -> None:
             await stop.wait()
             log.info("stopping: draining gRPC calls for up to %gs", settings.shutdown_grace)
             following.cancel()
+            # Stop listening first (a new server may share the port: it takes new calls), then
+            # tell watchers of this one's health and end the resumable streams.
+            stopped = asyncio.create_task(server.stop(settings.shutdown_grace))
+            await asyncio.sleep(0)
             await checks.stopping()
             servicer.drain()
-            await server.stop(settings.shutdown_grace)
+            await stopped
         finally:
             following.cancel()
             with contextlib.suppress(asyncio.CancelledError):

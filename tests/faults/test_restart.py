@@ -16,8 +16,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import grpc
 import httpx
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from app.providers.base import ChatParams
 from app.providers.mock import mock_tokens
@@ -92,8 +94,9 @@ async def checkout(tmp_path: Path, namespace: str) -> AsyncIterator[Checkout]:
     names = _settings_names()
     env = {k: v for k, v in os.environ.items()
            if k.upper() not in names and not k.upper().startswith(("ENDPOINTS__", "DEEPL_"))}
-    env.update(PORT=str(port), RAFALE_NAMESPACE=f"{namespace}.run{port}", TMPDIR=str(tmp_path /
-               "tmp"), WORKER_METRICS_PORT="0", LLM_WORKERS="1", SHUTDOWN_GRACE="10",
+    env.update(PORT=str(port), GRPC_PORT=str(free_port()),
+               RAFALE_NAMESPACE=f"{namespace}.run{port}", TMPDIR=str(tmp_path / "tmp"),
+               WORKER_METRICS_PORT="0", LLM_WORKERS="1", SHUTDOWN_GRACE="10",
                MOCK_TOKENS=str(TOKENS), MOCK_DELAY="0.1", PYTHONUNBUFFERED="1")
     # The broker this run's tests use, wherever the runner points them.
     env.update({k: v for k, v in os.environ.items() if k in ("RABBITMQ_URL", "RABBIT_MQ")})
@@ -114,9 +117,9 @@ def start(co: Checkout) -> None:
     assert "Rafale is up" in r.stdout
 
 
-def expected_text(prompt: str) -> str:
-    params = ChatParams("echo", [{"role": "user", "content": prompt}], max_tokens=TOKENS)
-    return "".join(mock_tokens(params, TOKENS))
+def expected_text(prompt: str, tokens: int = TOKENS) -> str:
+    params = ChatParams("echo", [{"role": "user", "content": prompt}], max_tokens=tokens)
+    return "".join(mock_tokens(params, tokens))
 
 
 async def read_all(client: httpx.AsyncClient, method: str, url: str,
@@ -146,10 +149,15 @@ def seqs(events: list[SSE]) -> list[int]:
 
 async def test_restart_ends_queued_streams_cleanly_and_lets_direct_ones_finish(
         checkout: Checkout) -> None:
+    # Answers of 20 s: still in flight when the old processes are told to stop, which is only
+    # once the new ones serve (5-10 s here, more on a loaded machine); the direct one finishes
+    # within the grace.
+    tokens = 200
+    checkout.env.update(MOCK_TOKENS=str(tokens), SHUTDOWN_GRACE="30")
     start(checkout)
     assert len(checkout.metrics_dirs()) == 1
     prompt = "restart with streams open"
-    body = {"message": prompt, "model": "mock/echo", "max_tokens": TOKENS}
+    body = {"message": prompt, "model": "mock/echo", "max_tokens": tokens}
     queued: list[SSE] = []
     direct: list[SSE] = []
     async with httpx.AsyncClient(base_url=checkout.url, timeout=60) as client:
@@ -175,27 +183,30 @@ async def test_restart_ends_queued_streams_cleanly_and_lets_direct_ones_finish(
         refused = [p for p in polls if p != "ok"]
         assert polls and not refused, f"{len(refused)} of {len(polls)} polls failed: {refused[:5]}"
         # The direct answer, in flight when the restart began, finished whole.
-        assert direct[-1].event == "done" and seqs(direct) == list(range(TOKENS + 1))
+        assert direct[-1].event == "done" and seqs(direct) == list(range(tokens + 1))
         # The queued one resumes on the new processes after the last id, to `done`.
         rest: list[SSE] = []
         await read_all(client, "GET", url, rest, headers={"last-event-id": queued[-1].id})
     events = queued + rest
-    assert seqs(events) == list(range(TOKENS + 1)), seqs(events)  # every event exactly once
+    assert seqs(events) == list(range(tokens + 1)), seqs(events)  # every event exactly once
     assert events[-1].event == "done"
-    assert "".join(str(ev.data.get("content", "")) for ev in events) == expected_text(prompt)
+    assert "".join(str(ev.data.get("content", "")) for ev in events) == expected_text(prompt,
+                                                                                     tokens)
     log = checkout.log()
     assert "ASGI callable returned without completing response" not in log
     assert "timeout graceful shutdown exceeded" not in log
     # The stopped run's metrics directory is gone; the new run has one.
     assert len(checkout.metrics_dirs()) == 1
     print(f"queued stream ended {drained_after:.1f}s after the restart began; "
-          f"restart took {restarted_after:.1f}s; {len(polls)} health polls, none refused",
+          f"restart took {restarted_after:.1f}s; {len(polls)} HTTP and gRPC health checks, "
+          "none failed",
           file=sys.stderr)
 
 
 async def poll_health(co: Checkout, restart: asyncio.subprocess.Process,
                       polls: list[str]) -> None:
-    """GET /health on a new connection each time, until the restart is over."""
+    """GET /health, and the gRPC door's health check, each on a new connection, until the
+    restart is over."""
     async with httpx.AsyncClient(base_url=co.url, timeout=10) as client:
         while restart.returncode is None:
             try:
@@ -203,6 +214,14 @@ async def poll_health(co: Checkout, restart: asyncio.subprocess.Process,
                 polls.append("ok" if r.status_code == 200 else f"HTTP {r.status_code}")
             except httpx.TransportError as exc:
                 polls.append(repr(exc))
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{co.env['GRPC_PORT']}") as ch:
+                try:
+                    h = await health_pb2_grpc.HealthStub(ch).Check(
+                        health_pb2.HealthCheckRequest(service=""), timeout=10)
+                    polls.append("ok" if h.status == health_pb2.HealthCheckResponse.SERVING
+                                 else f"gRPC {h.status}")
+                except grpc.aio.AioRpcError as exc:
+                    polls.append(f"gRPC {exc.code()}: {exc.details()}")
             await asyncio.sleep(0.05)
 
 
