@@ -181,7 +181,8 @@ def test_what_cannot_be_done_is_refused_before_anything_is_queued(extra: dict[st
 def test_chat_usage_in_responses_words() -> None:
     assert usage({"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7,
                   "completion_tokens_details": {"reasoning_tokens": 2}}) == {
-        "input_tokens": 3, "input_tokens_details": {"cached_tokens": 0}, "output_tokens": 4,
+        "input_tokens": 3, "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
+        "output_tokens": 4,
         "output_tokens_details": {"reasoning_tokens": 2}, "total_tokens": 7}
     assert usage(None) is None
 
