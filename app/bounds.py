@@ -8,9 +8,11 @@ checks a batch's one model when the batch is validated (workers/batch/plan.py)."
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import Field
+
+from app.errors import InvalidRequest
 
 MODEL_NAME_MAX = 200  # characters of a `provider/model` name
 MAX_TOKENS = 1_000_000  # max_tokens / max_completion_tokens
@@ -23,6 +25,10 @@ EMBED_MAX_TOKEN_IDS = 8192  # ids in one token-array input: OpenAI's per-input t
 EMBED_MAX_CHARS = 8192 * 8
 EMBED_MAX_DIMENSIONS = 16_384  # `dimensions`: OpenAI's largest model has 3072
 TOKEN_ID_MAX = 2**31 - 1
+# A stored conversation or a previous_response_id chain sent as history: past ~2M tokens no
+# model takes it, and every turn would carry it through the broker again.
+HISTORY_MAX_CHARS = 8_000_000
+HISTORY_MAX_MESSAGES = 10_000
 
 ModelName = Annotated[str, Field(min_length=1, max_length=MODEL_NAME_MAX)]
 MaxTokens = Annotated[int, Field(ge=1, le=MAX_TOKENS)]
@@ -36,3 +42,14 @@ def model_problem(model: str) -> str | None:
     if len(model) > MODEL_NAME_MAX:
         return f"The model name is longer than {MODEL_NAME_MAX} characters."
     return None
+
+
+def check_history(messages: list[dict[str, Any]], param: str) -> None:
+    """A 400 naming `param` when stored history is past what any model takes."""
+    chars = sum(len(str(m.get("content") or "")) + len(str(m.get("tool_calls") or ""))
+                for m in messages)
+    if len(messages) > HISTORY_MAX_MESSAGES or chars > HISTORY_MAX_CHARS:
+        raise InvalidRequest(
+            f"The history of '{param}' is too long to send ({len(messages)} messages, {chars} "
+            f"characters; at most {HISTORY_MAX_MESSAGES} and {HISTORY_MAX_CHARS}): start a new "
+            "one", param=param, code="context_length_exceeded")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from functools import lru_cache
@@ -222,6 +223,13 @@ class Settings(BaseSettings):
         if bool(self.grpc_tls_cert) != bool(self.grpc_tls_key):
             raise ValueError("GRPC_TLS_CERT and GRPC_TLS_KEY go together: set both for TLS, "
                              "or neither for plaintext")
+        for name, path in (("GRPC_TLS_CERT", self.grpc_tls_cert),
+                           ("GRPC_TLS_KEY", self.grpc_tls_key)):
+            if path and not os.access(path, os.R_OK):
+                raise ValueError(f"{name}: {path} is not a readable file")
+        if self.grpc_port == self.port:
+            # Both listen with SO_REUSEPORT: the kernel would share connections between them.
+            raise ValueError("GRPC_PORT and PORT must differ")
         return self
 
     @model_validator(mode="after")

@@ -140,6 +140,9 @@ class Worker:
             "to the dead-letter queue"
         )
         log.error("task %s: parked in the dead-letter queue", task.task_id)
+        if not isinstance(task, EmbedTask) and task.response is not None:
+            # A stored response ends failed too, not `in_progress` for ever.
+            await ResponseRecorder(self.store, task.response, task.owner).settle(err.as_event())
         loop = asyncio.get_running_loop()
         await out.finish(err.as_event(), until=loop.time() + self.settings.publish_timeout)
         await message.ack()

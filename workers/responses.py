@@ -66,7 +66,7 @@ class ResponseRecorder:
     async def store_output(self, final: Final) -> None:
         """Keep the finished answer: the one place its output is stored, with its turn in
         its conversation, if any (in the same transaction)."""
-        await stored.finish(self.store, self.id, self.output.items(), final,
+        await stored.finish(self.store, self.id, self.output.items(final.status), final,
                             conversation=self.conversation)
 
     async def outlives_session(self) -> bool:

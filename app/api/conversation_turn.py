@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from app.api.services import Caller, Services
+from app.bounds import check_history
 from app.conversation_items import MESSAGE_ROLES, UNSTORED_ROLES, text_of
 from app.errors import InvalidRequest
 from app.schemas import TaskConversation
@@ -25,6 +26,13 @@ def _plain(msg: dict[str, Any], i: int) -> dict[str, str]:
         raise InvalidRequest(f"Invalid 'messages[{i}].role': with a conversation_id, messages "
                              f"have one of the roles {listed}", param=f"messages[{i}].role",
                              code="invalid_value")
+    content = msg.get("content")
+    if isinstance(content, list) and any(not isinstance(p, dict) or p.get("type") != "text"
+                                         for p in content):
+        # A conversation keeps text: an image would be dropped from what is sent and kept.
+        raise InvalidRequest(f"Invalid 'messages[{i}].content': with a conversation_id, "
+                             "messages carry text only (no images or files)",
+                             param=f"messages[{i}].content", code="invalid_value")
     return {"role": str(role), "content": text_of(msg)}
 
 
@@ -41,6 +49,7 @@ async def continue_conversation(svc: Services, who: Caller, conversation_id: str
         raise InvalidRequest("With a conversation_id, send at least one user message",
                              param="messages", code="missing_required_parameter")
     history = await convs.history(svc.store, conversation_id, who.owner)
+    check_history(history, "conversation_id")
     instructions = [m for m in plain if m["role"] in UNSTORED_ROLES]
     return [*instructions, *history, *kept], TaskConversation(id=conversation_id, add=kept)
 

@@ -9,6 +9,7 @@ input and output to that conversation when it completes (workers/responses.py)."
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
@@ -22,6 +23,7 @@ from sse_starlette import ServerSentEvent
 
 from app.api.chat_queue import enqueue_chat
 from app.api.services import Caller, Services
+from app.bounds import check_history
 from app.errors import InvalidRequest, RafaleError, StreamInterrupted
 from app.responses.items import from_messages, normalized, to_messages
 from app.responses.output import base_object, response_object
@@ -33,6 +35,8 @@ from app.store import responses as stored
 from app.subscription import Relayed
 
 __all__ = ["Created", "create", "live", "replay", "response_object", "whole"]
+
+log = logging.getLogger(__name__)
 
 POLL = 0.5  # seconds between looks at a stored response whose session is gone
 
@@ -56,14 +60,32 @@ async def history(svc: Services, who: Caller, body: ResponseRequest) -> list[dic
     if cid is not None:
         items = [i for i in await conversations.all_items(svc.store, cid, who.owner)
                  if i.get("type", "message") in SENT_KINDS]
-        return to_messages(normalized(items)) if items else []
+        messages = to_messages(_sendable(items))
+        check_history(messages, "conversation")
+        return messages
     if body.previous_response_id is None:
         return []
     prev = await stored.get(svc.store, who.owner, body.previous_response_id)
-    if prev.status != "completed":
+    if prev.status not in ("completed", "incomplete"):
         raise InvalidRequest(f"Previous response '{prev.id}' is {prev.status}, not completed",
                              param="previous_response_id", code="invalid_value")
-    return prev.messages + to_messages(prev.output)
+    messages = prev.messages + to_messages(prev.output)
+    check_history(messages, "previous_response_id")
+    return messages
+
+
+def _sendable(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A conversation's items as this route's input items; one it cannot translate (a part
+    type or output this route does not take, added through the Conversations API) is left
+    out rather than fail every later response of the conversation."""
+    out = []
+    for item in items:
+        try:
+            out.extend(normalized([item]))
+        except InvalidRequest:
+            log.info("conversation item %s is not sent: it cannot be translated to chat",
+                     item.get("id"))
+    return out
 
 
 async def store_input(svc: Services, who: Caller, base: dict[str, Any], session_id: str,

@@ -19,7 +19,7 @@ from app.api.chat_queue import enqueue_chat
 from app.api.conversation_turn import continue_conversation
 from app.api.deps import Svc, Who
 from app.api.streaming import event_stream
-from app.api.waiting import error_data, unless_client_leaves
+from app.api.waiting import error_data, first_event, whole_answer
 from app.completions import CompletionBuilder, finish_reasons
 from app.errors import ModelNotFound, RafaleError, StreamInterrupted
 from app.schemas import CompletionRequest
@@ -49,28 +49,12 @@ async def chat_completions(body: CompletionRequest, request: Request, svc: Svc,
             "created": int(time.time()), "model": body.model, "system_fingerprint": None}
     n = body.n or 1
     sub = await svc.relay.subscribe(queue, None, resumable=False)
-    events = sub.events()
     if not body.stream:
-        try:
-            async with aclosing(events) as evs:
-                return JSONResponse(await unless_client_leaves(request,
-                                                                _complete(evs, base, n)))
-        finally:
-            sub.close()
-
-    # Wait for the first event before answering, so a failure that happens before any text
-    # (bad key at the provider, rate limit, ...) still gets a real HTTP status.
-    try:
-        first = await unless_client_leaves(request, anext(events, None))
-        if first is None:
-            raise StreamInterrupted()
-        if first.event["type"] == "error":
-            await anext(events, None)  # past the terminal event: the relay deletes the session
-            raise RafaleError.from_event(first.event)
-    except BaseException:
-        await events.aclose()
-        sub.close()
-        raise
+        return JSONResponse(await whole_answer(request, sub,
+                                               lambda evs: _complete(evs, base, n)))
+    # Wait for the first event before answering (a failure before any text gets its status).
+    events = sub.events()
+    first = await first_event(request, sub, events)
     usage_wanted = bool(body.stream_options and body.stream_options.include_usage)
     return event_stream(svc, _stream(first, events, base, n, usage_wanted), sub)
 

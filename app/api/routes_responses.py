@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-from contextlib import aclosing
 from functools import partial
 from typing import Annotated, Any, Literal
 
@@ -16,7 +15,7 @@ from app.api import responses_flow as flow
 from app.api.deps import Svc, Who
 from app.api.services import Caller, Services
 from app.api.streaming import event_stream
-from app.api.waiting import unless_client_leaves
+from app.api.waiting import whole_answer
 from app.errors import InvalidRequest, NotFound
 from app.responses.request import ResponseRequest
 from app.store import responses as stored
@@ -44,11 +43,7 @@ async def create_response(body: ResponseRequest, request: Request, svc: Svc,
         finished = partial(flow.when_finished, svc, who, made.base["id"]) if body.store else None
         return event_stream(svc, flow.live(made.base, sub.events(), finished=finished), sub,
                             drain=sub.drain)
-    try:
-        async with aclosing(sub.events()) as evs:
-            return JSONResponse(await unless_client_leaves(request, flow.whole(made.base, evs)))
-    finally:
-        sub.close()
+    return JSONResponse(await whole_answer(request, sub, partial(flow.whole, made.base)))
 
 
 @router.get("/responses/{response_id}", response_model=None)

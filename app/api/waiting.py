@@ -1,18 +1,20 @@
 """A request that waits on its answer (an OpenAI-style call that is not streamed, or the first
-event of one that is): what it does when its client leaves first, and how an error is written
-into a stream already under way."""
+event of one that is): reading it, what happens when its client leaves first, and how an error
+is written into a stream already under way."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from contextlib import aclosing
 from typing import TypeVar
 
 import orjson
 from fastapi import Request
 
-from app.errors import ClientGone, RafaleError
+from app.errors import ClientGone, RafaleError, StreamInterrupted
+from app.subscription import Relayed, Subscription
 
 T = TypeVar("T")
 DISCONNECT_POLL = 0.5  # seconds between looks for a client gone while its answer is made
@@ -40,3 +42,33 @@ async def unless_client_leaves(request: Request, work: Awaitable[T]) -> T:
 def error_data(exc: RafaleError) -> str:
     """An error as the `data:` of an OpenAI stream's last event (its JSON envelope)."""
     return orjson.dumps(exc.envelope()).decode()
+
+
+async def whole_answer(request: Request, sub: Subscription,
+                       read: Callable[[AsyncIterator[Relayed]], Awaitable[T]]) -> T:
+    """A non-streamed answer: the session read to its end by `read` (past its terminal event:
+    that is when the relay deletes the session), unless the client leaves first."""
+    try:
+        async with aclosing(sub.events()) as events:
+            return await unless_client_leaves(request, read(events))
+    finally:
+        sub.close()
+
+
+async def first_event(request: Request, sub: Subscription,
+                      events: AsyncGenerator[Relayed, None]) -> Relayed:
+    """A streamed answer's first event, read before the response starts, so that a failure
+    before any text (the provider refused Rafale's key, a rate limit, ...) still gets a real
+    HTTP status."""
+    try:
+        first = await unless_client_leaves(request, anext(events, None))
+        if first is None:
+            raise StreamInterrupted()
+        if first.event["type"] == "error":
+            await anext(events, None)  # past the terminal event: the relay deletes the session
+            raise RafaleError.from_event(first.event)
+    except BaseException:
+        await events.aclose()
+        sub.close()
+        raise
+    return first

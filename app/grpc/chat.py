@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import aclosing
 
 from app.api.chat_queue import Queued, queue_chat
 from app.api.embed_queue import embed_via_fleet
@@ -57,14 +58,19 @@ class ChatRpcs:
             # waits STREAM_RESUME_GRACE for a resume, then goes, which stops its worker.
             sub.close()
 
-    async def _stream(self, call: Call, chat: ChatRequest) -> AsyncIterator[pb.ChatEvent]:
+    async def _stream(self, call: Call, chat: ChatRequest
+                      ) -> AsyncGenerator[pb.ChatEvent, None]:
         model, (session_id, queue) = await self._enqueue(call, chat)
         sub = await self.svc.relay.subscribe(queue, None)
-        yield pb.ChatEvent(type="session", session_id=session_id, model=model)
-        async for event in self._relay(sub):
-            yield event
+        try:  # a call cancelled while the first message goes out lets go of the session too
+            yield pb.ChatEvent(type="session", session_id=session_id, model=model)
+            async for event in self._relay(sub):
+                yield event
+        finally:
+            sub.close()
 
-    async def _resume(self, call: Call, request: pb.ChatRequest) -> AsyncIterator[pb.ChatEvent]:
+    async def _resume(self, call: Call, request: pb.ChatRequest
+                      ) -> AsyncGenerator[pb.ChatEvent, None]:
         if not _SESSION_ID.match(request.session_id):
             raise NotFound("No such session", param="session_id", code="session_not_found")
         queue = self.svc.broker.topology.session_queue(call.who.tag, request.session_id)
@@ -75,28 +81,33 @@ class ChatRpcs:
             if exc.param == "Last-Event-ID":
                 exc.param = "last_event_id"  # this door's name for it
             raise
-        yield pb.ChatEvent(type="session", session_id=request.session_id)
-        if sub.has_all:  # the client has the terminal event: nothing more, the session goes
-            cleanup = sub.close()
-            if cleanup is not None:
-                await asyncio.shield(cleanup)
-            return
-        async for event in self._relay(sub):
-            yield event
+        try:
+            yield pb.ChatEvent(type="session", session_id=request.session_id)
+            if sub.has_all:  # the client has the terminal event: nothing more, the session goes
+                cleanup = sub.close()
+                if cleanup is not None:
+                    await asyncio.shield(cleanup)
+                return
+            async for event in self._relay(sub):
+                yield event
+        finally:
+            sub.close()
 
     @streaming
     async def ChatStream(self, request: pb.ChatRequest,
                          call: Call) -> AsyncIterator[pb.ChatEvent]:
         events = (self._resume(call, request) if request.session_id
                   else self._stream(call, convert.chat_request(request)))
-        async for event in events:
-            yield event
+        async with aclosing(events) as evs:
+            async for event in evs:
+                yield event
 
     @streaming
     async def GenerateStream(self, request: pb.GenerateRequest,
                              call: Call) -> AsyncIterator[pb.ChatEvent]:
-        async for event in self._stream(call, convert.generate_request(request)):
-            yield event
+        async with aclosing(self._stream(call, convert.generate_request(request))) as evs:
+            async for event in evs:
+                yield event
 
     @unary
     async def SendSingle(self, request: pb.ChatRequest, call: Call) -> pb.ChatResponse:

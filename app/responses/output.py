@@ -73,8 +73,16 @@ class OutputBuilder:
     def item(self, place: int, status: str = "completed") -> dict[str, Any]:
         return render(self.response_id, place, self.pieces[place], status)
 
-    def items(self) -> list[dict[str, Any]]:
-        return [self.item(i) for i in range(len(self.pieces))]
+    def items(self, final_status: str = "completed") -> list[dict[str, Any]]:
+        """The output items; the last is `incomplete` when the answer was cut (max tokens)."""
+        return [self.item(i, item_status(final_status, i, len(self.pieces)))
+                for i in range(len(self.pieces))]
+
+
+def item_status(final_status: str, place: int, count: int) -> str:
+    """An output item's status in a response that ended with `final_status`: what a token
+    limit cut is the last item, `incomplete` as at OpenAI."""
+    return "incomplete" if final_status == "incomplete" and place == count - 1 else "completed"
 
 
 def render(response_id: str, place: int, piece: Piece, status: str) -> dict[str, Any]:
@@ -102,7 +110,9 @@ def usage(chat_usage: dict[str, Any] | None) -> dict[str, Any] | None:
     completion = int(chat_usage.get("completion_tokens") or 0)
     cached = (chat_usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0
     thought = (chat_usage.get("completion_tokens_details") or {}).get("reasoning_tokens") or 0
-    return {"input_tokens": prompt, "input_tokens_details": {"cached_tokens": cached},
+    # cache_write_tokens: the SDK's type has it (required); chat completions report none.
+    return {"input_tokens": prompt,
+            "input_tokens_details": {"cached_tokens": cached, "cache_write_tokens": 0},
             "output_tokens": completion, "output_tokens_details": {"reasoning_tokens": thought},
             "total_tokens": int(chat_usage.get("total_tokens") or prompt + completion)}
 

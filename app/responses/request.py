@@ -1,7 +1,8 @@
 """`POST /v1/responses`: the body, and its translation onto a chat completion.
 
 What Rafale does not translate (built-in tools, images by file id, item references) is a 400
-that names it, never silently dropped."""
+that names it. Options it does not act on (`reasoning`, `include`, `truncation`, ...) are
+ignored, as the README's *Responses* says."""
 
 from __future__ import annotations
 
@@ -48,7 +49,7 @@ class ResponseRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     model: ModelName
-    input: str | list[dict[str, Any]] = Field(min_length=1, max_length=MAX_INPUT_ITEMS)
+    input: str | list[dict[str, Any]] = Field(min_length=1)
     instructions: str | None = None
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, ge=0, le=1)
@@ -64,6 +65,15 @@ class ResponseRequest(BaseModel):
     stream: bool = False
     background: bool = False
     user: str | None = Field(None, max_length=256)
+
+    @field_validator("input")
+    @classmethod
+    def _input_items(cls, value: str | list[dict[str, Any]]) -> str | list[dict[str, Any]]:
+        # Items are bounded, a string's characters only by the body limit (a max_length on
+        # the union would count those too).
+        if isinstance(value, list) and len(value) > MAX_INPUT_ITEMS:
+            raise ValueError(f"input has at most {MAX_INPUT_ITEMS} items")
+        return value
 
     @field_validator("metadata")
     @classmethod

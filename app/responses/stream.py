@@ -19,7 +19,15 @@ from collections.abc import Callable
 from typing import Any
 
 from app import events
-from app.responses.output import Final, OutputBuilder, Piece, render, response_object, text_part
+from app.responses.output import (
+    Final,
+    OutputBuilder,
+    Piece,
+    item_status,
+    render,
+    response_object,
+    text_part,
+)
 
 Event = dict[str, Any]
 
@@ -163,7 +171,8 @@ class Translator:
         if len(self.fresh.pieces) != len(self.sent):
             raise Diverged  # the new attempt ended before it caught up
         self._close_up_to(len(self.sent), out)
-        output = [render(self.rid, p, piece, "completed") for p, piece in enumerate(self.sent)]
+        output = [render(self.rid, p, piece, item_status(final.status, p, len(self.sent)))
+                  for p, piece in enumerate(self.sent)]
         self.final = response_object(self.base, final.status, output, final)
         kind = "response.incomplete" if final.status == "incomplete" else "response.completed"
         out.append(self._ev(kind, response=self.final))

@@ -8,13 +8,16 @@ from typing import Any
 import pytest
 
 from app import events
+from app.api.conversation_turn import _plain
+from app.bounds import check_history
 from app.errors import InvalidRequest
 from app.providers.responses_api import chat_usage, finish_of
 from app.providers.responses_api import delta_of as responses_delta
 from app.responses.items import from_messages, normalized, to_messages
-from app.responses.output import base_object, usage
+from app.responses.output import base_object, item_status, usage
 from app.responses.request import ResponseRequest
 from app.responses.stream import Translator
+from app.schemas import validated
 
 RID = "resp_0123456789abcdef01234567"
 
@@ -181,7 +184,8 @@ def test_what_cannot_be_done_is_refused_before_anything_is_queued(extra: dict[st
 def test_chat_usage_in_responses_words() -> None:
     assert usage({"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7,
                   "completion_tokens_details": {"reasoning_tokens": 2}}) == {
-        "input_tokens": 3, "input_tokens_details": {"cached_tokens": 0}, "output_tokens": 4,
+        "input_tokens": 3, "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
+        "output_tokens": 4,
         "output_tokens_details": {"reasoning_tokens": 2}, "total_tokens": 7}
     assert usage(None) is None
 
@@ -228,3 +232,37 @@ def test_conversation_is_an_id_or_an_object_with_one() -> None:
                                                "conversation": conv}).conversation_id()
     assert cid("conv_1") == cid({"id": "conv_1"}) == "conv_1"
     assert cid(None) is None
+
+
+def test_an_input_string_has_no_item_bound_but_a_list_has() -> None:
+    long = ResponseRequest.model_validate({"model": "m", "input": "x" * 10_000})
+    assert long.input_items()[0]["content"] == "x" * 10_000
+    with pytest.raises(InvalidRequest) as caught:
+        validated(ResponseRequest, {"model": "m", "input": [{"role": "user", "content": "x"}]
+                                    * 2049})
+    assert caught.value.param == "input"
+
+
+def test_only_the_item_a_token_limit_cut_is_incomplete() -> None:
+    assert [item_status("incomplete", i, 3) for i in range(3)] == [
+        "completed", "completed", "incomplete"]
+    assert {item_status(s, 2, 3) for s in ("completed", "failed")} == {"completed"}
+
+
+def test_a_history_past_any_context_is_refused_naming_where_it_came_from() -> None:
+    check_history([{"role": "user", "content": "x" * 1000}] * 10, "conversation")
+    with pytest.raises(InvalidRequest) as caught:
+        check_history([{"role": "user", "content": "x" * 1_000_000}] * 9, "conversation")
+    assert (caught.value.param, caught.value.code) == ("conversation", "context_length_exceeded")
+    with pytest.raises(InvalidRequest):
+        check_history([{"role": "user", "content": "x"}] * 10_001, "previous_response_id")
+
+
+def test_a_conversation_turn_carries_text_only() -> None:
+    assert _plain({"role": "user", "content": [{"type": "text", "text": "hi"}]}, 0) == {
+        "role": "user", "content": "hi"}
+    with pytest.raises(InvalidRequest) as caught:
+        _plain({"role": "user", "content": [{"type": "text", "text": "see"},
+                                            {"type": "image_url", "image_url": {"url": "u"}}]},
+               2)
+    assert caught.value.param == "messages[2].content"

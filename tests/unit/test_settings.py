@@ -256,3 +256,17 @@ def test_main_checks_that_the_api_may_start_only_for_roles_that_run_it(
         assert "RAFALE_API_KEYS" in err and "RAFALE_OPEN" in err
     monkeypatch.setenv("RAFALE_OPEN", "true")
     assert main(["api"]) == 0
+
+
+def test_the_grpc_door_needs_its_own_port_and_readable_tls_files(
+        make_settings: SettingsFactory, tmp_path: Path) -> None:
+    # Both listen with SO_REUSEPORT: one port would mix HTTP and gRPC connections at random.
+    with pytest.raises(ValidationError, match="GRPC_PORT and PORT must differ"):
+        make_settings(port=9000, grpc_port=9000)
+    cert = tmp_path / "cert.pem"
+    cert.write_text("x")
+    with pytest.raises(ValidationError, match=r"GRPC_TLS_KEY: .* is not a readable file"):
+        make_settings(grpc_tls_cert=str(cert), grpc_tls_key=str(tmp_path / "missing.pem"))
+    key = tmp_path / "key.pem"
+    key.write_text("x")
+    assert make_settings(grpc_tls_cert=str(cert), grpc_tls_key=str(key)).grpc_tls_key == str(key)
