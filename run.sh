@@ -420,7 +420,7 @@ cmd_test() {
   say "pytest: unit tier (tests/unit)"
   "$PY" -m pytest -q tests/unit
   say "pytest: the rest (namespace $RAFALE_NAMESPACE)"
-  "$PY" -m pytest --ignore=tests/unit
+  "$PY" -m pytest --ignore=tests/unit --durations=15  # the slowest, to keep the run short
 }
 
 docker_ok() {
