@@ -278,7 +278,11 @@ class LineCalls:
         speaks the Responses API, as the live route does), answered as a response object."""
         rid = new_id("resp_")
         output = OutputBuilder(rid)
-        passed = request.passed() if self.registry.speaks_responses(request.model) else None
+        try:
+            speaks = self.registry.speaks_responses(request.model)
+        except RafaleError as exc:  # a model this worker does not know
+            return failed(line, new_request_id(), exc)
+        passed = request.passed() if speaks else None
         ran = await self._stream(owner, line, request.model, request.chat, passed,
                                  lambda d: output.add(d.content, d.reasoning, d.tool_calls)
                                  if d.index == 0 else None, deadline, budget_end)
