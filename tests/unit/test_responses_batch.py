@@ -5,6 +5,8 @@ key."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import Any
 
 import orjson
@@ -12,14 +14,18 @@ import pytest
 
 from app import events
 from app.errors import InvalidRequest
+from app.metrics import Metrics
 from app.providers.registry import Registry
 from app.responses.batch import line_object, line_request
 from app.responses.output import OutputBuilder, base_object
 from app.responses.request import ResponseRequest
 from app.responses.stream import Translator
-from app.schemas import validated
+from app.schemas import BatchLine, validated
 from app.settings import Settings
 from app.store.cache import cache_key
+from workers.batch.calls import Cooldowns, LineCalls
+from workers.batch.gate import ProviderGate
+from workers.batch.outage import StoreWatch
 from workers.batch.plan import Check
 
 RESPONSES = "/v1/responses"
@@ -165,3 +171,52 @@ def test_only_a_response_at_temperature_zero_is_cached() -> None:
     assert zero is not None and zero != cache_key("/v1/chat/completions", "alice",
                                                   {**body, "temperature": 0})
     assert zero == cache_key(RESPONSES, "alice", {**body, "temperature": 0, "store": True})
+
+
+class Usage:
+    def __init__(self) -> None:
+        self.calls: list[dict[str, Any]] = []
+
+    def record_call(self, meter: Any, **fields: Any) -> None:
+        self.calls.append({"provider": meter.provider, **fields})
+
+
+def line_calls(usage: Usage) -> LineCalls:
+    """A worker's batch line caller with the mock provider: no cache, caps nor budget, so
+    no store is reached."""
+    settings = Settings(_env_file=None, openai_api_key="", deepseek_api_key="",
+                        deepl_api_key="", default_model="mock/echo", mock_delay=0,
+                        response_cache_ttl=0)
+    store: Any = object()
+    return LineCalls(settings, Registry(settings), StoreWatch(store), Metrics(),
+                     ProviderGate(store, {}), Cooldowns(object()),  # type: ignore[arg-type]
+                     usage=usage)  # type: ignore[arg-type]
+
+
+async def test_a_worker_answers_a_line_with_the_response_object_and_its_tokens() -> None:
+    usage = Usage()
+    calls = line_calls(usage)
+    body = {"model": "mock/echo", "input": "worker side line", "max_output_tokens": 4}
+    loop = asyncio.get_running_loop()
+    got = await calls.answer(RESPONSES, "alice", BatchLine(line=3, custom_id="a", body=body),
+                             time.time() + 30, loop.time() + 30)
+    assert got.status == "done" and got.response is not None
+    assert got.response["status_code"] == 200
+    obj = got.response["body"]
+    assert obj["object"] == "response" and obj["status"] == "incomplete"
+    assert obj["incomplete_details"] == {"reason": "max_output_tokens"}
+    [msg] = obj["output"]
+    assert msg["content"][0]["text"] == "Echo: worker side line"
+    assert msg["id"] == f"msg_{obj['id'].removeprefix('resp_')}_0"
+    assert obj["usage"]["output_tokens"] == got.output_tokens == 4
+    assert obj["usage"]["input_tokens"] == got.input_tokens
+    assert usage.calls == [{"provider": "mock", "key": "alice", "kind": "batch",
+                            "outcome": "done", "request_id": got.response["request_id"]}]
+
+    refused = await calls.answer(RESPONSES, "alice", BatchLine(
+        line=4, custom_id="b", body={**body, "background": True}), time.time() + 30,
+        loop.time() + 30)
+    assert refused.status == "failed" and refused.response is not None
+    assert refused.response["status_code"] == 400
+    assert refused.response["body"]["error"]["param"] == "background"
+    assert len(usage.calls) == 1  # a refused line reaches no provider
