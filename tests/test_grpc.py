@@ -377,7 +377,7 @@ async def test_batch_requests_are_checked_like_http(door: Door) -> None:
         pb.CreateBatchRequest(endpoint="/v1/chat/completions", completion_window="24h"),
         pb.CreateBatchRequest(lines=batch_lines("b", 1), input_file_id="file-x",
                               endpoint="/v1/chat/completions", completion_window="24h"),
-        pb.CreateBatchRequest(lines=batch_lines("b", 1), endpoint="/v1/responses",
+        pb.CreateBatchRequest(lines=batch_lines("b", 1), endpoint="/v1/moderations",
                               completion_window="24h"),
         pb.CreateBatchRequest(lines=batch_lines("b", 1), endpoint="/v1/chat/completions",
                               completion_window="7d"),

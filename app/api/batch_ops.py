@@ -17,7 +17,7 @@ from app.errors import InvalidRequest
 from app.schemas import BatchTask
 from app.store import batches
 
-ENDPOINTS = ("/v1/chat/completions", "/v1/embeddings", "/v1/translate")
+ENDPOINTS = ("/v1/chat/completions", "/v1/embeddings", "/v1/responses", "/v1/translate")
 _WINDOW = re.compile(r"^(\d+)([smhd])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 EVENTS_POLL = 0.5  # seconds between looks at a batch for /events

@@ -25,11 +25,11 @@ from app.api.chat_queue import enqueue_chat
 from app.api.services import Caller, Services
 from app.bounds import check_history
 from app.errors import InvalidRequest, RafaleError, StreamInterrupted
-from app.responses.items import from_messages, normalized, to_messages
+from app.responses.items import normalized, to_messages
 from app.responses.output import base_object, response_object
 from app.responses.request import ResponseRequest
 from app.responses.stream import Translator
-from app.schemas import ChatBody, ResponseJob
+from app.schemas import ResponseJob
 from app.store import conversations, new_id
 from app.store import responses as stored
 from app.subscription import Relayed
@@ -96,35 +96,18 @@ async def store_input(svc: Services, who: Caller, base: dict[str, Any], session_
                         input_items=items, messages=messages)
 
 
-def _params(body: ResponseRequest) -> dict[str, Any]:
-    """What the response object echoes of its request."""
-    params = body.model_dump(include={"instructions", "max_output_tokens", "metadata",
-                                      "parallel_tool_calls", "previous_response_id", "store",
-                                      "background", "temperature", "top_p", "tool_choice",
-                                      "user"}, exclude_none=True)
-    params["conversation"] = body.conversation_id()
-    if body.tools:
-        params["tools"] = [t.model_dump(exclude_none=True) for t in body.tools]
-    if body.text is not None:
-        params["text"] = body.text.model_dump(by_alias=True, exclude_none=True)
-    return params
-
-
 async def create(request: Request, svc: Services, who: Caller,
                  body: ResponseRequest) -> Created:
     body.check()
     items = normalized(body.input_items())
-    extra = body.chat_extra()
+    body.chat_extra()  # its 400s before the history is read
     messages = await history(svc, who, body) + to_messages(items)
     rid = new_id("resp_")
-    base = base_object(rid, int(time.time()), body.model, _params(body))
-    chat = ChatBody(messages=([{"role": "system", "content": body.instructions}]
-                              if body.instructions else []) + messages,
-                    temperature=body.temperature, max_tokens=body.max_output_tokens,
-                    extra=extra)
+    base = base_object(rid, int(time.time()), body.model, body.echoed())
+    chat = body.chat_body(messages)
     session_id = uuid.uuid4().hex
     if svc.registry.speaks_responses(body.model):  # an unknown model: 404 before it is stored
-        chat.responses = _passed(body, messages)
+        chat.responses = body.passed(messages)
     if body.store:
         await store_input(svc, who, base, session_id, items, messages)
     try:
@@ -137,19 +120,6 @@ async def create(request: Request, svc: Services, who: Caller,
             await asyncio.shield(stored.purge(svc.store, rid))
         raise
     return Created(base, queued.queue)
-
-
-def _passed(body: ResponseRequest, messages: list[dict[str, Any]]) -> dict[str, Any]:
-    """The request for a server that speaks the Responses API: as the client sent it, with
-    every earlier turn in `input` (the server keeps no state of Rafale's responses)."""
-    passed = body.model_dump(include={"instructions", "temperature", "top_p",
-                                      "max_output_tokens", "tool_choice",
-                                      "parallel_tool_calls"}, exclude_none=True)
-    if body.tools:
-        passed["tools"] = [t.model_dump(exclude_none=True) for t in body.tools]
-    if body.text is not None:
-        passed["text"] = body.text.model_dump(by_alias=True, exclude_none=True)
-    return {**passed, "input": from_messages(messages)}
 
 
 async def whole(base: dict[str, Any], events: AsyncIterator[Relayed]) -> dict[str, Any]:

@@ -12,6 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from app.bounds import MaxTokens, ModelName
 from app.errors import InvalidRequest
+from app.responses.items import from_messages
+from app.schemas import ChatBody
 
 MAX_INPUT_ITEMS = 2048  # items in one `input` (the body's byte limit bounds their size)
 MAX_TOOLS = 128  # as OpenAI
@@ -111,6 +113,40 @@ class ResponseRequest(BaseModel):
             raise InvalidRequest("conversation is a conversation id or {\"id\": ...}",
                                  param="conversation", code="invalid_value")
         return cid
+
+    def echoed(self) -> dict[str, Any]:
+        """What the response object echoes of its request (see output.base_object)."""
+        params = self.model_dump(include={"instructions", "max_output_tokens", "metadata",
+                                          "parallel_tool_calls", "previous_response_id",
+                                          "store", "background", "temperature", "top_p",
+                                          "tool_choice", "user"}, exclude_none=True)
+        params["conversation"] = self.conversation_id()
+        if self.tools:
+            params["tools"] = [t.model_dump(exclude_none=True) for t in self.tools]
+        if self.text is not None:
+            params["text"] = self.text.model_dump(by_alias=True, exclude_none=True)
+        return params
+
+    def chat_body(self, messages: list[dict[str, Any]]) -> ChatBody:
+        """The chat completion this response asks: `instructions` first, then `messages`
+        (the history and this input); raises 400 for what cannot be translated."""
+        return ChatBody(messages=([{"role": "system", "content": self.instructions}]
+                                  if self.instructions else []) + messages,
+                        temperature=self.temperature, max_tokens=self.max_output_tokens,
+                        extra=self.chat_extra())
+
+    def passed(self, messages: list[dict[str, Any]]) -> dict[str, Any]:
+        """The request for a server that speaks the Responses API: as the client sent it,
+        with every earlier turn in `input` (the server keeps no state of Rafale's
+        responses)."""
+        passed = self.model_dump(include={"instructions", "temperature", "top_p",
+                                          "max_output_tokens", "tool_choice",
+                                          "parallel_tool_calls"}, exclude_none=True)
+        if self.tools:
+            passed["tools"] = [t.model_dump(exclude_none=True) for t in self.tools]
+        if self.text is not None:
+            passed["text"] = self.text.model_dump(by_alias=True, exclude_none=True)
+        return {**passed, "input": from_messages(messages)}
 
     def input_items(self) -> list[dict[str, Any]]:
         """`input` as a list of items (a string is one user message)."""

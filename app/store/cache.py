@@ -26,6 +26,8 @@ def cache_key(endpoint: str, owner: str, body: dict[str, Any]) -> str | None:
     if endpoint == "/v1/chat/completions" and body.get("seed") is None and (
             body.get("temperature") is None or body.get("temperature") != 0):
         return None
+    if endpoint == "/v1/responses" and body.get("temperature") != 0:
+        return None  # the Responses API has no seed
     canonical = orjson.dumps({k: v for k, v in body.items() if k not in _NEUTRAL},
                              option=orjson.OPT_SORT_KEYS)
     return hashlib.sha256(b"\0".join((owner.encode(), endpoint.encode(), canonical))).hexdigest()

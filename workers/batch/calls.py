@@ -1,5 +1,5 @@
-"""One batch line's provider call: chat or translate, with a batch's retry policy, the fleet's
-per-provider caps (gate.py) and cooldowns, and the response cache.
+"""One batch line's provider call: chat, responses, embeddings or translate, with a batch's
+retry policy, the fleet's per-provider caps (gate.py) and cooldowns, and the response cache.
 
 A call ends in an `Outcome`, or raises `Release` when it could not start in its group's time
 (rate limits, a busy fleet, another worker's identical call still running): a line is never
@@ -32,18 +32,21 @@ from app.errors import (
 from app.generation import CallPolicy, Ending, call_with_retries, stream_with_retries
 from app.limits import Limiter
 from app.metrics import Metrics
-from app.providers.base import ChatParams
+from app.providers.base import ChatParams, Delta
 from app.providers.deepl import DeepLProvider, request_fields
 from app.providers.registry import Registry
+from app.responses.batch import ResponseLine, line_object, line_request
+from app.responses.output import OutputBuilder
 from app.schemas import (
     BatchLine,
+    ChatBody,
     CompletionRequest,
     EmbeddingRequest,
     TranslateRequest,
     validated,
 )
 from app.settings import Settings
-from app.store import cache
+from app.store import cache, new_id
 from app.store.batches import Outcome
 from app.store.cache import cache_key
 from app.usage import Meter, translated_chars
@@ -86,7 +89,7 @@ def done(line: int, request_id: str, completion: dict[str, Any],
                              .get("reasoning_tokens") or 0))
 
 
-LineRequest = CompletionRequest | TranslateRequest | EmbeddingRequest
+LineRequest = CompletionRequest | TranslateRequest | EmbeddingRequest | ResponseLine
 
 
 def _request(endpoint: str, body: dict[str, Any]) -> LineRequest:
@@ -95,6 +98,8 @@ def _request(endpoint: str, body: dict[str, Any]) -> LineRequest:
         return validated(TranslateRequest, body)
     if endpoint == "/v1/embeddings":
         return validated(EmbeddingRequest, body)
+    if endpoint == "/v1/responses":
+        return line_request(body)
     request = validated(CompletionRequest, body)
     if request.conversation_id is not None:
         # Lines run in any order and at once: turns of one conversation cannot.
@@ -248,12 +253,50 @@ class LineCalls:
             return await self._translate(owner, line, request, deadline, budget_end)
         if isinstance(request, EmbeddingRequest):
             return await self._embed(owner, line, request, deadline, budget_end)
+        if isinstance(request, ResponseLine):
+            return await self._respond(owner, line, request, deadline, budget_end)
         return await self._chat(owner, line, request, deadline, budget_end)
 
     async def _chat(self, owner: str, line: int, request: CompletionRequest, deadline: float,
                     budget_end: float) -> Outcome:
-        model = request.model
-        body = request.to_body()  # what the live route sends the provider
+        answer = CompletionBuilder()
+        ran = await self._stream(owner, line, request.model, request.to_body(), None,
+                                 lambda d: answer.add(d.index, d.content, d.tool_calls,
+                                                      d.reasoning), deadline, budget_end)
+        if isinstance(ran, Outcome):
+            return ran
+        request_id, ending = ran
+        base = {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion",
+                "created": int(time.time()), "model": request.model, "system_fingerprint": None}
+        completion = answer.build(base, finish_reasons(ending.done_event(request.model),
+                                                       request.n or 1), ending.usage)
+        return done(line, request_id, completion, ending.usage or {})
+
+    async def _respond(self, owner: str, line: int, request: ResponseLine, deadline: float,
+                       budget_end: float) -> Outcome:
+        """A Responses line: its chat completion (or the request itself, to a server that
+        speaks the Responses API, as the live route does), answered as a response object."""
+        rid = new_id("resp_")
+        output = OutputBuilder(rid)
+        try:
+            speaks = self.registry.speaks_responses(request.model)
+        except RafaleError as exc:  # a model this worker does not know
+            return failed(line, new_request_id(), exc)
+        passed = request.passed() if speaks else None
+        ran = await self._stream(owner, line, request.model, request.chat, passed,
+                                 lambda d: output.add(d.content, d.reasoning, d.tool_calls)
+                                 if d.index == 0 else None, deadline, budget_end)
+        if isinstance(ran, Outcome):
+            return ran
+        request_id, ending = ran
+        answer = line_object(rid, request, output, ending.done_event(request.model))
+        return done(line, request_id, answer, ending.usage or {})
+
+    async def _stream(self, owner: str, line: int, model: str, body: ChatBody,
+                      responses: dict[str, Any] | None, see: Callable[[Delta], None],
+                      deadline: float, budget_end: float) -> tuple[str, Ending] | Outcome:
+        """A chat call with this batch's policy, caps and cooldowns, each delta shown to
+        `see`: (request id, how it ended), or the line's Outcome when it did not succeed."""
         request_id = new_request_id()
         provider_name = model.partition("/")[0]
         meter = Meter(body.messages)
@@ -261,15 +304,15 @@ class LineCalls:
             provider_name, provider_model = self.registry.split(model)
             await self.cooldowns.wait(provider_name, budget_end)
             params = ChatParams(provider_model, body.messages, body.temperature, body.max_tokens,
-                                body.extra)
-            answer, ending = CompletionBuilder(), Ending()
+                                body.extra, responses=responses)
+            ending = Ending()
             stream = stream_with_retries(
                 self.registry.get(provider_name), params, self.policy, deadline=deadline,
                 label=f"batch line {line}", metrics=self.metrics)
             async with self.gate.slot(provider_name, budget_end), aclosing(stream) as deltas:
                 meter.start(provider_name, provider_model)
                 async for delta in deltas:
-                    answer.add(delta.index, delta.content, delta.tool_calls, delta.reasoning)
+                    see(delta)
                     ending.see(delta)
                     meter.see(delta)
         except RafaleError as exc:
@@ -280,11 +323,7 @@ class LineCalls:
             self._spent(meter, owner, "cancelled", request_id)  # what it made until then
             raise
         self._spent(meter, owner, "done", request_id)
-        base = {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion",
-                "created": int(time.time()), "model": model, "system_fingerprint": None}
-        completion = answer.build(base, finish_reasons(ending.done_event(model), request.n or 1),
-                                  ending.usage)
-        return done(line, request_id, completion, ending.usage or {})
+        return request_id, ending
 
     async def _translate(self, owner: str, line: int, request: TranslateRequest,
                          deadline: float, budget_end: float) -> Outcome:

@@ -128,6 +128,8 @@ class Check:
             self._chat(number, body)
         elif self.endpoint == "/v1/embeddings":
             self._embed(number, body)
+        elif self.endpoint == "/v1/responses":
+            self._respond(number, body)
         else:
             self._translate(number, body)
 
@@ -150,6 +152,21 @@ class Check:
     def _embed(self, number: int, body: dict[str, Any]) -> None:
         """The batch's one model, and an input: the rest of the body is the live route's to
         check when the line runs (its 400 then goes to the error file)."""
+        model = body.get("model")
+        if not model or not isinstance(model, str):
+            self.problem("invalid_request", "Model parameter is required.", number, "body.model")
+            return
+        if message := model_problem(model):
+            self.problem("invalid_value", message, number, "body.model")
+            return
+        if body.get("input") is None:
+            self.problem("invalid_request", "Input parameter is required.", number,
+                         "body.input")
+        self._model(number, model)
+
+    def _respond(self, number: int, body: dict[str, Any]) -> None:
+        """The batch's one model, and an input; the rest (stream and background too) is the
+        live route's and the batch line's to refuse when the line runs (calls.py)."""
         model = body.get("model")
         if not model or not isinstance(model, str):
             self.problem("invalid_request", "Model parameter is required.", number, "body.model")
@@ -225,7 +242,7 @@ async def plan(task: BatchTask, *, store: Store, broker: Broker, registry: Regis
         if total is None:
             return False
         model = None
-        if row.endpoint in ("/v1/chat/completions", "/v1/embeddings"):
+        if row.endpoint in ("/v1/chat/completions", "/v1/embeddings", "/v1/responses"):
             model = total[1]
         if not await batches.start(store, row.id, total[0], model):
             row = await batches.load(store, row.id)  # a cancel or the expiry came first
