@@ -78,4 +78,4 @@ def line_object(rid: str, line: ResponseLine, output: OutputBuilder,
     base = base_object(rid, int(time.time()) if created_at is None else created_at,
                        line.model, line.request.echoed())
     final = Final.of_done(done)
-    return response_object(base, final.status, output.items(), final)
+    return response_object(base, final.status, output.items(final.status), final)

@@ -125,7 +125,8 @@ def test_the_object_is_the_one_the_live_non_streamed_route_builds(finish: str) -
     assert [i["type"] for i in got["output"]] == ["reasoning", "message", "function_call"]
     assert got["output"][1]["content"][0]["text"] == "Hello there"
     assert got["output"][2]["arguments"] == '{"a": 1}'
-    assert got["usage"] == {"input_tokens": 7, "input_tokens_details": {"cached_tokens": 0},
+    assert got["usage"] == {"input_tokens": 7, "input_tokens_details": {
+                                "cached_tokens": 0, "cache_write_tokens": 0},
                             "output_tokens": 5, "output_tokens_details": {
                                 "reasoning_tokens": 2}, "total_tokens": 12}
     assert got["status"] == ("incomplete" if finish in ("length", "content_filter")
