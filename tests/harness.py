@@ -130,8 +130,9 @@ class Stack:
                     # With keys on, a caller without an admin key sees the status only.
                     checks = last.get("checks")
                     ok = r.status_code == 200 or (not want_workers and (
-                        checks is None or (checks["broker"]["connected"]
-                                           and checks.get("store", {}).get("ok"))))
+                        (checks is None and await self._store_ready(client))
+                        or (checks is not None and checks["broker"]["connected"]
+                            and checks.get("store", {}).get("ok"))))
                     healthy = healthy + 1 if ok else 0
                     if healthy >= needed and self._api_processes_connected():
                         return
@@ -142,6 +143,16 @@ class Stack:
                     healthy = 0
                 await asyncio.sleep(0.1)
         raise TimeoutError(f"{self.name} not ready after {within}s: {last}")
+
+    async def _store_ready(self, client: httpx.AsyncClient) -> bool:
+        """Without an admin key /health/full says nothing of the store: ask a route that needs
+        it, with the stack's first key (a 503 while the schema is being made)."""
+        keys = self.env.get("RAFALE_API_KEYS", "")
+        if not keys:
+            return True
+        key = keys.split(",")[0].split(":", 1)[-1].split()[0]
+        r = await client.get("/v1/files", headers={"authorization": f"Bearer {key}"})
+        return r.status_code != 503
 
     def _api_processes_connected(self) -> bool:
         """With several uvicorn processes, the health checks may all land on one of them: each

@@ -241,10 +241,14 @@ async def test_a_restart_that_cannot_start_leaves_the_running_instance_serving(
 
 async def test_rafale_chat_resumes_a_queued_answer_across_run_sh_restart(
         checkout: Checkout) -> None:
+    # A 20 s answer: still streaming when the old processes stop, which is only once the new
+    # ones serve (see the test above).
+    tokens = 200
+    checkout.env.update(MOCK_TOKENS=str(tokens), SHUTDOWN_GRACE="30")
     start(checkout)
     prompt = "resume me across a restart"
     cli = await checkout.start_run("cli", "chat", prompt, "-m", "mock/echo", "--max-tokens",
-                                   str(TOKENS), "-v")
+                                   str(tokens), "-v")
     assert cli.stderr is not None
     session = (await asyncio.wait_for(cli.stderr.readline(), 30)).decode()
     assert session.startswith("session "), session
@@ -255,7 +259,7 @@ async def test_rafale_chat_resumes_a_queued_answer_across_run_sh_restart(
     out, err = await asyncio.wait_for(cli.communicate(), 90)
     assert cli.returncode == 0, err.decode()
     # Piped: the whole answer, once, though the stream was cut by the restart.
-    assert out.decode() == expected_text(prompt) + "\n"
+    assert out.decode() == expected_text(prompt, tokens) + "\n"
     assert "[connection lost, resuming]" in err.decode()
 
 
