@@ -202,6 +202,19 @@ BROKER = (os.environ.get("RABBITMQ_URL") or os.environ.get("RABBIT_MQ")
           or "amqp://guest:guest@127.0.0.1:5672/")
 
 
+@asynccontextmanager
+async def second_api(stack: Stack) -> AsyncIterator[Stack]:
+    """Another API process (a replica) on a port of its own, same broker namespace."""
+    port = free_port()
+    other = Stack(f"{stack.name}-b", {**stack.env, "PORT": str(port)}, port)
+    other.start_api()
+    try:
+        await other.wait_ready()
+        yield other
+    finally:
+        other.stop()
+
+
 async def delete_topology(namespace: str, lanes: list[str], url: str = BROKER) -> None:
     """Delete a namespace's durable queues and exchanges (`lanes`: its task queues, without the
     namespace)."""

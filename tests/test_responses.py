@@ -5,12 +5,11 @@ and a stream resumed on another API process."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import signal
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -19,7 +18,7 @@ import pytest
 
 from tests.conftest import PG, StackFactory
 from tests.fakes.openai_server import FakeOpenAI, reasoning_for, text_for, tool_arguments
-from tests.harness import Stack, free_port
+from tests.harness import Stack, second_api
 from tests.test_fleet import worker_holding_call
 
 TEXT_EVENTS = ["response.created", "response.in_progress", "response.output_item.added",
@@ -38,19 +37,6 @@ async def until(check: Callable[[], Awaitable[bool]], what: str, within: float =
     while not await check():
         assert time.monotonic() < deadline, f"not {what} within {within}s"
         await asyncio.sleep(0.05)
-
-
-@contextlib.asynccontextmanager
-async def second_api(stack: Stack) -> AsyncIterator[Stack]:
-    """Another API process (a replica) on a port of its own, same broker namespace."""
-    port = free_port()
-    other = Stack(f"{stack.name}-b", {**stack.env, "PORT": str(port)}, port)
-    other.start_api()
-    try:
-        await other.wait_ready()
-        yield other
-    finally:
-        other.stop()
 
 
 def call_of(fake: FakeOpenAI, prompt: str) -> dict[str, Any]:

@@ -18,8 +18,7 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from app.api.chat_queue import enqueue_chat
 from app.api.conversation_turn import continue_conversation
 from app.api.deps import Svc, Who
-from app.api.streaming import event_stream
-from app.api.waiting import error_data, first_event, whole_answer
+from app.api.waiting import error_data, openai_answer
 from app.completions import CompletionBuilder, finish_reasons
 from app.errors import ModelNotFound, RafaleError, StreamInterrupted
 from app.schemas import CompletionRequest
@@ -48,15 +47,11 @@ async def chat_completions(body: CompletionRequest, request: Request, svc: Svc,
     base = {"id": f"chatcmpl-{session_id}", "object": "chat.completion.chunk",
             "created": int(time.time()), "model": body.model, "system_fingerprint": None}
     n = body.n or 1
-    sub = await svc.relay.subscribe(queue, None, resumable=False)
-    if not body.stream:
-        return JSONResponse(await whole_answer(request, sub,
-                                               lambda evs: _complete(evs, base, n)))
-    # Wait for the first event before answering (a failure before any text gets its status).
-    events = sub.events()
-    first = await first_event(request, sub, events)
     usage_wanted = bool(body.stream_options and body.stream_options.include_usage)
-    return event_stream(svc, _stream(first, events, base, n, usage_wanted), sub)
+    return await openai_answer(
+        request, svc, queue, stream=bool(body.stream),
+        whole=lambda evs: _complete(evs, base, n),
+        streamed=lambda first, evs: _stream(first, evs, base, n, usage_wanted))
 
 
 async def _complete(events: AsyncIterator[Relayed], base: dict[str, Any],

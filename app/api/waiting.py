@@ -8,11 +8,15 @@ import asyncio
 import contextlib
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import orjson
 from fastapi import Request
+from fastapi.responses import JSONResponse
+from sse_starlette import EventSourceResponse, ServerSentEvent
 
+from app.api.services import Services
+from app.api.streaming import event_stream
 from app.errors import ClientGone, RafaleError, StreamInterrupted
 from app.subscription import Relayed, Subscription
 
@@ -72,3 +76,20 @@ async def first_event(request: Request, sub: Subscription,
         sub.close()
         raise
     return first
+
+
+Whole = Callable[[AsyncIterator[Relayed]], Awaitable[dict[str, Any]]]
+Streamed = Callable[[Relayed, AsyncGenerator[Relayed, None]], AsyncGenerator[ServerSentEvent, None]]
+
+
+async def openai_answer(request: Request, svc: Services, queue: str, *, stream: bool,
+                        whole: Whole, streamed: Streamed) -> JSONResponse | EventSourceResponse:
+    """An OpenAI-style answer of a queued task nobody can resume (`/v1/chat/completions`,
+    `/v1/completions`): the object `whole` makes of the session, or the SSE stream `streamed`
+    makes of it once its first event came (a failure before any text gets its status)."""
+    sub = await svc.relay.subscribe(queue, None, resumable=False)
+    if not stream:
+        return JSONResponse(await whole_answer(request, sub, whole))
+    events = sub.events()
+    first = await first_event(request, sub, events)
+    return event_stream(svc, streamed(first, events), sub)

@@ -25,7 +25,7 @@ import httpx
 
 from tests.conftest import StackFactory
 from tests.fakes.openai_server import FakeOpenAI, text_for
-from tests.harness import Stack, free_port
+from tests.harness import second_api
 from tests.sse import SSE, collect, iter_sse, text_of
 
 GRACE = 30  # the default STREAM_RESUME_GRACE: the test stack's FAST setting is 0.5 s
@@ -182,19 +182,6 @@ async def test_connection_reset_after_done_loses_nothing(make_stack: StackFactor
         r = await c.get(f"/stream/{sid}", headers={"Last-Event-ID": tail[-1].id or ""})
         assert r.status_code == 204, r.text
         assert (await c.get(f"/stream/{sid}")).status_code == 404
-
-
-@contextlib.asynccontextmanager
-async def second_api(stack: Stack) -> AsyncIterator[Stack]:
-    """Another API process (a replica) on a port of its own, same broker namespace."""
-    port = free_port()
-    other = Stack(f"{stack.name}-b", {**stack.env, "PORT": str(port)}, port)
-    other.start_api()
-    try:
-        await other.wait_ready()
-        yield other
-    finally:
-        other.stop()
 
 
 async def test_reconnect_to_the_other_api_process_takes_over_the_stale_reader(

@@ -126,10 +126,8 @@ class Check:
             return
         if self.endpoint == "/v1/chat/completions":
             self._chat(number, body)
-        elif self.endpoint == "/v1/embeddings":
-            self._embed(number, body)
-        elif self.endpoint == "/v1/responses":
-            self._respond(number, body)
+        elif self.endpoint in ("/v1/embeddings", "/v1/responses"):
+            self._model_and_input(number, body)
         else:
             self._translate(number, body)
 
@@ -149,24 +147,10 @@ class Check:
                          "body.messages")
         self._model(number, model)
 
-    def _embed(self, number: int, body: dict[str, Any]) -> None:
-        """The batch's one model, and an input: the rest of the body is the live route's to
-        check when the line runs (its 400 then goes to the error file)."""
-        model = body.get("model")
-        if not model or not isinstance(model, str):
-            self.problem("invalid_request", "Model parameter is required.", number, "body.model")
-            return
-        if message := model_problem(model):
-            self.problem("invalid_value", message, number, "body.model")
-            return
-        if body.get("input") is None:
-            self.problem("invalid_request", "Input parameter is required.", number,
-                         "body.input")
-        self._model(number, model)
-
-    def _respond(self, number: int, body: dict[str, Any]) -> None:
-        """The batch's one model, and an input; the rest (stream and background too) is the
-        live route's and the batch line's to refuse when the line runs (calls.py)."""
+    def _model_and_input(self, number: int, body: dict[str, Any]) -> None:
+        """The batch's one model, and an input (embeddings, responses): the rest of the body
+        (stream and background too) is the live route's and the batch line's to refuse when
+        the line runs (calls.py), its 400 then in the error file."""
         model = body.get("model")
         if not model or not isinstance(model, str):
             self.problem("invalid_request", "Model parameter is required.", number, "body.model")
